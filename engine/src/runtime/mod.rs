@@ -1,0 +1,197 @@
+//! The execution seam: time ([`Clock`]), background work ([`Executor`]) and seeded randomness ([`SeededRng`]).
+//!
+//! Natively background jobs run on worker threads; on wasm32 (no threads) they run inline at well-defined
+//! points, so the same durable steps happen in the same order. Platform `cfg`s live here and in `storage/` only.
+#![allow(clippy::disallowed_methods)]
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A source of time. The TTL clock and every timeout read time through this trait, so tests (and the crash
+/// simulator) can replay a run exactly.
+///
+/// ```
+/// use cntryl_midge::{Clock, ManualClock};
+/// let clock = ManualClock::new(1_000);
+/// clock.advance_millis(500);
+/// assert_eq!(clock.now_millis(), 1_500);
+/// ```
+pub trait Clock: Send + Sync + Debug {
+    /// Wall-clock milliseconds since the Unix epoch (used for TTL expiry). Must never go backwards.
+    fn now_millis(&self) -> u64;
+    /// Monotonic nanoseconds from an arbitrary origin (used for timeouts and latency metrics).
+    fn monotonic_nanos(&self) -> u64;
+}
+
+/// The real clock (wall time for TTL, a monotonic clock for timeouts), with a non-decreasing floor.
+#[derive(Debug, Default)]
+pub struct SystemClock {
+    floor: AtomicU64,
+}
+
+impl SystemClock {
+    /// A new system clock.
+    pub fn new() -> SystemClock {
+        SystemClock::default()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let prev = self.floor.fetch_max(now, Ordering::Relaxed);
+        prev.max(now)
+    }
+
+    fn monotonic_nanos(&self) -> u64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+        origin.elapsed().as_nanos() as u64
+    }
+}
+
+/// A clock that moves only when told to; for deterministic tests of TTL and timeouts.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock {
+    millis: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock reading `millis`.
+    pub fn new(millis: u64) -> ManualClock {
+        ManualClock { millis: Arc::new(AtomicU64::new(millis)) }
+    }
+    /// Moves the clock forward.
+    pub fn advance_millis(&self, by: u64) {
+        self.millis.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_millis(&self) -> u64 {
+        self.millis.load(Ordering::Relaxed)
+    }
+    fn monotonic_nanos(&self) -> u64 {
+        self.millis.load(Ordering::Relaxed).saturating_mul(1_000_000)
+    }
+}
+
+/// A unit of background work (flush, compaction, WAL sync, obsolete-file GC).
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Where background work runs.
+pub trait Executor: Send + Sync + Debug {
+    /// Runs `job` in the background, or inline if this executor has no threads.
+    fn spawn(&self, name: &str, job: Job);
+    /// True when jobs run inline on the caller's thread (wasm32, deterministic simulation).
+    fn is_inline(&self) -> bool;
+    /// Blocks the calling thread for `d` (a no-op for inline executors, which must never wait).
+    fn sleep(&self, d: Duration);
+}
+
+/// Runs every job on a fresh named OS thread.
+#[derive(Debug, Default)]
+pub struct ThreadExecutor;
+
+impl Executor for ThreadExecutor {
+    fn spawn(&self, name: &str, job: Job) {
+        let spawned = std::thread::Builder::new().name(format!("midge-{name}")).spawn(job);
+        if let Err(e) = spawned {
+            // Thread exhaustion: surface it in logs; the job is lost, callers treat work as not done.
+            tracing::error!("failed to spawn background thread {name}: {e}");
+        }
+    }
+    fn is_inline(&self) -> bool {
+        false
+    }
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
+}
+
+/// Runs every job immediately on the caller's thread.
+#[derive(Debug, Default)]
+pub struct InlineExecutor;
+
+impl Executor for InlineExecutor {
+    fn spawn(&self, _name: &str, job: Job) {
+        job();
+    }
+    fn is_inline(&self) -> bool {
+        true
+    }
+    fn sleep(&self, _d: Duration) {}
+}
+
+/// The executor for this target: threads natively, inline on wasm32.
+pub fn default_executor() -> Arc<dyn Executor> {
+    #[cfg(target_family = "wasm")]
+    {
+        Arc::new(InlineExecutor)
+    }
+    #[cfg(not(target_family = "wasm"))]
+    {
+        Arc::new(ThreadExecutor)
+    }
+}
+
+/// A tiny deterministic PRNG (SplitMix64). Every random choice in the engine comes from a seeded instance.
+#[derive(Debug, Clone)]
+pub struct SeededRng {
+    state: u64,
+}
+
+impl SeededRng {
+    /// A generator for `seed`; the same seed always yields the same sequence.
+    pub fn new(seed: u64) -> SeededRng {
+        SeededRng { state: seed }
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// A value in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_rng_is_deterministic() {
+        let mut a = SeededRng::new(7);
+        let mut b = SeededRng::new(7);
+        let xs: Vec<u64> = (0..5).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..5).map(|_| b.next_u64()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(SeededRng::new(8).next_u64(), xs[0]);
+    }
+
+    #[test]
+    fn system_clock_never_goes_backwards() {
+        let c = SystemClock::new();
+        let a = c.now_millis();
+        let b = c.now_millis();
+        assert!(b >= a);
+    }
+
+    #[test]
+    fn inline_executor_runs_jobs_immediately() {
+        let hit = Arc::new(AtomicU64::new(0));
+        let h = hit.clone();
+        InlineExecutor.spawn("t", Box::new(move || h.store(1, Ordering::SeqCst)));
+        assert_eq!(hit.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,80 @@
+//! Internal record types shared by the memtable, WAL, SST and iterator layers.
+//!
+//! A version of a key is an [`Entry`]: user key, sequence number, kind, value and optional absolute expiry.
+//! Ordering inside every sorted structure is key ascending, then sequence **descending** (newest first).
+//! Range deletes are [`RangeTombstone`]s: they hide every version in `[start, end)` with a smaller sequence.
+
+use bytes::Bytes;
+use std::cmp::Ordering;
+
+/// Global, monotonic sequence number.
+pub(crate) type Seq = u64;
+
+/// Column family id (a `u32`, never reused after drop).
+pub type ColumnFamilyId = u32;
+
+/// What a version records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum EntryKind {
+    /// A value.
+    Put = 0,
+    /// A point tombstone.
+    Delete = 1,
+}
+
+impl EntryKind {
+    pub fn from_u8(v: u8) -> Option<EntryKind> {
+        match v {
+            0 => Some(EntryKind::Put),
+            1 => Some(EntryKind::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// One version of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub key: Bytes,
+    pub seq: Seq,
+    pub kind: EntryKind,
+    /// Empty for tombstones.
+    pub value: Bytes,
+    /// Absolute expiry in milliseconds since the epoch; `None` never expires.
+    pub expiry: Option<u64>,
+}
+
+impl Entry {
+    /// True when this version reads as absent at `now_ms` (a tombstone, or an expired value).
+    pub fn is_absent_at(&self, now_ms: u64) -> bool {
+        self.kind == EntryKind::Delete || self.expiry.is_some_and(|e| e <= now_ms)
+    }
+}
+
+/// Internal key order: user key ascending, then sequence descending.
+pub(crate) fn cmp_internal(ak: &[u8], aseq: Seq, bk: &[u8], bseq: Seq) -> Ordering {
+    ak.cmp(bk).then(bseq.cmp(&aseq))
+}
+
+/// A range delete: hides versions of keys in `[start, end)` whose sequence is below `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RangeTombstone {
+    pub start: Bytes,
+    pub end: Bytes,
+    pub seq: Seq,
+}
+
+impl RangeTombstone {
+    pub fn covers(&self, key: &[u8]) -> bool {
+        self.start.as_ref() <= key && key < self.end.as_ref()
+    }
+    /// True when this tombstone hides a version `(key, seq)` for a reader at `snapshot`.
+    pub fn hides(&self, key: &[u8], seq: Seq, snapshot: Seq) -> bool {
+        self.seq <= snapshot && seq < self.seq && self.covers(key)
+    }
+}
+
+/// Largest key size accepted (bytes).
+pub const MAX_KEY_SIZE: usize = 64 * 1024;
+/// Largest value size accepted (bytes).
+pub const MAX_VALUE_SIZE: usize = 32 * 1024 * 1024;

@@ -1,0 +1,1 @@
+//! midge-host: the wasmtime embedding (filled in by the component work).

@@ -1,0 +1,1 @@
+//! midge-conformance: one suite, two drivers (native engine and component).
