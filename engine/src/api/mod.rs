@@ -1,0 +1,389 @@
+//! The public facades: [`Engine`], [`Transaction`], [`Query`], [`ScanIterator`], [`ColumnFamilyHandle`].
+//!
+//! Thin wrappers over `core/`: argument validation and the transaction's read-your-own-writes merge live here;
+//! durability, recovery and storage do not.
+
+mod scan;
+
+use crate::core::{CommitRequest, Core};
+use crate::error::{MidgeError, MidgeResult};
+use crate::metrics::{
+    ReadAmpMetricsSnapshot, RecoveryMetricsSnapshot, RuntimeMetricsSnapshot, SnapshotPinSnapshot,
+    StorageLayoutSnapshot, StorageVerificationReport,
+};
+use crate::options::{IntoOpenOptions, WriteOptions};
+use crate::txn::{ConflictPolicy, Own, TransactionMode, WriteSet, check_key, check_value};
+use crate::types::{ColumnFamilyId, Seq};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub use scan::{Direction, IteratorState, OwnedScanIterator, Query, ScanIterator};
+
+/// A handle naming a column family.
+///
+/// ```
+/// use cntryl_midge::prelude::*;
+/// let engine = Engine::open(OpenOptions::in_memory().build())?;
+/// let cf = engine.create_column_family("users")?;
+/// assert_eq!(cf.name(), "users");
+/// assert_eq!(engine.get_column_family("users").unwrap().id(), cf.id());
+/// # Ok::<(), MidgeError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ColumnFamilyHandle {
+    id: ColumnFamilyId,
+    name: String,
+}
+
+impl ColumnFamilyHandle {
+    /// The column family's id (stable across restarts, never reused).
+    pub fn id(&self) -> ColumnFamilyId {
+        self.id
+    }
+    /// The column family's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// An open Midge database. `Send + Sync`; share it with `Arc` across threads.
+///
+/// ```
+/// use cntryl_midge::prelude::*;
+/// let engine = Engine::open(OpenOptions::in_memory().build())?;
+/// let cf = engine.get_column_family("default").unwrap();
+/// let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite)?;
+/// tx.put(b"k".to_vec(), b"v".to_vec(), None)?;
+/// tx.commit(WriteOptions::sync())?;
+/// let tx = engine.begin_tx(cf.id(), TransactionMode::ReadOnly)?;
+/// assert_eq!(tx.get(b"k")?.as_deref(), Some(&b"v"[..]));
+/// # Ok::<(), MidgeError>(())
+/// ```
+#[derive(Debug)]
+pub struct Engine {
+    core: Arc<Core>,
+}
+
+impl Engine {
+    /// Opens (creating if needed) and recovers a database. Accepts [`crate::OpenOptions`] or the
+    /// `MidgeResult` returned by `build()`.
+    pub fn open(opts: impl IntoOpenOptions) -> MidgeResult<Engine> {
+        let opts = opts.into_open_options()?;
+        Ok(Engine { core: crate::core::open(opts)? })
+    }
+
+    fn handle(cf: &crate::core::CfState) -> ColumnFamilyHandle {
+        ColumnFamilyHandle { id: cf.id, name: cf.name.clone() }
+    }
+
+    /// The column family named `name` (`None` if absent or after shutdown).
+    pub fn get_column_family(&self, name: &str) -> Option<ColumnFamilyHandle> {
+        self.core.check_open().ok()?;
+        self.core.cf_by_name(name).map(|c| Self::handle(&c))
+    }
+
+    /// Creates a column family (durable when this returns).
+    pub fn create_column_family(&self, name: &str) -> MidgeResult<ColumnFamilyHandle> {
+        let cf = self.core.create_cf(name)?;
+        Ok(Self::handle(&cf))
+    }
+
+    /// Drops a column family. Refuses with [`MidgeError::UnflushedDataPresent`] while committed data is still
+    /// only in its memtable (flush first, or use [`Engine::drop_column_family_discarding_unflushed`]).
+    pub fn drop_column_family(&self, id: ColumnFamilyId) -> MidgeResult<()> {
+        self.core.drop_cf(id, false)
+    }
+
+    /// Drops a column family, discarding data not yet flushed.
+    pub fn drop_column_family_discarding_unflushed(&self, id: ColumnFamilyId) -> MidgeResult<()> {
+        self.core.drop_cf(id, true)
+    }
+
+    /// All column families, by id.
+    pub fn list_column_families(&self) -> MidgeResult<Vec<ColumnFamilyHandle>> {
+        self.core.check_open()?;
+        Ok(self.core.list_cfs().iter().map(|c| Self::handle(c)).collect())
+    }
+
+    /// Begins a transaction on one column family, reading at the latest committed snapshot.
+    pub fn begin_tx(&self, cf: ColumnFamilyId, mode: TransactionMode) -> MidgeResult<Transaction> {
+        Transaction::begin(self.core.clone(), cf, mode)
+    }
+
+    /// Makes every buffered commit durable now (one fsync).
+    pub fn sync_wal(&self) -> MidgeResult<()> {
+        self.core.check_writable()?;
+        self.core.wal.sync_all().map_err(|e| {
+            self.core.poison(&e.to_string());
+            e
+        })
+    }
+
+    /// Shuts down: refuses new work, makes buffered commits durable and releases the directory lock.
+    /// `Busy` (retryable) while transactions are alive.
+    pub fn shutdown(&mut self, timeout: Duration) -> MidgeResult<()> {
+        if timeout.is_zero() && self.core.live_txns.load(Ordering::Acquire) > 0 {
+            return Err(MidgeError::Timeout("shutdown deadline passed with live transactions".into()));
+        }
+        self.core.shutdown()
+    }
+
+    /// What the engine is doing now.
+    pub fn get_runtime_metrics(&self) -> MidgeResult<RuntimeMetricsSnapshot> {
+        Ok(self.core.runtime_metrics())
+    }
+
+    /// Like [`Engine::get_runtime_metrics`]; the timeout bounds the caller's wait.
+    pub fn get_runtime_metrics_with_timeout(&self, _timeout: Duration) -> MidgeResult<RuntimeMetricsSnapshot> {
+        self.get_runtime_metrics()
+    }
+
+    /// What recovery did when this engine was opened.
+    pub fn get_recovery_metrics(&self) -> MidgeResult<RecoveryMetricsSnapshot> {
+        Ok(self.core.recovery.clone())
+    }
+
+    /// Read amplification of point reads so far.
+    pub fn get_read_amp_metrics(&self) -> MidgeResult<ReadAmpMetricsSnapshot> {
+        Ok(ReadAmpMetricsSnapshot::default())
+    }
+
+    /// Levels, files, live snapshots.
+    pub fn get_storage_layout(&self) -> MidgeResult<StorageLayoutSnapshot> {
+        let now = self.core.clock.now_millis();
+        let m = crate::core::lock(&self.core.manifest);
+        let s = m.state();
+        Ok(StorageLayoutSnapshot {
+            health: self.core.health(),
+            manifest_last_persisted_sequence: s.last_seq,
+            manifest_next_wal_seq: s.next_file_id,
+            levels: Vec::new(),
+            active_snapshots: self
+                .core
+                .snapshots
+                .list()
+                .into_iter()
+                .map(|(seq, n, t)| SnapshotPinSnapshot {
+                    snapshot_id: seq,
+                    sequence: seq,
+                    age_seconds: now.saturating_sub(t) / 1000,
+                    ref_count: n as u64,
+                })
+                .collect(),
+            compacting_ssts: Vec::new(),
+            obsolete_files: Vec::new(),
+        })
+    }
+
+    /// Online verification of everything on disk (never repairs).
+    pub fn verify_storage(&self, timeout: Duration) -> MidgeResult<StorageVerificationReport> {
+        if timeout.is_zero() {
+            return Err(MidgeError::Timeout("zero verification deadline".into()));
+        }
+        if self.core.in_memory {
+            return Err(MidgeError::NotSupported("verify_storage on an in-memory engine".into()));
+        }
+        crate::verify::verify_fs(&self.core.fs, self.core.health())
+    }
+
+    /// Offline verification of a database directory (no engine, never repairs).
+    pub fn verify_path(path: impl Into<std::path::PathBuf>) -> MidgeResult<StorageVerificationReport> {
+        let fs: crate::storage::SharedFs = Arc::new(crate::storage::local::LocalFs::new(path.into()));
+        crate::verify::verify_fs(&fs, crate::metrics::EngineHealth::Healthy)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.core.close();
+    }
+}
+
+/// A transaction on one column family: snapshot reads at `begin_tx`, buffered writes applied atomically at
+/// [`Transaction::commit`]. Dropping it without committing rolls it back.
+#[derive(Debug)]
+pub struct Transaction {
+    core: Arc<Core>,
+    cf: ColumnFamilyId,
+    mode: TransactionMode,
+    snapshot: Seq,
+    read_time: u64,
+    policy: ConflictPolicy,
+    writes: WriteSet,
+    asserts: Vec<(Bytes, Option<Bytes>)>,
+}
+
+impl Transaction {
+    fn begin(core: Arc<Core>, cf: ColumnFamilyId, mode: TransactionMode) -> MidgeResult<Transaction> {
+        core.check_open()?;
+        if core.cf(cf).is_none() {
+            return Err(MidgeError::InvalidArgument(format!("unknown column family {cf}")));
+        }
+        let snapshot = core.visible_seq();
+        let read_time = core.clock.now_millis();
+        core.snapshots.pin(snapshot, read_time);
+        core.live_txns.fetch_add(1, Ordering::AcqRel);
+        Ok(Transaction {
+            core,
+            cf,
+            mode,
+            snapshot,
+            read_time,
+            policy: ConflictPolicy::default(),
+            writes: WriteSet::default(),
+            asserts: Vec::new(),
+        })
+    }
+
+    fn writable(&self) -> MidgeResult<()> {
+        if self.mode == TransactionMode::ReadOnly {
+            return Err(MidgeError::InvalidArgument("write on a read-only transaction".into()));
+        }
+        Ok(())
+    }
+
+    fn expiry(&self, ttl_secs: Option<u64>) -> MidgeResult<Option<u64>> {
+        match ttl_secs {
+            None => Ok(None),
+            Some(0) => Err(MidgeError::InvalidArgument("ttl must be at least 1 second (None = no expiry)".into())),
+            Some(s) => Ok(Some(self.core.clock.now_millis().saturating_add(s.saturating_mul(1000)))),
+        }
+    }
+
+    /// The column family this transaction is bound to.
+    pub fn cf_id(&self) -> ColumnFamilyId {
+        self.cf
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> TransactionMode {
+        self.mode
+    }
+
+    /// The snapshot sequence reads see.
+    pub fn snapshot_sequence(&self) -> u64 {
+        self.snapshot
+    }
+
+    /// Buffers a write of `key` = `value`, expiring `ttl_secs` seconds from now (`None` = never).
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>, ttl_secs: Option<u64>) -> MidgeResult<()> {
+        self.writable()?;
+        check_key(&key)?;
+        check_value(&value)?;
+        let expiry = self.expiry(ttl_secs)?;
+        self.writes.put(Bytes::from(key), Bytes::from(value), expiry);
+        Ok(())
+    }
+
+    /// Like [`Transaction::put`], but the commit fails with `InvalidArgument` if the key already exists.
+    pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>, ttl_secs: Option<u64>) -> MidgeResult<()> {
+        self.writable()?;
+        check_key(&key)?;
+        check_value(&value)?;
+        let expiry = self.expiry(ttl_secs)?;
+        let key = Bytes::from(key);
+        match self.writes.own(&key) {
+            Own::Value(Some(_)) => {
+                return Err(MidgeError::InvalidArgument("insert: key already written by this transaction".into()));
+            }
+            Own::Value(None) => {}
+            Own::Untouched => self.writes.inserts.push(key.clone()),
+        }
+        self.writes.put(key, Bytes::from(value), expiry);
+        Ok(())
+    }
+
+    /// Buffers a delete of `key`.
+    pub fn delete(&mut self, key: Vec<u8>) -> MidgeResult<()> {
+        self.writable()?;
+        check_key(&key)?;
+        self.writes.delete(Bytes::from(key));
+        Ok(())
+    }
+
+    /// Buffers a delete of every key in `[start, end)`. `start > end` is `InvalidArgument`; equal is a no-op.
+    pub fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) -> MidgeResult<()> {
+        self.writable()?;
+        check_key(&start)?;
+        check_key(&end)?;
+        if start > end {
+            return Err(MidgeError::InvalidArgument("delete_range start is after end".into()));
+        }
+        if start < end {
+            self.writes.delete_range(Bytes::from(start), Bytes::from(end));
+        }
+        Ok(())
+    }
+
+    /// Guards the commit: it fails with `WriteConflict` unless `key` had value `expected` (`None` = absent) in
+    /// this transaction's snapshot and nobody has modified it since.
+    #[must_use = "assert_value returns an error when the guard cannot be installed"]
+    pub fn assert_value(&mut self, key: Vec<u8>, expected: Option<Vec<u8>>) -> MidgeResult<()> {
+        self.writable()?;
+        check_key(&key)?;
+        self.asserts.push((Bytes::from(key), expected.map(Bytes::from)));
+        Ok(())
+    }
+
+    /// Reads `key`: this transaction's own latest write if any, else the snapshot. Missing keys are `Ok(None)`.
+    pub fn get(&self, key: &[u8]) -> MidgeResult<Option<Bytes>> {
+        self.core.check_open()?;
+        if let Own::Value(v) = self.writes.own(key) {
+            return Ok(v);
+        }
+        self.core.get(self.cf, key, self.snapshot, self.read_time)
+    }
+
+    /// Scans rows matching `query`, merging this transaction's own writes with its snapshot.
+    pub fn scan(&self, query: &Query) -> MidgeResult<ScanIterator<'_>> {
+        Ok(ScanIterator::new(self.scan_owned(query)?))
+    }
+
+    /// Like [`Transaction::scan`], but the iterator does not borrow the transaction (it sees the writes made
+    /// before this call). Used by the WIT component's `scan-iterator` resource.
+    pub fn scan_owned(&self, query: &Query) -> MidgeResult<OwnedScanIterator> {
+        self.core.check_open()?;
+        OwnedScanIterator::build(&self.core, self.cf, self.snapshot, self.read_time, &self.writes, query)
+    }
+
+    /// The conflict policy (default [`ConflictPolicy::LastWriteWins`]).
+    pub fn conflict_policy(&self) -> ConflictPolicy {
+        self.policy
+    }
+
+    /// Sets the conflict policy.
+    pub fn set_conflict_policy(&mut self, policy: ConflictPolicy) {
+        self.policy = policy;
+    }
+
+    /// Commits atomically with the chosen durability. A read-only transaction commits as a no-op.
+    pub fn commit(self, opts: WriteOptions) -> MidgeResult<()> {
+        if self.mode == TransactionMode::ReadOnly {
+            self.core.check_open()?;
+            return Ok(());
+        }
+        let req = CommitRequest {
+            cf: self.cf,
+            snapshot: self.snapshot,
+            read_time: self.read_time,
+            abort_on_conflict: self.policy == ConflictPolicy::AbortOnWriteConflict,
+            writes: &self.writes,
+            asserts: &self.asserts,
+        };
+        self.core.commit(req, opts)
+    }
+
+    /// Discards every buffered write.
+    pub fn rollback(self) -> MidgeResult<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        self.core.snapshots.unpin(self.snapshot);
+        self.core.live_txns.fetch_sub(1, Ordering::AcqRel);
+    }
+}

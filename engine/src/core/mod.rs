@@ -1,0 +1,498 @@
+//! The engine core: shared state, open/recovery orchestration, the commit path (sequence allocation, WAL
+//! append, group-commit fsync, memtable apply, in-order visibility), the read path, column-family DDL and
+//! shutdown.
+//!
+//! The public facades in `api/` call into this module; it reaches storage only through `storage::`, background
+//! work only through `runtime::`, and file formats only through `wal/` and `manifest/`.
+
+pub(crate) mod open;
+mod read;
+
+use crate::error::{MidgeError, MidgeResult};
+use crate::manifest::{Edit, Manifest};
+use crate::memtable::Memtable;
+use crate::metrics::{EngineHealth, RecoveryMetricsSnapshot, RuntimeMetricsSnapshot};
+use crate::options::{DurabilityPolicy, OpenOptions, WriteOptions};
+use crate::runtime::{Clock, Executor};
+use crate::storage::{LockGuard, SharedFs};
+use crate::txn::{SnapshotRegistry, WriteSet};
+use crate::types::{ColumnFamilyId, Entry, EntryKind, RangeTombstone, Seq};
+use crate::wal::Wal;
+use crate::wal::record::{TxnRecord, WalOp};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+
+pub(crate) use open::open;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The memtables of one column family, newest first when read.
+#[derive(Debug)]
+pub(crate) struct CfMems {
+    pub active: Arc<Memtable>,
+    /// Frozen generations awaiting flush, oldest first.
+    pub immutable: Vec<Arc<Memtable>>,
+}
+
+/// In-memory state of one column family.
+#[derive(Debug)]
+pub(crate) struct CfState {
+    pub id: ColumnFamilyId,
+    pub name: String,
+    pub mems: RwLock<CfMems>,
+}
+
+impl CfState {
+    pub fn new(id: ColumnFamilyId, name: String) -> CfState {
+        CfState { id, name, mems: RwLock::new(CfMems { active: Arc::new(Memtable::new()), immutable: Vec::new() }) }
+    }
+
+    /// Memtables newest first.
+    pub fn memtables(&self) -> Vec<Arc<Memtable>> {
+        let m = self.mems.read().unwrap_or_else(|p| p.into_inner());
+        std::iter::once(m.active.clone()).chain(m.immutable.iter().rev().cloned()).collect()
+    }
+}
+
+/// Commit-ordered state guarded by the commit lock.
+#[derive(Debug)]
+pub(crate) struct CommitState {
+    /// Last allocated sequence.
+    pub last_seq: Seq,
+}
+
+#[derive(Debug, Default)]
+struct Visibility {
+    visible: Seq,
+    /// Completed commits waiting for earlier ones: begin_seq -> commit_seq.
+    done: BTreeMap<Seq, Seq>,
+}
+
+/// Counters for runtime metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub commits: AtomicU64,
+    pub conflicts_point: AtomicU64,
+    pub conflicts_range: AtomicU64,
+    pub no_space: AtomicU64,
+    pub durable_seq: AtomicU64,
+}
+
+/// Everything the engine shares between the facade, transactions and background work.
+pub(crate) struct Core {
+    pub opts: OpenOptions,
+    pub fs: SharedFs,
+    pub clock: Arc<dyn Clock>,
+    pub executor: Arc<dyn Executor>,
+    pub in_memory: bool,
+    lock_guard: Mutex<Option<Box<dyn LockGuard>>>,
+    pub commit: Mutex<CommitState>,
+    pub wal: Wal,
+    pub manifest: Mutex<Manifest>,
+    pub cfs: RwLock<BTreeMap<ColumnFamilyId, Arc<CfState>>>,
+    vis: Mutex<Visibility>,
+    vis_cv: Condvar,
+    visible: AtomicU64,
+    pub snapshots: SnapshotRegistry,
+    pub live_txns: AtomicUsize,
+    closing: AtomicBool,
+    closed: AtomicBool,
+    poison: Mutex<Option<String>>,
+    pub salvage: bool,
+    pub recovery: RecoveryMetricsSnapshot,
+    pub counters: Counters,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("fs", &self.fs.describe()).finish_non_exhaustive()
+    }
+}
+
+/// A commit request built by a transaction.
+#[derive(Debug)]
+pub(crate) struct CommitRequest<'a> {
+    pub cf: ColumnFamilyId,
+    pub snapshot: Seq,
+    pub read_time: u64,
+    pub abort_on_conflict: bool,
+    pub writes: &'a WriteSet,
+    pub asserts: &'a [(Bytes, Option<Bytes>)],
+}
+
+impl Core {
+    pub fn check_open(&self) -> MidgeResult<()> {
+        if self.closed.load(Ordering::Acquire) || self.closing.load(Ordering::Acquire) {
+            return Err(MidgeError::InvalidArgument("engine is shut down".into()));
+        }
+        Ok(())
+    }
+
+    pub fn check_writable(&self) -> MidgeResult<()> {
+        self.check_open()?;
+        if let Some(p) = lock(&self.poison).as_ref() {
+            return Err(MidgeError::Poisoned(p.clone()));
+        }
+        Ok(())
+    }
+
+    /// Stops all acknowledgements until reopen.
+    pub fn poison(&self, why: &str) {
+        let mut p = lock(&self.poison);
+        if p.is_none() {
+            tracing::error!("midge engine poisoned: {why}");
+            *p = Some(why.to_string());
+        }
+        drop(p);
+        self.vis_cv.notify_all();
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        lock(&self.poison).is_some() || self.wal.is_poisoned()
+    }
+
+    /// Maps a durability error, poisoning the engine when it means an unknown amount was lost.
+    fn durability_failed(&self, e: MidgeError) -> MidgeError {
+        match &e {
+            MidgeError::NoSpace(_) => {
+                self.counters.no_space.fetch_add(1, Ordering::Relaxed);
+            }
+            MidgeError::InvalidArgument(_) => return e,
+            _ => {}
+        }
+        self.poison(&e.to_string());
+        if matches!(e, MidgeError::Poisoned(_)) { e } else { MidgeError::Poisoned(e.to_string()) }
+    }
+
+    pub fn visible_seq(&self) -> Seq {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    pub fn cf(&self, id: ColumnFamilyId) -> Option<Arc<CfState>> {
+        self.cfs.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    pub fn cf_by_name(&self, name: &str) -> Option<Arc<CfState>> {
+        self.cfs.read().unwrap_or_else(|p| p.into_inner()).values().find(|c| c.name == name).cloned()
+    }
+
+    pub fn list_cfs(&self) -> Vec<Arc<CfState>> {
+        self.cfs.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    fn check_policy(&self, opts: WriteOptions) -> MidgeResult<()> {
+        match opts.policy() {
+            DurabilityPolicy::Sync | DurabilityPolicy::Buffered | DurabilityPolicy::BestEffort => Ok(()),
+            DurabilityPolicy::CloudAsync | DurabilityPolicy::CloudStrict => Err(MidgeError::InvalidArgument(
+                "cloud durability modes need cloud storage; use sync(), buffered() or best_effort()".into(),
+            )),
+        }
+    }
+
+    /// Commits a write set atomically with one contiguous sequence range.
+    pub fn commit(&self, req: CommitRequest<'_>, opts: WriteOptions) -> MidgeResult<()> {
+        self.check_writable()?;
+        self.check_policy(opts)?;
+        let policy = opts.policy();
+        let ops = &req.writes.ops;
+        let encoded: usize = ops.iter().map(WalOp::encoded_len).sum::<usize>() + 64;
+        if policy != DurabilityPolicy::BestEffort && encoded > crate::wal::MAX_PAYLOAD {
+            return Err(MidgeError::InvalidArgument(format!(
+                "transaction of {encoded} bytes exceeds the {} byte WAL frame limit",
+                crate::wal::MAX_PAYLOAD
+            )));
+        }
+        let mut c = lock(&self.commit);
+        self.check_writable()?;
+        let cf = self
+            .cf(req.cf)
+            .ok_or_else(|| MidgeError::InvalidArgument(format!("column family {} was dropped", req.cf)))?;
+        self.check_conflicts(&req)?;
+        if ops.is_empty() {
+            drop(c);
+            // Assertion-only or empty commits allocate no sequence but honour the durability barrier.
+            if policy == DurabilityPolicy::Sync {
+                self.wal.sync_all().map_err(|e| self.durability_failed(e))?;
+            }
+            return Ok(());
+        }
+        let begin = c.last_seq + 1;
+        let record = TxnRecord { cf: req.cf, begin_seq: begin, ops: ops.clone() };
+        let commit_seq = record.commit_seq();
+        let lsn = if policy == DurabilityPolicy::BestEffort {
+            0
+        } else {
+            match self.wal.append(&record) {
+                Ok(l) => l,
+                Err(e) => return Err(self.durability_failed(e)),
+            }
+        };
+        c.last_seq = commit_seq;
+        apply_record(&cf.mems.read().unwrap_or_else(|p| p.into_inner()).active, &record);
+        drop(c);
+        let durable = match policy {
+            DurabilityPolicy::Sync if !cfg!(feature = "canary-ack-before-sync") => self.wal.sync_to(lsn),
+            DurabilityPolicy::Buffered
+                if self.wal.buffered_sync_due(
+                    self.opts.buffered_sync_bytes,
+                    self.opts.buffered_sync_interval.as_nanos() as u64,
+                ) =>
+            {
+                self.wal.sync_to(lsn)
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = durable {
+            return Err(self.durability_failed(e));
+        }
+        if policy == DurabilityPolicy::Sync {
+            self.counters.durable_seq.fetch_max(commit_seq, Ordering::AcqRel);
+        }
+        self.publish(begin, commit_seq)?;
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes `[begin, commit]` visible once every earlier commit is visible.
+    fn publish(&self, begin: Seq, commit: Seq) -> MidgeResult<()> {
+        let mut v = lock(&self.vis);
+        v.done.insert(begin, commit);
+        while let Some((&b, &c)) = v.done.first_key_value() {
+            if b != v.visible + 1 {
+                break;
+            }
+            v.visible = c;
+            v.done.remove(&b);
+        }
+        self.visible.store(v.visible, Ordering::Release);
+        self.vis_cv.notify_all();
+        while v.visible < commit {
+            if let Some(p) = lock(&self.poison).as_ref() {
+                return Err(MidgeError::Poisoned(p.clone()));
+            }
+            // Only reachable with concurrent committers (never on single-threaded wasm32).
+            v = self.vis_cv.wait(v).unwrap_or_else(|p| p.into_inner());
+        }
+        Ok(())
+    }
+
+    /// Assertions, write-write conflicts and insert checks, run under the commit lock before any WAL write.
+    fn check_conflicts(&self, req: &CommitRequest<'_>) -> MidgeResult<()> {
+        for (key, expected) in req.asserts {
+            let seen = self.get(req.cf, key, req.snapshot, req.read_time)?;
+            let newer = self.latest_mutation_seq(req.cf, key)? > req.snapshot;
+            if newer || seen.as_deref() != expected.as_deref() {
+                self.counters.conflicts_point.fetch_add(1, Ordering::Relaxed);
+                return Err(MidgeError::WriteConflict(format!(
+                    "assert_value failed for key {:?}",
+                    String::from_utf8_lossy(key)
+                )));
+            }
+        }
+        if req.abort_on_conflict {
+            for key in req.writes.point_keys() {
+                if self.latest_mutation_seq(req.cf, key)? > req.snapshot {
+                    self.counters.conflicts_point.fetch_add(1, Ordering::Relaxed);
+                    return Err(MidgeError::WriteConflict(format!(
+                        "key {:?} was modified after this transaction began",
+                        String::from_utf8_lossy(key)
+                    )));
+                }
+            }
+            for (s, e) in req.writes.ranges() {
+                if self.range_modified_after(req.cf, s, e, req.snapshot)? {
+                    self.counters.conflicts_range.fetch_add(1, Ordering::Relaxed);
+                    return Err(MidgeError::WriteConflict("a deleted range was modified after begin".into()));
+                }
+            }
+        }
+        let now = self.clock.now_millis();
+        for key in &req.writes.inserts {
+            if self.get(req.cf, key, Seq::MAX, now)?.is_some() {
+                return Err(MidgeError::InvalidArgument(format!(
+                    "insert: key {:?} already exists",
+                    String::from_utf8_lossy(key)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn create_cf(&self, name: &str) -> MidgeResult<Arc<CfState>> {
+        validate_cf_name(name)?;
+        self.check_writable()?;
+        let _c = lock(&self.commit);
+        if self.cf_by_name(name).is_some() {
+            return Err(MidgeError::InvalidArgument(format!("column family {name:?} already exists")));
+        }
+        let mut m = lock(&self.manifest);
+        let id = m.state().next_cf_id;
+        if id == u32::MAX {
+            return Err(MidgeError::ResourceLimit("column family id space exhausted".into()));
+        }
+        let edit = Edit { create_cf: vec![(id, name.to_string())], next_cf_id: Some(id + 1), ..Default::default() };
+        m.apply(edit).map_err(|e| self.durability_failed(e))?;
+        let cf = Arc::new(CfState::new(id, name.to_string()));
+        self.cfs.write().unwrap_or_else(|p| p.into_inner()).insert(id, cf.clone());
+        Ok(cf)
+    }
+
+    pub fn drop_cf(&self, id: ColumnFamilyId, discard_unflushed: bool) -> MidgeResult<()> {
+        self.check_writable()?;
+        if id == 0 {
+            return Err(MidgeError::InvalidArgument("the default column family cannot be dropped".into()));
+        }
+        let _c = lock(&self.commit);
+        let cf = self.cf(id).ok_or(MidgeError::NotFound)?;
+        if !discard_unflushed {
+            let bytes: u64 = cf.memtables().iter().map(|m| m.approximate_bytes()).sum();
+            if bytes > 0 {
+                return Err(MidgeError::UnflushedDataPresent { cf_id: id, bytes: bytes as usize });
+            }
+        }
+        let mut m = lock(&self.manifest);
+        let files: Vec<u64> = m.state().files.values().filter(|f| f.cf == id).map(|f| f.id).collect();
+        let edit = Edit { drop_cf: vec![id], remove_files: files, ..Default::default() };
+        m.apply(edit).map_err(|e| self.durability_failed(e))?;
+        self.cfs.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        Ok(())
+    }
+
+    /// Begins closing: refuses new work; `Busy` while transactions are alive.
+    pub fn shutdown(&self) -> MidgeResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.closing.store(true, Ordering::Release);
+        let live = self.live_txns.load(Ordering::Acquire);
+        if live > 0 {
+            return Err(MidgeError::Busy(format!("{live} transactions are still alive")));
+        }
+        self.close()
+    }
+
+    /// Makes buffered WAL data durable and releases the directory lock. Idempotent.
+    pub fn close(&self) -> MidgeResult<()> {
+        self.closing.store(true, Ordering::Release);
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let r = if self.is_poisoned() { Ok(()) } else { self.wal.sync_all() };
+        lock(&self.lock_guard).take();
+        r
+    }
+
+    pub fn runtime_metrics(&self) -> RuntimeMetricsSnapshot {
+        let now = self.clock.now_millis();
+        let cfs = self.list_cfs();
+        let mut active = 0;
+        let mut immutable = 0;
+        let mut bytes = 0;
+        for cf in &cfs {
+            let m = cf.mems.read().unwrap_or_else(|p| p.into_inner());
+            active += 1;
+            immutable += m.immutable.len() as u64;
+            bytes += m.active.approximate_bytes() + m.immutable.iter().map(|x| x.approximate_bytes()).sum::<u64>();
+        }
+        let (last_persisted, next_file, sst_count, sst_bytes) = {
+            let m = lock(&self.manifest);
+            let s = m.state();
+            (s.last_seq, s.next_file_id, s.files.len() as u64, s.files.values().map(|f| f.size).sum())
+        };
+        let snaps = self.snapshots.list();
+        let ws = &self.wal.stats;
+        RuntimeMetricsSnapshot {
+            health: self.health(),
+            current_sequence: self.visible_seq(),
+            manifest_last_persisted_sequence: last_persisted,
+            manifest_next_wal_seq: next_file,
+            active_memtables: active,
+            immutable_memtables: immutable,
+            total_memtable_bytes: bytes,
+            memtable_size_limit: self.opts.memtable_size_limit,
+            memtable_flush_threshold: self.opts.memtable_flush_threshold,
+            write_stalled: false,
+            wal_current_segment_id: self.wal.active_segment_id(),
+            wal_pending_bytes: self.wal.appended_lsn() - self.wal.synced_lsn(),
+            wal_local_durable_seq: self.counters.durable_seq.load(Ordering::Relaxed),
+            wal_segments: self.wal.segment_count() as u64,
+            active_snapshots: self.snapshots.count() as u64,
+            oldest_snapshot_age_seconds: snaps.iter().map(|s| now.saturating_sub(s.2) / 1000).max().unwrap_or(0),
+            sst_count,
+            sst_bytes,
+            salvage_mode_opens: u64::from(self.salvage),
+            no_space_events: self.counters.no_space.load(Ordering::Relaxed),
+            write_conflicts_total: self.counters.conflicts_point.load(Ordering::Relaxed)
+                + self.counters.conflicts_range.load(Ordering::Relaxed),
+            write_conflicts_point_total: self.counters.conflicts_point.load(Ordering::Relaxed),
+            write_conflicts_range_total: self.counters.conflicts_range.load(Ordering::Relaxed),
+            wal_append_count: ws.appends.load(Ordering::Relaxed),
+            wal_fsync_count: ws.fsyncs.load(Ordering::Relaxed),
+            wal_append_ns_total: ws.append_ns.load(Ordering::Relaxed),
+            wal_fsync_ns_total: ws.fsync_ns.load(Ordering::Relaxed),
+            wal_fsync_ns_max: ws.fsync_ns_max.load(Ordering::Relaxed),
+            durability_waiters_fanned_out_total: ws.sync_waiters_covered.load(Ordering::Relaxed),
+            commits_total: self.counters.commits.load(Ordering::Relaxed),
+            wal_recovery_records_replayed: self.recovery.wal_recovery_records_replayed,
+            wal_recovery_bytes_replayed: self.recovery.wal_recovery_bytes_replayed,
+            intent_log_replay_runs: self.recovery.intent_log_replay_runs,
+            intent_log_entries_replayed: self.recovery.intent_log_entries_replayed,
+            ..Default::default()
+        }
+    }
+
+    pub fn health(&self) -> EngineHealth {
+        if self.is_poisoned() {
+            EngineHealth::Poisoned
+        } else if self.salvage {
+            EngineHealth::SalvageMode
+        } else {
+            EngineHealth::Healthy
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// Applies a logged transaction to a memtable with its original sequences.
+pub(crate) fn apply_record(mem: &Memtable, rec: &TxnRecord) {
+    for (i, op) in rec.ops.iter().enumerate() {
+        let seq = rec.begin_seq + 1 + i as u64;
+        match op {
+            WalOp::Put { key, value, expiry } => mem.insert(Entry {
+                key: key.clone(),
+                seq,
+                kind: EntryKind::Put,
+                value: value.clone(),
+                expiry: *expiry,
+            }),
+            WalOp::Delete { key } => {
+                mem.insert(Entry { key: key.clone(), seq, kind: EntryKind::Delete, value: Bytes::new(), expiry: None })
+            }
+            WalOp::DeleteRange { start, end } => {
+                mem.insert_range(RangeTombstone { start: start.clone(), end: end.clone(), seq })
+            }
+        }
+    }
+}
+
+/// Column family name rules: non-empty UTF-8, at most 255 bytes, no NUL, not `default`.
+pub(crate) fn validate_cf_name(name: &str) -> MidgeResult<()> {
+    if name.is_empty() || name.len() > 255 || name.contains('\0') {
+        return Err(MidgeError::InvalidArgument(
+            "column family names are 1..=255 bytes of UTF-8 without NUL".into(),
+        ));
+    }
+    if name == "default" {
+        return Err(MidgeError::InvalidArgument("the default column family always exists".into()));
+    }
+    Ok(())
+}

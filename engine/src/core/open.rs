@@ -1,0 +1,176 @@
+//! Open and recovery: lock → format marker → manifest → WAL replay → fresh manifest snapshot → new WAL segment.
+
+use super::{CfState, CommitState, Core, Counters, Visibility, apply_record};
+use crate::error::{MidgeError, MidgeResult};
+use crate::manifest::{self, CURRENT, Manifest, ManifestState};
+use crate::metrics::RecoveryMetricsSnapshot;
+use crate::options::{OpenOptions, RecoveryPolicy, Storage};
+use crate::runtime::default_executor;
+use crate::storage::local::LocalFs;
+use crate::storage::memory::MemoryFs;
+use crate::storage::{OpenMode, SharedFs, publish_file};
+use crate::txn::SnapshotRegistry;
+use crate::wal::{self, WAL_DIR, Wal};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+pub(crate) const FORMAT: &str = "FORMAT";
+pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const SST_DIR: &str = "sst";
+const LOCK: &str = "LOCK";
+
+fn io(ctx: &str) -> impl Fn(std::io::Error) -> MidgeError + '_ {
+    move |e| MidgeError::from_io(ctx, e)
+}
+
+/// Resolves the storage backend for `opts`.
+pub(crate) fn file_system(opts: &OpenOptions) -> MidgeResult<SharedFs> {
+    Ok(match &opts.storage {
+        Storage::InMemory => Arc::new(MemoryFs::new()),
+        Storage::Local { path } => {
+            let fs = LocalFs::new(path.clone());
+            crate::storage::FileSystem::mkdir_all(&fs, "").map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists => MidgeError::InvalidPath,
+                _ => MidgeError::from_io("create database directory", e),
+            })?;
+            Arc::new(fs)
+        }
+        Storage::Custom { fs } => {
+            fs.mkdir_all("").map_err(io("create database root"))?;
+            fs.clone()
+        }
+    })
+}
+
+/// Reads the format marker. `Ok(None)` for a directory holding no database yet (possibly an interrupted
+/// creation, which left only our own files).
+pub(crate) fn check_format(fs: &SharedFs) -> MidgeResult<Option<u32>> {
+    if !fs.exists(FORMAT).map_err(io("stat FORMAT"))? {
+        let names = fs.list("").map_err(io("list database directory"))?;
+        let foreign: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                !(n.as_str() == LOCK
+                    || n.as_str() == CURRENT
+                    || n.starts_with("MANIFEST-")
+                    || n.as_str() == WAL_DIR
+                    || n.as_str() == SST_DIR
+                    || n.ends_with(".tmp"))
+            })
+            .collect();
+        if !foreign.is_empty() {
+            return Err(MidgeError::CompatibilityError(format!(
+                "directory is not a Midge database (no FORMAT marker; found {:?})",
+                foreign.iter().take(3).collect::<Vec<_>>()
+            )));
+        }
+        // A half-created database: if it already holds WAL data, creation completed in an older layout we do
+        // not know; refuse rather than guess.
+        if fs.exists(WAL_DIR).map_err(io("stat wal"))?
+            && fs.list(WAL_DIR).map_err(io("list wal"))?.iter().any(|n| n.ends_with(".wal") && n.len() == 24)
+            && fs.exists(CURRENT).map_err(io("stat CURRENT"))?
+        {
+            return Err(MidgeError::CompatibilityError("database has WAL data but no FORMAT marker".into()));
+        }
+        return Ok(None);
+    }
+    let text = fs.open(FORMAT, OpenMode::Read).and_then(|f| f.read_all()).map_err(io("read FORMAT"))?;
+    let s = std::str::from_utf8(&text).unwrap_or("");
+    let v = s
+        .strip_prefix("midge-format=")
+        .and_then(|r| r.strip_suffix('\n'))
+        .and_then(|n| n.parse::<u32>().ok())
+        .ok_or_else(|| MidgeError::CompatibilityError(format!("unrecognised FORMAT marker {s:?}")))?;
+    if v != FORMAT_VERSION {
+        return Err(MidgeError::CompatibilityError(format!(
+            "database format {v} is not supported by this build (supports {FORMAT_VERSION})"
+        )));
+    }
+    Ok(Some(v))
+}
+
+/// Creates an empty database: directories, first manifest, and the FORMAT marker last (its presence means
+/// creation completed).
+fn create(fs: &SharedFs) -> MidgeResult<()> {
+    fs.mkdir_all(WAL_DIR).map_err(io("create wal dir"))?;
+    fs.mkdir_all(SST_DIR).map_err(io("create sst dir"))?;
+    fs.sync_dir("").map_err(io("sync database dir"))?;
+    Manifest::create(fs.clone(), 1, ManifestState::initial(), None)?;
+    publish_file(fs.as_ref(), FORMAT, format!("midge-format={FORMAT_VERSION}\n").as_bytes())
+        .map_err(io("publish FORMAT"))?;
+    Ok(())
+}
+
+/// Opens (creating if needed) and recovers a database.
+pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
+    let fs = file_system(&opts)?;
+    let in_memory = matches!(opts.storage, Storage::InMemory);
+    let guard = fs.lock(LOCK).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            MidgeError::LeaseHeld("the database is open in another process or engine".into())
+        } else {
+            MidgeError::from_io("lock database", e)
+        }
+    })?;
+    if check_format(&fs)?.is_none() {
+        create(&fs)?;
+    }
+    let loaded = manifest::load(&fs)?;
+    let mut state = loaded.state;
+    let cfs: BTreeMap<_, _> =
+        state.cfs.values().map(|c| (c.id, Arc::new(CfState::new(c.id, c.name.clone())))).collect();
+    let flushed: BTreeMap<_, _> = state.cfs.values().map(|c| (c.id, c.flushed_seq)).collect();
+    let report = wal::replay(&fs, opts.recovery_policy, true, |rec| {
+        // Records of dropped column families, or already covered by published SSTs, are skipped.
+        if let (Some(cf), Some(&f)) = (cfs.get(&rec.cf), flushed.get(&rec.cf))
+            && rec.commit_seq() > f
+        {
+            apply_record(&cf.mems.read().unwrap_or_else(|p| p.into_inner()).active, rec);
+        }
+        Ok(())
+    })?;
+    let last_seq = report.max_seq.max(state.last_seq);
+    state.last_seq = state.last_seq.max(0);
+    let manifest = Manifest::create(fs.clone(), loaded.number + 1, state, Some(loaded.number))?;
+    manifest::remove_stale(&fs, manifest.number())?;
+    let wal = Wal::create(
+        fs.clone(),
+        Arc::new(crate::runtime::SystemClock::new()),
+        opts.wal_segment_bytes,
+        report.next_segment_id,
+        &report.segments,
+    )?;
+    let salvage = opts.recovery_policy == RecoveryPolicy::Salvage;
+    let recovery = RecoveryMetricsSnapshot {
+        wal_recovery_records_replayed: report.records,
+        wal_recovery_bytes_replayed: report.bytes,
+        wal_torn_tail_bytes_truncated: report.torn_tail_bytes,
+        salvage_report: report.salvaged.clone(),
+        ..Default::default()
+    };
+    let executor = opts.executor.clone().unwrap_or_else(default_executor);
+    Ok(Arc::new(Core {
+        clock: opts.ttl_clock.clone(),
+        executor,
+        in_memory,
+        lock_guard: Mutex::new(Some(guard)),
+        commit: Mutex::new(CommitState { last_seq }),
+        wal,
+        manifest: Mutex::new(manifest),
+        cfs: RwLock::new(cfs),
+        vis: Mutex::new(Visibility { visible: last_seq, done: BTreeMap::new() }),
+        vis_cv: Condvar::new(),
+        visible: AtomicU64::new(last_seq),
+        snapshots: SnapshotRegistry::default(),
+        live_txns: AtomicUsize::new(0),
+        closing: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+        poison: Mutex::new(None),
+        salvage,
+        recovery,
+        counters: Counters::default(),
+        fs,
+        opts,
+    }))
+}

@@ -1,0 +1,236 @@
+//! The memtable: an ordered in-memory table of versions (key asc, seq desc) plus range tombstones for one
+//! column family, and lazy cursors over it.
+//!
+//! Owns only in-memory state. It never decides visibility (the iterator layer does) and never does I/O.
+//! Cursors read in bounded chunks under a short read lock and re-seek after the last returned version, so a
+//! long scan never blocks writers and never holds more than one chunk.
+
+use crate::error::MidgeResult;
+use crate::types::{Entry, EntryKind, RangeTombstone, Seq};
+use bytes::Bytes;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct IKey {
+    key: Bytes,
+    rseq: Reverse<Seq>,
+}
+
+#[derive(Debug, Clone)]
+struct Val {
+    kind: EntryKind,
+    value: Bytes,
+    expiry: Option<u64>,
+}
+
+/// Per-entry bookkeeping overhead counted toward the memtable's size.
+const ENTRY_OVERHEAD: u64 = 48;
+const CHUNK: usize = 256;
+
+/// One memtable generation.
+#[derive(Debug)]
+pub(crate) struct Memtable {
+    map: RwLock<BTreeMap<IKey, Val>>,
+    ranges: RwLock<Vec<RangeTombstone>>,
+    bytes: AtomicU64,
+    max_seq: AtomicU64,
+}
+
+impl Default for Memtable {
+    fn default() -> Self {
+        Memtable {
+            map: RwLock::new(BTreeMap::new()),
+            ranges: RwLock::new(Vec::new()),
+            bytes: AtomicU64::new(0),
+            max_seq: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Memtable {
+    pub fn new() -> Memtable {
+        Memtable::default()
+    }
+
+    /// Adds one version.
+    pub fn insert(&self, e: Entry) {
+        self.bytes.fetch_add(e.key.len() as u64 + e.value.len() as u64 + ENTRY_OVERHEAD, Ordering::Relaxed);
+        self.max_seq.fetch_max(e.seq, Ordering::Relaxed);
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        m.insert(IKey { key: e.key, rseq: Reverse(e.seq) }, Val { kind: e.kind, value: e.value, expiry: e.expiry });
+    }
+
+    /// Adds a range tombstone.
+    pub fn insert_range(&self, rt: RangeTombstone) {
+        self.bytes.fetch_add(rt.start.len() as u64 + rt.end.len() as u64 + ENTRY_OVERHEAD, Ordering::Relaxed);
+        self.max_seq.fetch_max(rt.seq, Ordering::Relaxed);
+        self.ranges.write().unwrap_or_else(|p| p.into_inner()).push(rt);
+    }
+
+    /// Approximate memory held (keys, values and overhead).
+    pub fn approximate_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+            && self.ranges.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
+    /// Highest sequence held (0 when empty).
+    pub fn max_seq(&self) -> Seq {
+        self.max_seq.load(Ordering::Relaxed)
+    }
+
+    /// Newest version of `key` with `seq <= snapshot`.
+    pub fn get(&self, key: &[u8], snapshot: Seq) -> Option<Entry> {
+        let m = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let from = IKey { key: Bytes::copy_from_slice(key), rseq: Reverse(snapshot) };
+        let (k, v) = m.range(from..).next()?;
+        (k.key.as_ref() == key).then(|| to_entry(k, v))
+    }
+
+    /// Range tombstones overlapping `[lower, upper]` (all of them when unbounded).
+    pub fn range_tombstones(&self) -> Vec<RangeTombstone> {
+        self.ranges.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Every version in internal order (used by flush).
+    pub fn all_entries(&self) -> Vec<Entry> {
+        let m = self.map.read().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| to_entry(k, v)).collect()
+    }
+
+    /// A lazy cursor over versions with user key in bounds, in internal order (or exactly reversed).
+    pub fn cursor(self: &Arc<Self>, lower: Bound<Bytes>, upper: Bound<Bytes>, reverse: bool) -> MemCursor {
+        let lo = match lower {
+            Bound::Included(k) => Bound::Included(IKey { key: k, rseq: Reverse(Seq::MAX) }),
+            Bound::Excluded(k) => Bound::Excluded(IKey { key: k, rseq: Reverse(0) }),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let hi = match upper {
+            Bound::Included(k) => Bound::Included(IKey { key: k, rseq: Reverse(0) }),
+            Bound::Excluded(k) => Bound::Excluded(IKey { key: k, rseq: Reverse(Seq::MAX) }),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        MemCursor { mem: self.clone(), lo, hi, reverse, buf: VecDeque::new(), done: false }
+    }
+}
+
+fn to_entry(k: &IKey, v: &Val) -> Entry {
+    Entry { key: k.key.clone(), seq: k.rseq.0, kind: v.kind, value: v.value.clone(), expiry: v.expiry }
+}
+
+/// A chunked cursor over one memtable; see [`Memtable::cursor`].
+#[derive(Debug)]
+pub(crate) struct MemCursor {
+    mem: Arc<Memtable>,
+    lo: Bound<IKey>,
+    hi: Bound<IKey>,
+    reverse: bool,
+    buf: VecDeque<Entry>,
+    done: bool,
+}
+
+impl MemCursor {
+    fn refill(&mut self) {
+        let m = self.mem.map.read().unwrap_or_else(|p| p.into_inner());
+        if matches!((&self.lo, &self.hi), (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) if a > b)
+        {
+            self.done = true;
+            return;
+        }
+        let range = m.range((self.lo.clone(), self.hi.clone()));
+        let chunk: Vec<Entry> = if self.reverse {
+            range.rev().take(CHUNK).map(|(k, v)| to_entry(k, v)).collect()
+        } else {
+            range.take(CHUNK).map(|(k, v)| to_entry(k, v)).collect()
+        };
+        drop(m);
+        if chunk.len() < CHUNK {
+            self.done = true;
+        }
+        if let Some(last) = chunk.last() {
+            let pos = Bound::Excluded(IKey { key: last.key.clone(), rseq: Reverse(last.seq) });
+            if self.reverse {
+                self.hi = pos;
+            } else {
+                self.lo = pos;
+            }
+        }
+        self.buf.extend(chunk);
+    }
+}
+
+impl Iterator for MemCursor {
+    type Item = MidgeResult<Entry>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() && !self.done {
+            self.refill();
+        }
+        self.buf.pop_front().map(Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(m: &Memtable, k: &str, seq: Seq) {
+        m.insert(Entry {
+            key: Bytes::from(k.to_string()),
+            seq,
+            kind: EntryKind::Put,
+            value: Bytes::from(format!("{k}@{seq}")),
+            expiry: None,
+        });
+    }
+
+    #[test]
+    fn get_returns_newest_version_at_or_below_the_snapshot() {
+        let m = Memtable::new();
+        put(&m, "a", 2);
+        put(&m, "a", 5);
+        put(&m, "b", 3);
+        assert_eq!(m.get(b"a", 10).unwrap().seq, 5);
+        assert_eq!(m.get(b"a", 4).unwrap().seq, 2);
+        assert!(m.get(b"a", 1).is_none());
+        assert!(m.get(b"c", 10).is_none());
+        assert_eq!(m.max_seq(), 5);
+    }
+
+    #[test]
+    fn cursors_cover_bounds_in_both_directions_across_chunks() {
+        let m = Arc::new(Memtable::new());
+        for i in 0..1000u64 {
+            put(&m, &format!("k{i:04}"), i + 1);
+            put(&m, &format!("k{i:04}"), i + 5000);
+        }
+        let fwd: Vec<Entry> = m
+            .cursor(Bound::Included(Bytes::from("k0100")), Bound::Excluded(Bytes::from("k0700")), false)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(fwd.len(), 1200);
+        assert_eq!(fwd[0].key, Bytes::from("k0100"));
+        assert!(fwd[0].seq > fwd[1].seq, "newest version first");
+        let mut rev: Vec<Entry> = m
+            .cursor(Bound::Included(Bytes::from("k0100")), Bound::Excluded(Bytes::from("k0700")), true)
+            .map(Result::unwrap)
+            .collect();
+        rev.reverse();
+        assert_eq!(fwd, rev);
+        let excl: Vec<Entry> = m
+            .cursor(Bound::Excluded(Bytes::from("k0100")), Bound::Included(Bytes::from("k0101")), false)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(excl.len(), 2);
+        assert!(excl.iter().all(|e| e.key == Bytes::from("k0101")));
+        let empty: Vec<_> =
+            m.cursor(Bound::Included(Bytes::from("z")), Bound::Excluded(Bytes::from("a")), false).collect();
+        assert!(empty.is_empty());
+    }
+}

@@ -1,0 +1,231 @@
+//! Transaction-local state: the buffered write set, read-your-own-writes resolution, assertions and insert
+//! checks, and snapshot pins.
+//!
+//! Nothing here touches the WAL or memtables: a write set becomes durable only through the core's commit path.
+//! Conflict detection against committed data also lives in the core (it needs the read path).
+
+use crate::types::{MAX_KEY_SIZE, MAX_VALUE_SIZE, Seq};
+use crate::wal::record::WalOp;
+use crate::{MidgeError, MidgeResult};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Mutex;
+
+/// What a transaction may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransactionMode {
+    /// Reads only; any write is `InvalidArgument`; commit is a no-op.
+    ReadOnly,
+    /// Reads and buffered writes, applied atomically at commit.
+    ReadWrite,
+}
+
+/// What commit does when another transaction wrote the same keys after this one began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ConflictPolicy {
+    /// Commit anyway; the later commit wins (default). Lost updates are possible.
+    #[default]
+    LastWriteWins,
+    /// Fail with `WriteConflict` if any written key or deleted range was modified after `begin_tx`.
+    AbortOnWriteConflict,
+}
+
+/// A transaction's own view of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Own {
+    /// Not touched by this transaction: read the snapshot.
+    Untouched,
+    /// Written by this transaction (`None` = deleted).
+    Value(Option<Bytes>),
+}
+
+/// The buffered writes of one transaction, in op order.
+#[derive(Debug, Default)]
+pub(crate) struct WriteSet {
+    pub ops: Vec<WalOp>,
+    /// Latest op index per point key.
+    points: BTreeMap<Bytes, usize>,
+    /// Range deletes with their op index.
+    ranges: Vec<(Bytes, Bytes, usize)>,
+    /// Keys inserted (must not exist at commit unless this txn deleted them first).
+    pub inserts: Vec<Bytes>,
+    /// Point keys and ranges written, for conflict checks.
+    pub bytes: usize,
+}
+
+pub(crate) fn check_key(key: &[u8]) -> MidgeResult<()> {
+    if key.is_empty() {
+        return Err(MidgeError::InvalidArgument("keys must be non-empty".into()));
+    }
+    if key.len() > MAX_KEY_SIZE {
+        return Err(MidgeError::InvalidArgument(format!("key of {} bytes exceeds {MAX_KEY_SIZE}", key.len())));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_value(v: &[u8]) -> MidgeResult<()> {
+    if v.len() > MAX_VALUE_SIZE {
+        return Err(MidgeError::InvalidArgument(format!("value of {} bytes exceeds {MAX_VALUE_SIZE}", v.len())));
+    }
+    Ok(())
+}
+
+impl WriteSet {
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Range deletes covering `key` issued after op index `after` (or at all when `None`).
+    fn range_after(&self, key: &[u8], after: Option<usize>) -> bool {
+        self.ranges
+            .iter()
+            .any(|(s, e, i)| s.as_ref() <= key && key < e.as_ref() && after.is_none_or(|a| *i > a))
+    }
+
+    /// This transaction's latest intent for `key`.
+    pub fn own(&self, key: &[u8]) -> Own {
+        match self.points.get(key) {
+            Some(&i) => {
+                if self.range_after(key, Some(i)) {
+                    return Own::Value(None);
+                }
+                match &self.ops[i] {
+                    WalOp::Put { value, .. } => Own::Value(Some(value.clone())),
+                    _ => Own::Value(None),
+                }
+            }
+            None if self.range_after(key, None) => Own::Value(None),
+            None => Own::Untouched,
+        }
+    }
+
+    pub fn put(&mut self, key: Bytes, value: Bytes, expiry: Option<u64>) {
+        self.bytes += key.len() + value.len() + 32;
+        self.points.insert(key.clone(), self.ops.len());
+        self.ops.push(WalOp::Put { key, value, expiry });
+    }
+
+    pub fn delete(&mut self, key: Bytes) {
+        self.bytes += key.len() + 32;
+        self.points.insert(key.clone(), self.ops.len());
+        self.ops.push(WalOp::Delete { key });
+    }
+
+    pub fn delete_range(&mut self, start: Bytes, end: Bytes) {
+        self.bytes += start.len() + end.len() + 32;
+        self.ranges.push((start.clone(), end.clone(), self.ops.len()));
+        self.ops.push(WalOp::DeleteRange { start, end });
+    }
+
+    /// Point keys written (for conflict checks).
+    pub fn point_keys(&self) -> impl Iterator<Item = &Bytes> {
+        self.points.keys()
+    }
+
+    /// Ranges deleted (for conflict checks).
+    pub fn ranges(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.ranges.iter().map(|(s, e, _)| (s, e))
+    }
+
+    /// This transaction's resolved rows within bounds, in key order: `(key, Some(value))` for writes,
+    /// `(key, None)` for deletes, and the range deletes (which hide older committed rows).
+    pub fn overlay(&self, lo: &Bound<Bytes>, hi: &Bound<Bytes>) -> (Vec<(Bytes, Option<Bytes>)>, Vec<(Bytes, Bytes)>) {
+        let rows = self
+            .points
+            .range::<Bytes, _>((lo.as_ref(), hi.as_ref()))
+            .map(|(k, _)| match self.own(k) {
+                Own::Value(v) => (k.clone(), v),
+                Own::Untouched => (k.clone(), None),
+            })
+            .collect();
+        let ranges = self.ranges.iter().map(|(s, e, _)| (s.clone(), e.clone())).collect();
+        (rows, ranges)
+    }
+}
+
+/// Live snapshot pins: how many transactions read at each sequence.
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotRegistry {
+    pins: Mutex<BTreeMap<Seq, (usize, u64)>>,
+}
+
+impl SnapshotRegistry {
+    /// Pins `seq` (taken at `now_ms`).
+    pub fn pin(&self, seq: Seq, now_ms: u64) {
+        let mut p = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = p.entry(seq).or_insert((0, now_ms));
+        slot.0 += 1;
+    }
+
+    pub fn unpin(&self, seq: Seq) {
+        let mut p = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = p.get_mut(&seq) {
+            slot.0 -= 1;
+            if slot.0 == 0 {
+                p.remove(&seq);
+            }
+        }
+    }
+
+    /// The oldest pinned sequence, if any.
+    pub fn oldest(&self) -> Option<Seq> {
+        self.pins.lock().unwrap_or_else(|e| e.into_inner()).keys().next().copied()
+    }
+
+    /// `(sequence, ref count, pinned-at ms)` for each pinned snapshot.
+    pub fn list(&self) -> Vec<(Seq, usize, u64)> {
+        self.pins.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(s, (c, t))| (*s, *c, *t)).collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.pins.lock().unwrap_or_else(|e| e.into_inner()).values().map(|v| v.0).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::from(s.to_string())
+    }
+
+    #[test]
+    fn later_point_write_supersedes_earlier_range_delete_and_vice_versa() {
+        let mut w = WriteSet::default();
+        w.put(b("k"), b("1"), None);
+        w.delete_range(b("a"), b("z"));
+        assert_eq!(w.own(b"k"), Own::Value(None));
+        assert_eq!(w.own(b"m"), Own::Value(None));
+        assert_eq!(w.own(b"zz"), Own::Untouched);
+        w.put(b("k"), b("2"), None);
+        assert_eq!(w.own(b"k"), Own::Value(Some(b("2"))));
+        w.delete(b("k"));
+        assert_eq!(w.own(b"k"), Own::Value(None));
+        let (rows, ranges) = w.overlay(&Bound::Unbounded, &Bound::Unbounded);
+        assert_eq!(rows, vec![(b("k"), None)]);
+        assert_eq!(ranges.len(), 1);
+    }
+
+    #[test]
+    fn key_and_value_limits_are_typed_errors() {
+        assert!(check_key(b"").is_err());
+        assert!(check_key(&vec![0; MAX_KEY_SIZE]).is_ok());
+        assert!(check_key(&vec![0; MAX_KEY_SIZE + 1]).is_err());
+        assert!(check_value(&vec![0; MAX_VALUE_SIZE + 1]).is_err());
+    }
+
+    #[test]
+    fn snapshot_pins_count_and_release() {
+        let r = SnapshotRegistry::default();
+        r.pin(5, 0);
+        r.pin(5, 0);
+        r.pin(9, 0);
+        assert_eq!(r.oldest(), Some(5));
+        assert_eq!(r.count(), 3);
+        r.unpin(5);
+        r.unpin(5);
+        assert_eq!(r.oldest(), Some(9));
+    }
+}

@@ -1,0 +1,482 @@
+//! The write-ahead log: one checksummed frame per committed transaction, segment files, group commit, and
+//! recovery with torn-tail rules.
+//!
+//! Owns `wal/<20-digit id>.wal` files. Does not know about memtables, the manifest or column-family state; the
+//! caller decides which replayed records to apply. All I/O goes through [`crate::storage`].
+//!
+//! Frame layout (all little-endian): `len u32 | crc32(payload) u32 | payload`, where
+//! `payload = synced_offset u64 | record` and `record` is a [`record::TxnRecord`]. `synced_offset` is the
+//! writer's fsynced length of this segment when the frame was appended: recovery uses it to tell a torn,
+//! never-synced tail (dropped, reported) from corruption of bytes that an fsync had covered (fatal under
+//! `Strict`). A corrupt frame is a torn tail exactly when no later valid frame proves it had been synced.
+
+pub(crate) mod record;
+
+use crate::codec::{FRAME_HEADER, Put, Reader, crc_matches, encode_frame};
+use crate::error::{Corrupt, FileKind, MidgeError, MidgeResult};
+use crate::options::RecoveryPolicy;
+use crate::runtime::Clock;
+use crate::storage::{File, OpenMode, SharedFs};
+use crate::types::Seq;
+use record::TxnRecord;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub(crate) const WAL_DIR: &str = "wal";
+/// Largest payload a frame may carry.
+pub(crate) const MAX_PAYLOAD: usize = 64 << 20;
+
+pub(crate) fn segment_path(id: u64) -> String {
+    format!("{WAL_DIR}/{id:020}.wal")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".wal")?;
+    if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) { stem.parse().ok() } else { None }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counters exported through the runtime metrics.
+#[derive(Debug, Default)]
+pub(crate) struct WalStats {
+    pub appends: AtomicU64,
+    pub append_ns: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub fsync_ns: AtomicU64,
+    pub fsync_ns_max: AtomicU64,
+    pub sync_waiters_covered: AtomicU64,
+}
+
+struct Active {
+    id: u64,
+    file: Arc<dyn File>,
+    /// Bytes written to this segment.
+    len: u64,
+    /// Bytes of this segment covered by a completed fsync.
+    synced: u64,
+    /// Global position of this segment's byte 0.
+    base_lsn: u64,
+}
+
+/// The open WAL: appends frames to the active segment and makes them durable with shared fsyncs.
+pub(crate) struct Wal {
+    fs: SharedFs,
+    clock: Arc<dyn Clock>,
+    segment_bytes: u64,
+    active: Mutex<Active>,
+    /// Max sequence logged in each segment (for release after flush).
+    segments: Mutex<BTreeMap<u64, Seq>>,
+    sync_lock: Mutex<()>,
+    appended_lsn: AtomicU64,
+    synced_lsn: AtomicU64,
+    last_sync_nanos: AtomicU64,
+    poisoned: AtomicBool,
+    pub stats: WalStats,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal").field("appended", &self.appended_lsn).field("synced", &self.synced_lsn).finish()
+    }
+}
+
+/// What recovery found in the WAL.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ReplayReport {
+    pub records: u64,
+    pub bytes: u64,
+    pub max_seq: Seq,
+    pub segments: Vec<(u64, Seq)>,
+    pub torn_tail_bytes: u64,
+    /// Set when Salvage dropped a corrupt suffix.
+    pub salvaged: Option<String>,
+    pub next_segment_id: u64,
+}
+
+enum SegmentEnd {
+    Clean,
+    Torn(u64),
+    Corrupt(u64, String),
+}
+
+struct Frame {
+    offset: u64,
+    len: u64,
+    synced_offset: u64,
+    record_at: usize,
+}
+
+/// Parses one valid frame at `off`, if there is one.
+fn frame_at(data: &[u8], off: usize) -> Option<Frame> {
+    let mut r = Reader::new(data.get(off..)?);
+    let len = r.u32("len").ok()? as usize;
+    let crc = r.u32("crc").ok()?;
+    if !(8 + 2..=MAX_PAYLOAD).contains(&len) {
+        return None;
+    }
+    let payload = r.take(len, "payload").ok()?;
+    if &payload[8..10] != record::MAGIC || !crc_matches(crc, payload) {
+        return None;
+    }
+    let synced_offset = u64::from_le_bytes(payload[..8].try_into().ok()?);
+    Some(Frame { offset: off as u64, len: (FRAME_HEADER + len) as u64, synced_offset, record_at: off + 16 })
+}
+
+/// Scans a segment: every valid frame up to the first bad one, and how the segment ends.
+fn scan_segment(name: &str, data: &[u8]) -> (Vec<(Frame, TxnRecord)>, SegmentEnd) {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < data.len() {
+        match frame_at(data, pos) {
+            Some(f) => {
+                let end = (f.offset + f.len) as usize;
+                match TxnRecord::decode(&data[f.record_at..end]) {
+                    Ok(rec) => {
+                        pos = end;
+                        out.push((f, rec));
+                    }
+                    Err(e) => {
+                        let c = Corrupt::new(FileKind::Wal, name, pos as u64, "a valid record", e.to_string());
+                        return (out, SegmentEnd::Corrupt(pos as u64, c.to_string()));
+                    }
+                }
+            }
+            None => {
+                // Is there any later valid frame that proves this position had been fsynced?
+                let proof = (pos + 1..data.len().saturating_sub(FRAME_HEADER + 10))
+                    .filter(|&o| data.get(o + 16..o + 18) == Some(&record::MAGIC[..]))
+                    .filter_map(|o| frame_at(data, o))
+                    .find(|f| f.synced_offset > pos as u64);
+                return match proof {
+                    None => (out, SegmentEnd::Torn(pos as u64)),
+                    Some(f) => {
+                        let c = Corrupt::new(
+                            FileKind::Wal,
+                            name,
+                            pos as u64,
+                            "a valid frame (a later frame at offset proves this range was fsynced)",
+                            format!("checksum/length mismatch; proof frame at {}", f.offset),
+                        );
+                        (out, SegmentEnd::Corrupt(pos as u64, c.to_string()))
+                    }
+                };
+            }
+        }
+    }
+    (out, SegmentEnd::Clean)
+}
+
+/// Reads the WAL under `policy`, calling `apply` for each record in log order. When `mutate` is true, a torn
+/// tail is truncated (and fsynced) and a Salvage-dropped suffix is quarantined as `*.corrupt`; when false
+/// (verification) nothing is changed.
+pub(crate) fn replay(
+    fs: &SharedFs,
+    policy: RecoveryPolicy,
+    mutate: bool,
+    mut apply: impl FnMut(&TxnRecord) -> MidgeResult<()>,
+) -> MidgeResult<ReplayReport> {
+    let io = |ctx: &str, e| MidgeError::from_io(ctx, e);
+    let mut ids: Vec<u64> = match fs.list(WAL_DIR) {
+        Ok(names) => names.iter().filter_map(|n| parse_segment_name(n)).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io("list wal", e)),
+    };
+    ids.sort_unstable();
+    let mut rep = ReplayReport { next_segment_id: ids.last().map_or(1, |l| l + 1), ..Default::default() };
+    let mut last_commit: Seq = 0;
+    for (i, &id) in ids.iter().enumerate() {
+        let path = segment_path(id);
+        let file = fs.open(&path, OpenMode::Read).map_err(|e| io(&path, e))?;
+        let data = file.read_all().map_err(|e| io(&path, e))?;
+        let (frames, end) = scan_segment(&path, &data);
+        let mut seg_max = 0;
+        for (f, rec) in &frames {
+            if rec.begin_seq <= last_commit {
+                let c = Corrupt::new(
+                    FileKind::Wal,
+                    &path,
+                    f.offset,
+                    format!("sequence above {last_commit}"),
+                    format!("begin_seq {}", rec.begin_seq),
+                );
+                return fail_or_salvage(fs, policy, mutate, &ids[i..], f.offset, c.to_string(), rep);
+            }
+            apply(rec)?;
+            last_commit = rec.commit_seq();
+            seg_max = last_commit;
+            rep.records += 1;
+            rep.bytes += f.len;
+        }
+        rep.max_seq = rep.max_seq.max(last_commit);
+        rep.segments.push((id, seg_max));
+        let is_last = i + 1 == ids.len();
+        match end {
+            SegmentEnd::Clean => {}
+            SegmentEnd::Torn(at) if is_last => {
+                rep.torn_tail_bytes = data.len() as u64 - at;
+                if mutate {
+                    let f = fs.open(&path, OpenMode::ReadWrite).map_err(|e| io(&path, e))?;
+                    f.set_len(at).map_err(|e| io(&path, e))?;
+                    f.sync_all().map_err(|e| io(&path, e))?;
+                }
+            }
+            SegmentEnd::Torn(at) => {
+                let c = Corrupt::new(FileKind::Wal, &path, at, "a complete sealed segment", "a torn frame");
+                return fail_or_salvage(fs, policy, mutate, &ids[i..], at, c.to_string(), rep);
+            }
+            SegmentEnd::Corrupt(at, msg) => return fail_or_salvage(fs, policy, mutate, &ids[i..], at, msg, rep),
+        }
+    }
+    Ok(rep)
+}
+
+/// Strict: fail. Salvage: keep the verified prefix (segment `rest[0]` up to `at`), quarantine the rest.
+fn fail_or_salvage(
+    fs: &SharedFs,
+    policy: RecoveryPolicy,
+    mutate: bool,
+    rest: &[u64],
+    at: u64,
+    msg: String,
+    mut rep: ReplayReport,
+) -> MidgeResult<ReplayReport> {
+    if policy == RecoveryPolicy::Strict {
+        return Err(MidgeError::RecoveryFailed(msg));
+    }
+    let io = |ctx: &str, e| MidgeError::from_io(ctx, e);
+    if mutate {
+        for (j, &id) in rest.iter().enumerate() {
+            let path = segment_path(id);
+            let src = fs.open(&path, OpenMode::Read).map_err(|e| io(&path, e))?;
+            let data = src.read_all().map_err(|e| io(&path, e))?;
+            let q = format!("{path}.corrupt");
+            let dst = fs.open(&q, OpenMode::CreateTruncate).map_err(|e| io(&q, e))?;
+            dst.write_at(0, &data).map_err(|e| io(&q, e))?;
+            dst.sync_all().map_err(|e| io(&q, e))?;
+            if j == 0 {
+                let f = fs.open(&path, OpenMode::ReadWrite).map_err(|e| io(&path, e))?;
+                f.set_len(at).map_err(|e| io(&path, e))?;
+                f.sync_all().map_err(|e| io(&path, e))?;
+            } else {
+                fs.remove(&path).map_err(|e| io(&path, e))?;
+            }
+        }
+        fs.sync_dir(WAL_DIR).map_err(|e| io(WAL_DIR, e))?;
+    }
+    rep.salvaged = Some(msg);
+    Ok(rep)
+}
+
+impl Wal {
+    /// Starts a fresh segment `next_id` for appends; earlier segments (from replay) stay until released.
+    pub fn create(
+        fs: SharedFs,
+        clock: Arc<dyn Clock>,
+        segment_bytes: u64,
+        next_id: u64,
+        replayed: &[(u64, Seq)],
+    ) -> MidgeResult<Wal> {
+        let path = segment_path(next_id);
+        let file =
+            fs.open(&path, OpenMode::CreateNew).map_err(|e| MidgeError::from_io("create wal segment", e))?;
+        fs.sync_dir(WAL_DIR).map_err(|e| MidgeError::from_io("sync wal dir", e))?;
+        let mut segments: BTreeMap<u64, Seq> = replayed.iter().copied().collect();
+        segments.insert(next_id, 0);
+        Ok(Wal {
+            fs,
+            last_sync_nanos: AtomicU64::new(clock.monotonic_nanos()),
+            clock,
+            segment_bytes,
+            active: Mutex::new(Active { id: next_id, file, len: 0, synced: 0, base_lsn: 0 }),
+            segments: Mutex::new(segments),
+            sync_lock: Mutex::new(()),
+            appended_lsn: AtomicU64::new(0),
+            synced_lsn: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            stats: WalStats::default(),
+        })
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Appends one transaction. Returns the log position that a covering sync must reach. The caller holds
+    /// the engine's commit lock, so appends are ordered by sequence.
+    pub fn append(&self, rec: &TxnRecord) -> MidgeResult<u64> {
+        if self.is_poisoned() {
+            return Err(MidgeError::Poisoned("WAL failed earlier; reopen the engine".into()));
+        }
+        let started = self.clock.monotonic_nanos();
+        let mut a = lock(&self.active);
+        let mut payload = Vec::with_capacity(8 + 64);
+        payload.put_u64(a.synced);
+        payload.extend_from_slice(&rec.encode());
+        if payload.len() > MAX_PAYLOAD {
+            return Err(MidgeError::InvalidArgument(format!(
+                "transaction encodes to {} bytes; the limit is {MAX_PAYLOAD}",
+                payload.len()
+            )));
+        }
+        let frame = encode_frame(&payload);
+        if let Err(e) = a.file.write_at(a.len, &frame) {
+            // A failed write may have left a partial frame; later appends would sit behind garbage.
+            self.poison();
+            return Err(MidgeError::from_io("wal append", e));
+        }
+        a.len += frame.len() as u64;
+        let lsn = a.base_lsn + a.len;
+        self.appended_lsn.store(lsn, Ordering::Release);
+        lock(&self.segments).insert(a.id, rec.commit_seq());
+        if a.len >= self.segment_bytes {
+            self.rotate_locked(&mut a)?;
+        }
+        drop(a);
+        self.stats.appends.fetch_add(1, Ordering::Relaxed);
+        self.stats.append_ns.fetch_add(self.clock.monotonic_nanos().saturating_sub(started), Ordering::Relaxed);
+        Ok(lsn)
+    }
+
+    /// Seals the active segment (fsync) and starts a new one. Everything appended so far becomes durable.
+    pub fn rotate(&self) -> MidgeResult<()> {
+        let mut a = lock(&self.active);
+        if a.len == 0 {
+            return Ok(());
+        }
+        self.rotate_locked(&mut a)
+    }
+
+    fn rotate_locked(&self, a: &mut Active) -> MidgeResult<()> {
+        self.fsync(&a.file)?;
+        let synced_to = a.base_lsn + a.len;
+        let next = a.id + 1;
+        let path = segment_path(next);
+        let file = self.fs.open(&path, OpenMode::CreateNew).map_err(|e| {
+            self.poison();
+            MidgeError::from_io("create wal segment", e)
+        })?;
+        if let Err(e) = self.fs.sync_dir(WAL_DIR) {
+            self.poison();
+            return Err(MidgeError::from_io("sync wal dir", e));
+        }
+        *a = Active { id: next, file, len: 0, synced: 0, base_lsn: synced_to };
+        lock(&self.segments).insert(next, 0);
+        self.synced_lsn.fetch_max(synced_to, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn fsync(&self, file: &Arc<dyn File>) -> MidgeResult<()> {
+        let started = self.clock.monotonic_nanos();
+        let mut r = file.sync_data();
+        if r.is_err() && cfg!(feature = "canary-retry-fsync") {
+            r = file.sync_data();
+        }
+        if let Err(e) = r {
+            self.poison();
+            return Err(MidgeError::Poisoned(format!("WAL fsync failed: {e}")));
+        }
+        let ns = self.clock.monotonic_nanos().saturating_sub(started);
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.fsync_ns.fetch_add(ns, Ordering::Relaxed);
+        self.stats.fsync_ns_max.fetch_max(ns, Ordering::Relaxed);
+        self.last_sync_nanos.store(self.clock.monotonic_nanos(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Returns once everything up to `lsn` is durable. Concurrent callers share one fsync: the first to take
+    /// the sync lock syncs everything appended so far; the others find themselves covered.
+    pub fn sync_to(&self, lsn: u64) -> MidgeResult<()> {
+        if self.synced_lsn.load(Ordering::Acquire) >= lsn && !self.is_poisoned() {
+            self.stats.sync_waiters_covered.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let _g = lock(&self.sync_lock);
+        if self.is_poisoned() {
+            return Err(MidgeError::Poisoned("WAL fsync failed earlier; reopen the engine".into()));
+        }
+        if self.synced_lsn.load(Ordering::Acquire) >= lsn {
+            self.stats.sync_waiters_covered.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let (file, id, seg_len, target) = {
+            let a = lock(&self.active);
+            (a.file.clone(), a.id, a.len, a.base_lsn + a.len)
+        };
+        self.fsync(&file)?;
+        {
+            let mut a = lock(&self.active);
+            if a.id == id {
+                a.synced = a.synced.max(seg_len);
+            }
+        }
+        self.synced_lsn.fetch_max(target, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Syncs everything appended so far.
+    pub fn sync_all(&self) -> MidgeResult<()> {
+        self.sync_to(self.appended_lsn.load(Ordering::Acquire))
+    }
+
+    /// True when buffered appends are older or larger than the bounded window.
+    pub fn buffered_sync_due(&self, max_bytes: u64, max_nanos: u64) -> bool {
+        let pending = self.appended_lsn.load(Ordering::Acquire) - self.synced_lsn.load(Ordering::Acquire);
+        if pending == 0 {
+            return false;
+        }
+        let age = self.clock.monotonic_nanos().saturating_sub(self.last_sync_nanos.load(Ordering::Relaxed));
+        pending >= max_bytes || age >= max_nanos
+    }
+
+    pub fn appended_lsn(&self) -> u64 {
+        self.appended_lsn.load(Ordering::Acquire)
+    }
+
+    pub fn synced_lsn(&self) -> u64 {
+        self.synced_lsn.load(Ordering::Acquire)
+    }
+
+    pub fn active_segment_id(&self) -> u64 {
+        lock(&self.active).id
+    }
+
+    /// Deletes sealed segments whose every record is at or below `flushed` (covered by published SSTs).
+    /// Returns how many were removed.
+    pub fn release_upto(&self, flushed: Seq) -> MidgeResult<usize> {
+        let active = self.active_segment_id();
+        let victims: Vec<u64> = lock(&self.segments)
+            .iter()
+            .filter(|(id, max)| **id < active && **max <= flushed)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &victims {
+            let path = segment_path(*id);
+            match self.fs.remove(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(MidgeError::from_io("remove wal segment", e)),
+            }
+            lock(&self.segments).remove(id);
+        }
+        if !victims.is_empty() {
+            self.fs.sync_dir(WAL_DIR).map_err(|e| MidgeError::from_io("sync wal dir", e))?;
+        }
+        Ok(victims.len())
+    }
+
+    /// Number of WAL segment files (sealed + active).
+    pub fn segment_count(&self) -> usize {
+        lock(&self.segments).len()
+    }
+}
+
+#[cfg(test)]
+mod tests;
