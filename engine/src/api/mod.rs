@@ -71,7 +71,9 @@ impl Engine {
     /// `MidgeResult` returned by `build()`.
     pub fn open(opts: impl IntoOpenOptions) -> MidgeResult<Engine> {
         let opts = opts.into_open_options()?;
-        Ok(Engine { core: crate::core::open(opts)? })
+        let core = crate::core::open(opts)?;
+        crate::core::start_background(&core);
+        Ok(Engine { core })
     }
 
     fn handle(cf: &crate::core::CfState) -> ColumnFamilyHandle {

@@ -456,6 +456,36 @@ impl Core {
     }
 }
 
+/// Starts background work: natively a WAL syncer that bounds the buffered-mode loss window. Inline executors
+/// (wasm32) get the same bound from the check in the commit path instead.
+pub(crate) fn start_background(core: &Arc<Core>) {
+    if core.executor.is_inline() {
+        return;
+    }
+    let weak = Arc::downgrade(core);
+    let interval = core.opts.buffered_sync_interval;
+    core.executor.spawn(
+        "wal-sync",
+        Box::new(move || {
+            loop {
+                let Some(c) = weak.upgrade() else { return };
+                if c.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                if !c.is_poisoned()
+                    && c.wal.buffered_sync_due(1, interval.as_nanos() as u64)
+                    && let Err(e) = c.wal.sync_all()
+                {
+                    c.poison(&e.to_string());
+                }
+                let exec = c.executor.clone();
+                drop(c);
+                exec.sleep(interval / 2);
+            }
+        }),
+    );
+}
+
 impl Drop for Core {
     fn drop(&mut self) {
         let _ = self.close();

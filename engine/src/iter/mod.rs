@@ -145,11 +145,6 @@ pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Bytes> {
     None
 }
 
-/// An iterator that failed before producing anything.
-pub(crate) fn failed(err: MidgeError) -> Source {
-    Box::new(std::iter::once(Err(err)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
