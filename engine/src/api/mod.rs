@@ -117,10 +117,7 @@ impl Engine {
     /// Makes every buffered commit durable now (one fsync).
     pub fn sync_wal(&self) -> MidgeResult<()> {
         self.core.check_writable()?;
-        self.core.wal.sync_all().map_err(|e| {
-            self.core.poison(&e.to_string());
-            e
-        })
+        self.core.wal.sync_all().inspect_err(|e| self.core.poison(&e.to_string()))
     }
 
     /// Shuts down: refuses new work, makes buffered commits durable and releases the directory lock.

@@ -131,7 +131,6 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         Ok(())
     })?;
     let last_seq = report.max_seq.max(state.last_seq);
-    state.last_seq = state.last_seq.max(0);
     let manifest = Manifest::create(fs.clone(), loaded.number + 1, state, Some(loaded.number))?;
     manifest::remove_stale(&fs, manifest.number())?;
     let wal = Wal::create(

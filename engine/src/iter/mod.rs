@@ -5,7 +5,7 @@
 //! Sources are any `Iterator<Item = MidgeResult<Entry>>` in internal order (or exactly reversed): memtable
 //! cursors and SST cursors. This module does no I/O of its own and knows nothing about files.
 
-use crate::error::{MidgeError, MidgeResult};
+use crate::error::MidgeResult;
 use crate::types::{Entry, RangeTombstone, Seq, cmp_internal};
 use bytes::Bytes;
 use std::cmp::Ordering;
@@ -148,6 +148,7 @@ pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::MidgeError;
     use crate::types::EntryKind;
 
     fn e(k: &str, seq: Seq, kind: EntryKind) -> Entry {

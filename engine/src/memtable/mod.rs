@@ -228,7 +228,7 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(excl.len(), 2);
-        assert!(excl.iter().all(|e| e.key == Bytes::from("k0101")));
+        assert!(excl.iter().all(|e| e.key == "k0101"));
         let empty: Vec<_> =
             m.cursor(Bound::Included(Bytes::from("z")), Bound::Excluded(Bytes::from("a")), false).collect();
         assert!(empty.is_empty());

@@ -29,6 +29,7 @@ pub enum OpenMode {
 
 /// One open file. All methods take `&self` and are positional, so one handle can be appended to by a committer
 /// while another thread syncs it.
+#[allow(clippy::len_without_is_empty)]
 pub trait File: Send + Sync + Debug {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at end of file).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;

@@ -40,6 +40,9 @@ pub(crate) enum Own {
     Value(Option<Bytes>),
 }
 
+/// A transaction's own rows in a range (`None` = deleted) and its range deletes.
+pub(crate) type Overlay = (Vec<(Bytes, Option<Bytes>)>, Vec<(Bytes, Bytes)>);
+
 /// The buffered writes of one transaction, in op order.
 #[derive(Debug, Default)]
 pub(crate) struct WriteSet {
@@ -130,7 +133,7 @@ impl WriteSet {
 
     /// This transaction's resolved rows within bounds, in key order: `(key, Some(value))` for writes,
     /// `(key, None)` for deletes, and the range deletes (which hide older committed rows).
-    pub fn overlay(&self, lo: &Bound<Bytes>, hi: &Bound<Bytes>) -> (Vec<(Bytes, Option<Bytes>)>, Vec<(Bytes, Bytes)>) {
+    pub fn overlay(&self, lo: &Bound<Bytes>, hi: &Bound<Bytes>) -> Overlay {
         let rows = self
             .points
             .range::<Bytes, _>((lo.as_ref(), hi.as_ref()))

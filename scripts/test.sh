@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs (wasm target, wasmtime CLI), builds the
+# guest component, and runs every test natively and through the component. Caches build output and tools under
+# ~/.cache/midge so repeated runs are warm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+ensure_wasm_tools
+echo "== cargo test (workspace default members: engine, host, conformance suite)"
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$MIDGE_CACHE/logs/test.log" | grep -E --line-buffered \
+  "^(test result|running|error|warning: unused|failures:|---- )|panicked|FAILED|Doc-tests" || true
+status=${PIPESTATUS[0]}
+echo "== summary"
+grep -E "^test result" "$MIDGE_CACHE/logs/test.log" | awk '
+  { for (i=1;i<=NF;i++) { if ($(i)=="passed;") p+=$(i-1); if ($(i)=="failed;") f+=$(i-1); if ($(i)=="ignored;") s+=$(i-1) } }
+  END { printf "%d passed, %d failed, %d skipped\n", p, f, s }'
+exit "$status"
