@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 ensure_wasm_tools
 echo "== cargo test (workspace default members: engine, host, conformance suite)"
-cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$MIDGE_CACHE/logs/test.log" | grep -E --line-buffered \
+cargo test --no-fail-fast "$@" 2>&1 | tee "$MIDGE_CACHE/logs/test.log" | grep -E --line-buffered \
   "^(test result|running|error|warning: unused|failures:|---- )|panicked|FAILED|Doc-tests" || true
 status=${PIPESTATUS[0]}
 echo "== summary"

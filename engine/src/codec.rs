@@ -17,7 +17,6 @@ pub(crate) struct DecodeError {
 /// Appends little-endian values to a byte vector.
 pub(crate) trait Put {
     fn put_u8(&mut self, v: u8);
-    fn put_u16(&mut self, v: u16);
     fn put_u32(&mut self, v: u32);
     fn put_u64(&mut self, v: u64);
     /// A `u32` length followed by the bytes.
@@ -27,9 +26,6 @@ pub(crate) trait Put {
 impl Put for Vec<u8> {
     fn put_u8(&mut self, v: u8) {
         self.push(v);
-    }
-    fn put_u16(&mut self, v: u16) {
-        self.extend_from_slice(&v.to_le_bytes());
     }
     fn put_u32(&mut self, v: u32) {
         self.extend_from_slice(&v.to_le_bytes());
@@ -65,7 +61,10 @@ impl<'a> Reader<'a> {
     }
     pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
-            return Err(DecodeError { what, offset: self.pos });
+            return Err(DecodeError {
+                what,
+                offset: self.pos,
+            });
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -73,10 +72,6 @@ impl<'a> Reader<'a> {
     }
     pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
-    }
-    pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
-        let s = self.take(2, what)?;
-        Ok(u16::from_le_bytes([s[0], s[1]]))
     }
     pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         let s = self.take(4, what)?;
@@ -101,7 +96,11 @@ impl<'a> Reader<'a> {
 /// CRC32 (IEEE) of `data`.
 pub(crate) fn crc32(data: &[u8]) -> u32 {
     let c = crc32fast::hash(data);
-    if cfg!(feature = "canary-ignore-checksum") { 0 } else { c }
+    if cfg!(feature = "canary-ignore-checksum") {
+        0
+    } else {
+        c
+    }
 }
 
 /// Whether a stored checksum matches (the `canary-ignore-checksum` mutant accepts anything).
@@ -139,14 +138,11 @@ mod tests {
     fn values_round_trip_little_endian() {
         let mut v = Vec::new();
         v.put_u8(1);
-        v.put_u16(0x0203);
         v.put_u32(0x04050607);
         v.put_u64(0x08090a0b0c0d0e0f);
         v.put_slice32(b"xy");
-        assert_eq!(&v[1..3], &[0x03, 0x02]);
         let mut r = Reader::new(&v);
         assert_eq!(r.u8("a").unwrap(), 1);
-        assert_eq!(r.u16("b").unwrap(), 0x0203);
         assert_eq!(r.u32("c").unwrap(), 0x04050607);
         assert_eq!(r.u64("d").unwrap(), 0x08090a0b0c0d0e0f);
         assert_eq!(r.slice32("e").unwrap(), b"xy");

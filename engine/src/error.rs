@@ -130,8 +130,13 @@ impl MidgeError {
     pub fn severity(&self) -> Severity {
         use MidgeError::*;
         match self {
-            NotFound | InvalidArgument(_) | NotSupported(_) | InvalidPath | MemoryModeViolation(_)
-            | WriteConflict(_) | UnflushedDataPresent { .. } => Severity::Caller,
+            NotFound
+            | InvalidArgument(_)
+            | NotSupported(_)
+            | InvalidPath
+            | MemoryModeViolation(_)
+            | WriteConflict(_)
+            | UnflushedDataPresent { .. } => Severity::Caller,
             Io(_) | LeaseHeld(_) | LeaseUnavailable(_) | Aborted(_) => Severity::Transient,
             NoSpace(_) | WriteStall(_) | Busy(_) | Timeout(_) => Severity::Backpressure,
             Fenced(_) | LeaseEpochExhausted | LeaseIndeterminate(_) => Severity::Fenced,
@@ -210,7 +215,10 @@ impl MidgeError {
             Busy(s) => Busy(s.clone()),
             Timeout(s) => Timeout(s.clone()),
             ResourceLimit(s) => ResourceLimit(s.clone()),
-            UnflushedDataPresent { cf_id, bytes } => UnflushedDataPresent { cf_id: *cf_id, bytes: *bytes },
+            UnflushedDataPresent { cf_id, bytes } => UnflushedDataPresent {
+                cf_id: *cf_id,
+                bytes: *bytes,
+            },
             Poisoned(s) => Poisoned(s.clone()),
         }
     }
@@ -231,18 +239,14 @@ fn is_no_space(err: &io::Error) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FileKind {
     Wal,
-    Sst,
     Manifest,
-    Format,
 }
 
 impl fmt::Display for FileKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             FileKind::Wal => "wal",
-            FileKind::Sst => "sst",
             FileKind::Manifest => "manifest",
-            FileKind::Format => "format marker",
         })
     }
 }
@@ -266,7 +270,13 @@ impl Corrupt {
         expected: impl Into<String>,
         actual: impl Into<String>,
     ) -> Corrupt {
-        Corrupt { kind, file: file.into(), offset, expected: expected.into(), actual: actual.into() }
+        Corrupt {
+            kind,
+            file: file.into(),
+            offset,
+            expected: expected.into(),
+            actual: actual.into(),
+        }
     }
 }
 

@@ -150,8 +150,9 @@ pub use api::{
 pub use bytes::{Bytes, BytesMut};
 pub use error::{MidgeError, MidgeResult, Severity};
 pub use metrics::{
-    EngineHealth, ReadAmpMetricsSnapshot, RecoveryMetricsSnapshot, RuntimeMetricsSnapshot, SnapshotPinSnapshot,
-    StorageFileLayout, StorageLayoutLevel, StorageLayoutSnapshot, StorageVerificationReport,
+    EngineHealth, ReadAmpMetricsSnapshot, RecoveryMetricsSnapshot, RuntimeMetricsSnapshot,
+    SnapshotPinSnapshot, StorageFileLayout, StorageLayoutLevel, StorageLayoutSnapshot,
+    StorageVerificationReport,
 };
 pub use options::{
     BlockCachePolicy, DurabilityPolicy, Goal, IntoOpenOptions, MemoryBudget, OpenOptions, OpenOptionsBuilder,

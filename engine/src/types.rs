@@ -22,16 +22,6 @@ pub(crate) enum EntryKind {
     Delete = 1,
 }
 
-impl EntryKind {
-    pub fn from_u8(v: u8) -> Option<EntryKind> {
-        match v {
-            0 => Some(EntryKind::Put),
-            1 => Some(EntryKind::Delete),
-            _ => None,
-        }
-    }
-}
-
 /// One version of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {

@@ -1,4 +1,5 @@
 //! API behaviour: TTL from an injected clock, assert_value guards, column-family lifecycle, misuse errors.
+#![allow(clippy::disallowed_methods)] // tests drive real threads, files and clocks
 
 use cntryl_midge::prelude::*;
 use cntryl_midge::{Bytes, ManualClock, MidgeError};
@@ -10,15 +11,26 @@ fn ttl_expiry_is_judged_once_at_begin_tx_with_the_injected_clock() {
     let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
     tx.put(b"session".to_vec(), b"s1".to_vec(), Some(10)).unwrap();
     tx.put(b"forever".to_vec(), b"f".to_vec(), None).unwrap();
-    assert!(matches!(tx.put(b"zero".to_vec(), b"z".to_vec(), Some(0)), Err(MidgeError::InvalidArgument(_))));
+    assert!(matches!(
+        tx.put(b"zero".to_vec(), b"z".to_vec(), Some(0)),
+        Err(MidgeError::InvalidArgument(_))
+    ));
     tx.commit(WriteOptions::sync()).unwrap();
     clock.advance_millis(9_999);
     let before = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
     clock.advance_millis(1);
-    assert_eq!(before.get(b"session").unwrap().as_deref(), Some(&b"s1"[..]), "stable within the transaction");
+    assert_eq!(
+        before.get(b"session").unwrap().as_deref(),
+        Some(&b"s1"[..]),
+        "stable within the transaction"
+    );
     let after = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
     assert_eq!(after.get(b"session").unwrap(), None);
-    assert_eq!(after.scan(&Query::new()).unwrap().count(), 1, "scans hide expired values too");
+    assert_eq!(
+        after.scan(&Query::new()).unwrap().count(),
+        1,
+        "scans hide expired values too"
+    );
     assert_eq!(after.scan(&Query::new().reverse()).unwrap().count(), 1);
 }
 
@@ -35,7 +47,10 @@ fn assert_value_guards_against_changes_since_the_snapshot() {
     let mut b = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
     b.put(b"balance".to_vec(), b"10".to_vec(), None).unwrap(); // same value: still a modification (ABA-safe)
     b.commit(WriteOptions::sync()).unwrap();
-    assert!(matches!(a.commit(WriteOptions::sync()), Err(MidgeError::WriteConflict(_))));
+    assert!(matches!(
+        a.commit(WriteOptions::sync()),
+        Err(MidgeError::WriteConflict(_))
+    ));
 
     let mut c = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
     c.assert_value(b"missing".to_vec(), None).unwrap();
@@ -43,7 +58,10 @@ fn assert_value_guards_against_changes_since_the_snapshot() {
     c.commit(WriteOptions::sync()).unwrap();
     let mut d = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
     d.assert_value(b"balance".to_vec(), Some(b"11".to_vec())).unwrap();
-    assert!(matches!(d.commit(WriteOptions::sync()), Err(MidgeError::WriteConflict(_))));
+    assert!(matches!(
+        d.commit(WriteOptions::sync()),
+        Err(MidgeError::WriteConflict(_))
+    ));
     let m = engine.get_runtime_metrics().unwrap();
     assert_eq!(m.write_conflicts_total, 2);
 }
@@ -54,10 +72,19 @@ fn column_families_persist_isolate_data_and_are_never_reused() {
     let (users_id, tmp_id) = {
         let engine = Engine::open(OpenOptions::local(dir.path()).build()).unwrap();
         for bad in ["", "default", "a\0b", &"x".repeat(256)] {
-            assert!(matches!(engine.create_column_family(bad), Err(MidgeError::InvalidArgument(_))), "{bad:?}");
+            assert!(
+                matches!(
+                    engine.create_column_family(bad),
+                    Err(MidgeError::InvalidArgument(_))
+                ),
+                "{bad:?}"
+            );
         }
         let users = engine.create_column_family("users").unwrap();
-        assert!(matches!(engine.create_column_family("users"), Err(MidgeError::InvalidArgument(_))));
+        assert!(matches!(
+            engine.create_column_family("users"),
+            Err(MidgeError::InvalidArgument(_))
+        ));
         let tmp = engine.create_column_family("tmp").unwrap();
         let mut tx = engine.begin_tx(users.id(), TransactionMode::ReadWrite).unwrap();
         tx.put(b"k".to_vec(), b"users".to_vec(), None).unwrap();
@@ -65,21 +92,38 @@ fn column_families_persist_isolate_data_and_are_never_reused() {
         let mut tx = engine.begin_tx(tmp.id(), TransactionMode::ReadWrite).unwrap();
         tx.put(b"k".to_vec(), b"tmp".to_vec(), None).unwrap();
         tx.commit(WriteOptions::sync()).unwrap();
-        assert!(matches!(engine.drop_column_family(0), Err(MidgeError::InvalidArgument(_))));
+        assert!(matches!(
+            engine.drop_column_family(0),
+            Err(MidgeError::InvalidArgument(_))
+        ));
         let err = engine.drop_column_family(tmp.id()).unwrap_err();
         assert!(err.licenses_unflushed_discard(), "{err}");
         engine.drop_column_family_discarding_unflushed(tmp.id()).unwrap();
-        assert!(matches!(engine.drop_column_family(tmp.id()), Err(MidgeError::NotFound)));
-        assert!(matches!(engine.begin_tx(tmp.id(), TransactionMode::ReadOnly), Err(MidgeError::InvalidArgument(_))));
+        assert!(matches!(
+            engine.drop_column_family(tmp.id()),
+            Err(MidgeError::NotFound)
+        ));
+        assert!(matches!(
+            engine.begin_tx(tmp.id(), TransactionMode::ReadOnly),
+            Err(MidgeError::InvalidArgument(_))
+        ));
         (users.id(), tmp.id())
     };
     let engine = Engine::open(OpenOptions::local(dir.path()).build()).unwrap();
-    let names: Vec<String> = engine.list_column_families().unwrap().iter().map(|c| c.name().to_string()).collect();
+    let names: Vec<String> = engine
+        .list_column_families()
+        .unwrap()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
     assert_eq!(names, vec!["default".to_string(), "users".to_string()]);
     assert_eq!(engine.get_column_family("users").unwrap().id(), users_id);
     let tx = engine.begin_tx(users_id, TransactionMode::ReadOnly).unwrap();
     assert_eq!(tx.get(b"k").unwrap().as_deref(), Some(&b"users"[..]));
-    assert!(engine.get_column_family("tmp").is_none(), "dropped data stays dropped after replay");
+    assert!(
+        engine.get_column_family("tmp").is_none(),
+        "dropped data stays dropped after replay"
+    );
     let again = engine.create_column_family("tmp").unwrap();
     assert!(again.id() > tmp_id, "ids are never reused");
 }
@@ -88,30 +132,57 @@ fn column_families_persist_isolate_data_and_are_never_reused() {
 fn misuse_gets_typed_errors_not_panics() {
     let engine = Engine::open(OpenOptions::in_memory().build()).unwrap();
     let mut ro = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
-    assert!(matches!(ro.put(b"k".to_vec(), b"v".to_vec(), None), Err(MidgeError::InvalidArgument(_))));
-    assert!(matches!(ro.delete(b"k".to_vec()), Err(MidgeError::InvalidArgument(_))));
+    assert!(matches!(
+        ro.put(b"k".to_vec(), b"v".to_vec(), None),
+        Err(MidgeError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        ro.delete(b"k".to_vec()),
+        Err(MidgeError::InvalidArgument(_))
+    ));
     ro.commit(WriteOptions::sync()).unwrap();
     let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
-    assert!(matches!(tx.put(vec![], b"v".to_vec(), None), Err(MidgeError::InvalidArgument(_))));
-    assert!(matches!(tx.put(vec![1; 64 * 1024 + 1], vec![], None), Err(MidgeError::InvalidArgument(_))));
-    assert!(matches!(tx.delete_range(b"z".to_vec(), b"a".to_vec()), Err(MidgeError::InvalidArgument(_))));
+    assert!(matches!(
+        tx.put(vec![], b"v".to_vec(), None),
+        Err(MidgeError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        tx.put(vec![1; 64 * 1024 + 1], vec![], None),
+        Err(MidgeError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        tx.delete_range(b"z".to_vec(), b"a".to_vec()),
+        Err(MidgeError::InvalidArgument(_))
+    ));
     assert!(matches!(
         tx.scan(&Query::new().start_key(Bytes::from("z")).end_key(Bytes::from("a"))),
         Err(MidgeError::InvalidArgument(_))
     ));
     tx.put(b"k".to_vec(), b"v".to_vec(), None).unwrap();
-    assert!(matches!(tx.insert(b"k".to_vec(), b"w".to_vec(), None), Err(MidgeError::InvalidArgument(_))));
+    assert!(matches!(
+        tx.insert(b"k".to_vec(), b"w".to_vec(), None),
+        Err(MidgeError::InvalidArgument(_))
+    ));
     for opts in [WriteOptions::cloud_async(), WriteOptions::cloud_strict()] {
         let mut t = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
         t.put(b"c".to_vec(), b"v".to_vec(), None).unwrap();
         assert!(matches!(t.commit(opts), Err(MidgeError::InvalidArgument(_))));
     }
-    assert!(matches!(engine.begin_tx(99, TransactionMode::ReadOnly), Err(MidgeError::InvalidArgument(_))));
+    assert!(matches!(
+        engine.begin_tx(99, TransactionMode::ReadOnly),
+        Err(MidgeError::InvalidArgument(_))
+    ));
     tx.commit(WriteOptions::sync()).unwrap();
     let mut ins = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
     ins.insert(b"k".to_vec(), b"again".to_vec(), None).unwrap();
-    assert!(matches!(ins.commit(WriteOptions::sync()), Err(MidgeError::InvalidArgument(_))));
-    assert!(matches!(engine.verify_storage(std::time::Duration::from_secs(1)), Err(MidgeError::NotSupported(_))));
+    assert!(matches!(
+        ins.commit(WriteOptions::sync()),
+        Err(MidgeError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        engine.verify_storage(std::time::Duration::from_secs(1)),
+        Err(MidgeError::NotSupported(_))
+    ));
 }
 
 #[test]
@@ -119,16 +190,36 @@ fn reverse_prefix_and_limit_scans_follow_the_query_contract() {
     let engine = Engine::open(OpenOptions::in_memory().build()).unwrap();
     let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
     for k in ["user:1", "user:2", "user:3", "uses", "order:1", "\u{ff}x"] {
-        tx.put(k.as_bytes().to_vec(), k.as_bytes().to_vec(), None).unwrap();
+        tx.put(k.as_bytes().to_vec(), k.as_bytes().to_vec(), None)
+            .unwrap();
     }
     tx.commit(WriteOptions::sync()).unwrap();
     let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
     let keys = |q: Query| -> Vec<String> {
-        tx.scan(&q).unwrap().try_collect().unwrap().into_iter().map(|(k, _)| String::from_utf8(k.to_vec()).unwrap()).collect()
+        tx.scan(&q)
+            .unwrap()
+            .try_collect()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+            .collect()
     };
-    assert_eq!(keys(Query::new().prefix(Bytes::from("user:"))), ["user:1", "user:2", "user:3"]);
-    assert_eq!(keys(Query::new().prefix(Bytes::from("user:")).reverse().limit(2)), ["user:3", "user:2"]);
-    assert_eq!(keys(Query::new().prefix(Bytes::from("user:")).start_key(Bytes::from("user:2"))), ["user:2", "user:3"]);
+    assert_eq!(
+        keys(Query::new().prefix(Bytes::from("user:"))),
+        ["user:1", "user:2", "user:3"]
+    );
+    assert_eq!(
+        keys(Query::new().prefix(Bytes::from("user:")).reverse().limit(2)),
+        ["user:3", "user:2"]
+    );
+    assert_eq!(
+        keys(
+            Query::new()
+                .prefix(Bytes::from("user:"))
+                .start_key(Bytes::from("user:2"))
+        ),
+        ["user:2", "user:3"]
+    );
     assert!(keys(Query::new().limit(0)).is_empty());
     assert!(keys(Query::new().start_key(Bytes::from("b")).end_key(Bytes::from("b"))).is_empty());
     let mut it = tx.scan(&Query::new()).unwrap();

@@ -1,6 +1,7 @@
 //! Real-process crash test: a child process commits 3-key transactions with `sync()` and prints `ack <i>` after
 //! each commit returns; the parent SIGKILLs it at a random moment, reopens the directory and checks that every
 //! acknowledged transaction is present, that no transaction is half-visible, and that there are no holes.
+#![allow(clippy::disallowed_methods)] // tests drive real threads, files and clocks
 
 use cntryl_midge::prelude::*;
 use std::io::{BufRead, BufReader, Write};

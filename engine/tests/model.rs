@@ -1,6 +1,7 @@
 //! Model-based test: random interleavings of two transactions (put/insert/delete/delete_range/get/scan/commit/
 //! rollback) plus reopen, checked step by step against a BTreeMap oracle, for both storage kinds and both
 //! conflict policies. Best-effort commits must vanish on reopen; sync and buffered ones must survive.
+#![allow(clippy::disallowed_methods)] // tests drive real threads, files and clocks
 
 use cntryl_midge::prelude::*;
 use cntryl_midge::{Bytes, MidgeError};

@@ -77,7 +77,10 @@ impl Engine {
     }
 
     fn handle(cf: &crate::core::CfState) -> ColumnFamilyHandle {
-        ColumnFamilyHandle { id: cf.id, name: cf.name.clone() }
+        ColumnFamilyHandle {
+            id: cf.id,
+            name: cf.name.clone(),
+        }
     }
 
     /// The column family named `name` (`None` if absent or after shutdown).
@@ -117,14 +120,19 @@ impl Engine {
     /// Makes every buffered commit durable now (one fsync).
     pub fn sync_wal(&self) -> MidgeResult<()> {
         self.core.check_writable()?;
-        self.core.wal.sync_all().inspect_err(|e| self.core.poison(&e.to_string()))
+        self.core
+            .wal
+            .sync_all()
+            .inspect_err(|e| self.core.poison(&e.to_string()))
     }
 
     /// Shuts down: refuses new work, makes buffered commits durable and releases the directory lock.
     /// `Busy` (retryable) while transactions are alive.
     pub fn shutdown(&mut self, timeout: Duration) -> MidgeResult<()> {
         if timeout.is_zero() && self.core.live_txns.load(Ordering::Acquire) > 0 {
-            return Err(MidgeError::Timeout("shutdown deadline passed with live transactions".into()));
+            return Err(MidgeError::Timeout(
+                "shutdown deadline passed with live transactions".into(),
+            ));
         }
         self.core.shutdown()
     }
@@ -135,7 +143,10 @@ impl Engine {
     }
 
     /// Like [`Engine::get_runtime_metrics`]; the timeout bounds the caller's wait.
-    pub fn get_runtime_metrics_with_timeout(&self, _timeout: Duration) -> MidgeResult<RuntimeMetricsSnapshot> {
+    pub fn get_runtime_metrics_with_timeout(
+        &self,
+        _timeout: Duration,
+    ) -> MidgeResult<RuntimeMetricsSnapshot> {
         self.get_runtime_metrics()
     }
 
@@ -182,7 +193,9 @@ impl Engine {
             return Err(MidgeError::Timeout("zero verification deadline".into()));
         }
         if self.core.in_memory {
-            return Err(MidgeError::NotSupported("verify_storage on an in-memory engine".into()));
+            return Err(MidgeError::NotSupported(
+                "verify_storage on an in-memory engine".into(),
+            ));
         }
         crate::verify::verify_fs(&self.core.fs, self.core.health())
     }
@@ -238,7 +251,9 @@ impl Transaction {
 
     fn writable(&self) -> MidgeResult<()> {
         if self.mode == TransactionMode::ReadOnly {
-            return Err(MidgeError::InvalidArgument("write on a read-only transaction".into()));
+            return Err(MidgeError::InvalidArgument(
+                "write on a read-only transaction".into(),
+            ));
         }
         Ok(())
     }
@@ -246,8 +261,15 @@ impl Transaction {
     fn expiry(&self, ttl_secs: Option<u64>) -> MidgeResult<Option<u64>> {
         match ttl_secs {
             None => Ok(None),
-            Some(0) => Err(MidgeError::InvalidArgument("ttl must be at least 1 second (None = no expiry)".into())),
-            Some(s) => Ok(Some(self.core.clock.now_millis().saturating_add(s.saturating_mul(1000)))),
+            Some(0) => Err(MidgeError::InvalidArgument(
+                "ttl must be at least 1 second (None = no expiry)".into(),
+            )),
+            Some(s) => Ok(Some(
+                self.core
+                    .clock
+                    .now_millis()
+                    .saturating_add(s.saturating_mul(1000)),
+            )),
         }
     }
 
@@ -285,7 +307,9 @@ impl Transaction {
         let key = Bytes::from(key);
         match self.writes.own(&key) {
             Own::Value(Some(_)) => {
-                return Err(MidgeError::InvalidArgument("insert: key already written by this transaction".into()));
+                return Err(MidgeError::InvalidArgument(
+                    "insert: key already written by this transaction".into(),
+                ));
             }
             Own::Value(None) => {}
             Own::Untouched => self.writes.inserts.push(key.clone()),
@@ -308,7 +332,9 @@ impl Transaction {
         check_key(&start)?;
         check_key(&end)?;
         if start > end {
-            return Err(MidgeError::InvalidArgument("delete_range start is after end".into()));
+            return Err(MidgeError::InvalidArgument(
+                "delete_range start is after end".into(),
+            ));
         }
         if start < end {
             self.writes.delete_range(Bytes::from(start), Bytes::from(end));
@@ -344,7 +370,14 @@ impl Transaction {
     /// before this call). Used by the WIT component's `scan-iterator` resource.
     pub fn scan_owned(&self, query: &Query) -> MidgeResult<OwnedScanIterator> {
         self.core.check_open()?;
-        OwnedScanIterator::build(&self.core, self.cf, self.snapshot, self.read_time, &self.writes, query)
+        OwnedScanIterator::build(
+            &self.core,
+            self.cf,
+            self.snapshot,
+            self.read_time,
+            &self.writes,
+            query,
+        )
     }
 
     /// The conflict policy (default [`ConflictPolicy::LastWriteWins`]).

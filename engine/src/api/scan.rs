@@ -126,7 +126,9 @@ pub struct OwnedScanIterator {
 
 impl std::fmt::Debug for OwnedScanIterator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OwnedScanIterator").field("state", &self.state).finish_non_exhaustive()
+        f.debug_struct("OwnedScanIterator")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -215,7 +217,9 @@ impl OwnedScanIterator {
                 }
                 continue;
             }
-            let Some((k, v)) = self.lookahead.take() else { continue };
+            let Some((k, v)) = self.lookahead.take() else {
+                continue;
+            };
             if self.txn_ranges.iter().any(|(s, e)| *s <= k && k < *e) {
                 continue;
             }
@@ -227,7 +231,12 @@ impl OwnedScanIterator {
     pub fn try_next(&mut self) -> MidgeResult<Option<(Bytes, Bytes)>> {
         match self.state {
             IteratorState::Exhausted => return Ok(None),
-            IteratorState::Failed => return Err(self.status().err().unwrap_or(MidgeError::Internal("failed".into()))),
+            IteratorState::Failed => {
+                return Err(self
+                    .status()
+                    .err()
+                    .unwrap_or(MidgeError::Internal("failed".into())));
+            }
             IteratorState::Active => {}
         }
         if self.remaining == Some(0) {
@@ -330,7 +339,10 @@ impl std::fmt::Debug for ScanIterator<'_> {
 
 impl ScanIterator<'_> {
     pub(crate) fn new(inner: OwnedScanIterator) -> Self {
-        ScanIterator { inner, _tx: PhantomData }
+        ScanIterator {
+            inner,
+            _tx: PhantomData,
+        }
     }
     /// The current state.
     pub fn state(&self) -> IteratorState {
@@ -346,7 +358,11 @@ impl ScanIterator<'_> {
     }
     /// The scan direction.
     pub fn direction(&self) -> Direction {
-        if self.inner.reverse { Direction::Reverse } else { Direction::Forward }
+        if self.inner.reverse {
+            Direction::Reverse
+        } else {
+            Direction::Forward
+        }
     }
     /// `Ok` unless a read failed.
     pub fn status(&self) -> MidgeResult<()> {

@@ -48,13 +48,22 @@ pub(crate) struct CfState {
 
 impl CfState {
     pub fn new(id: ColumnFamilyId, name: String) -> CfState {
-        CfState { id, name, mems: RwLock::new(CfMems { active: Arc::new(Memtable::new()), immutable: Vec::new() }) }
+        CfState {
+            id,
+            name,
+            mems: RwLock::new(CfMems {
+                active: Arc::new(Memtable::new()),
+                immutable: Vec::new(),
+            }),
+        }
     }
 
     /// Memtables newest first.
     pub fn memtables(&self) -> Vec<Arc<Memtable>> {
         let m = self.mems.read().unwrap_or_else(|p| p.into_inner());
-        std::iter::once(m.active.clone()).chain(m.immutable.iter().rev().cloned()).collect()
+        std::iter::once(m.active.clone())
+            .chain(m.immutable.iter().rev().cloned())
+            .collect()
     }
 }
 
@@ -109,7 +118,9 @@ pub(crate) struct Core {
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core").field("fs", &self.fs.describe()).finish_non_exhaustive()
+        f.debug_struct("Core")
+            .field("fs", &self.fs.describe())
+            .finish_non_exhaustive()
     }
 }
 
@@ -165,7 +176,11 @@ impl Core {
             _ => {}
         }
         self.poison(&e.to_string());
-        if matches!(e, MidgeError::Poisoned(_)) { e } else { MidgeError::Poisoned(e.to_string()) }
+        if matches!(e, MidgeError::Poisoned(_)) {
+            e
+        } else {
+            MidgeError::Poisoned(e.to_string())
+        }
     }
 
     pub fn visible_seq(&self) -> Seq {
@@ -173,15 +188,29 @@ impl Core {
     }
 
     pub fn cf(&self, id: ColumnFamilyId) -> Option<Arc<CfState>> {
-        self.cfs.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+        self.cfs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     pub fn cf_by_name(&self, name: &str) -> Option<Arc<CfState>> {
-        self.cfs.read().unwrap_or_else(|p| p.into_inner()).values().find(|c| c.name == name).cloned()
+        self.cfs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|c| c.name == name)
+            .cloned()
     }
 
     pub fn list_cfs(&self) -> Vec<Arc<CfState>> {
-        self.cfs.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.cfs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn check_policy(&self, opts: WriteOptions) -> MidgeResult<()> {
@@ -221,7 +250,11 @@ impl Core {
             return Ok(());
         }
         let begin = c.last_seq + 1;
-        let record = TxnRecord { cf: req.cf, begin_seq: begin, ops: ops.clone() };
+        let record = TxnRecord {
+            cf: req.cf,
+            begin_seq: begin,
+            ops: ops.clone(),
+        };
         let commit_seq = record.commit_seq();
         let lsn = if policy == DurabilityPolicy::BestEffort {
             0
@@ -306,7 +339,9 @@ impl Core {
             for (s, e) in req.writes.ranges() {
                 if self.range_modified_after(req.cf, s, e, req.snapshot)? {
                     self.counters.conflicts_range.fetch_add(1, Ordering::Relaxed);
-                    return Err(MidgeError::WriteConflict("a deleted range was modified after begin".into()));
+                    return Err(MidgeError::WriteConflict(
+                        "a deleted range was modified after begin".into(),
+                    ));
                 }
             }
         }
@@ -327,36 +362,62 @@ impl Core {
         self.check_writable()?;
         let _c = lock(&self.commit);
         if self.cf_by_name(name).is_some() {
-            return Err(MidgeError::InvalidArgument(format!("column family {name:?} already exists")));
+            return Err(MidgeError::InvalidArgument(format!(
+                "column family {name:?} already exists"
+            )));
         }
         let mut m = lock(&self.manifest);
         let id = m.state().next_cf_id;
         if id == u32::MAX {
-            return Err(MidgeError::ResourceLimit("column family id space exhausted".into()));
+            return Err(MidgeError::ResourceLimit(
+                "column family id space exhausted".into(),
+            ));
         }
-        let edit = Edit { create_cf: vec![(id, name.to_string())], next_cf_id: Some(id + 1), ..Default::default() };
+        let edit = Edit {
+            create_cf: vec![(id, name.to_string())],
+            next_cf_id: Some(id + 1),
+            ..Default::default()
+        };
         m.apply(edit).map_err(|e| self.durability_failed(e))?;
         let cf = Arc::new(CfState::new(id, name.to_string()));
-        self.cfs.write().unwrap_or_else(|p| p.into_inner()).insert(id, cf.clone());
+        self.cfs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, cf.clone());
         Ok(cf)
     }
 
     pub fn drop_cf(&self, id: ColumnFamilyId, discard_unflushed: bool) -> MidgeResult<()> {
         self.check_writable()?;
         if id == 0 {
-            return Err(MidgeError::InvalidArgument("the default column family cannot be dropped".into()));
+            return Err(MidgeError::InvalidArgument(
+                "the default column family cannot be dropped".into(),
+            ));
         }
         let _c = lock(&self.commit);
         let cf = self.cf(id).ok_or(MidgeError::NotFound)?;
         if !discard_unflushed {
             let bytes: u64 = cf.memtables().iter().map(|m| m.approximate_bytes()).sum();
             if bytes > 0 {
-                return Err(MidgeError::UnflushedDataPresent { cf_id: id, bytes: bytes as usize });
+                return Err(MidgeError::UnflushedDataPresent {
+                    cf_id: id,
+                    bytes: bytes as usize,
+                });
             }
         }
         let mut m = lock(&self.manifest);
-        let files: Vec<u64> = m.state().files.values().filter(|f| f.cf == id).map(|f| f.id).collect();
-        let edit = Edit { drop_cf: vec![id], remove_files: files, ..Default::default() };
+        let files: Vec<u64> = m
+            .state()
+            .files
+            .values()
+            .filter(|f| f.cf == id)
+            .map(|f| f.id)
+            .collect();
+        let edit = Edit {
+            drop_cf: vec![id],
+            remove_files: files,
+            ..Default::default()
+        };
         m.apply(edit).map_err(|e| self.durability_failed(e))?;
         self.cfs.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
         Ok(())
@@ -381,7 +442,11 @@ impl Core {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let r = if self.is_poisoned() { Ok(()) } else { self.wal.sync_all() };
+        let r = if self.is_poisoned() {
+            Ok(())
+        } else {
+            self.wal.sync_all()
+        };
         lock(&self.lock_guard).take();
         r
     }
@@ -396,12 +461,18 @@ impl Core {
             let m = cf.mems.read().unwrap_or_else(|p| p.into_inner());
             active += 1;
             immutable += m.immutable.len() as u64;
-            bytes += m.active.approximate_bytes() + m.immutable.iter().map(|x| x.approximate_bytes()).sum::<u64>();
+            bytes +=
+                m.active.approximate_bytes() + m.immutable.iter().map(|x| x.approximate_bytes()).sum::<u64>();
         }
         let (last_persisted, next_file, sst_count, sst_bytes) = {
             let m = lock(&self.manifest);
             let s = m.state();
-            (s.last_seq, s.next_file_id, s.files.len() as u64, s.files.values().map(|f| f.size).sum())
+            (
+                s.last_seq,
+                s.next_file_id,
+                s.files.len() as u64,
+                s.files.values().map(|f| f.size).sum(),
+            )
         };
         let snaps = self.snapshots.list();
         let ws = &self.wal.stats;
@@ -421,7 +492,11 @@ impl Core {
             wal_local_durable_seq: self.counters.durable_seq.load(Ordering::Relaxed),
             wal_segments: self.wal.segment_count() as u64,
             active_snapshots: self.snapshots.count() as u64,
-            oldest_snapshot_age_seconds: snaps.iter().map(|s| now.saturating_sub(s.2) / 1000).max().unwrap_or(0),
+            oldest_snapshot_age_seconds: snaps
+                .iter()
+                .map(|s| now.saturating_sub(s.2) / 1000)
+                .max()
+                .unwrap_or(0),
             sst_count,
             sst_bytes,
             salvage_mode_opens: u64::from(self.salvage),
@@ -504,12 +579,18 @@ pub(crate) fn apply_record(mem: &Memtable, rec: &TxnRecord) {
                 value: value.clone(),
                 expiry: *expiry,
             }),
-            WalOp::Delete { key } => {
-                mem.insert(Entry { key: key.clone(), seq, kind: EntryKind::Delete, value: Bytes::new(), expiry: None })
-            }
-            WalOp::DeleteRange { start, end } => {
-                mem.insert_range(RangeTombstone { start: start.clone(), end: end.clone(), seq })
-            }
+            WalOp::Delete { key } => mem.insert(Entry {
+                key: key.clone(),
+                seq,
+                kind: EntryKind::Delete,
+                value: Bytes::new(),
+                expiry: None,
+            }),
+            WalOp::DeleteRange { start, end } => mem.insert_range(RangeTombstone {
+                start: start.clone(),
+                end: end.clone(),
+                seq,
+            }),
         }
     }
 }
@@ -522,7 +603,9 @@ pub(crate) fn validate_cf_name(name: &str) -> MidgeResult<()> {
         ));
     }
     if name == "default" {
-        return Err(MidgeError::InvalidArgument("the default column family always exists".into()));
+        return Err(MidgeError::InvalidArgument(
+            "the default column family always exists".into(),
+        ));
     }
     Ok(())
 }

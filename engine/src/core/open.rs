@@ -31,7 +31,9 @@ pub(crate) fn file_system(opts: &OpenOptions) -> MidgeResult<SharedFs> {
         Storage::Local { path } => {
             let fs = LocalFs::new(path.clone());
             crate::storage::FileSystem::mkdir_all(&fs, "").map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists => MidgeError::InvalidPath,
+                std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists => {
+                    MidgeError::InvalidPath
+                }
                 _ => MidgeError::from_io("create database directory", e),
             })?;
             Arc::new(fs)
@@ -68,14 +70,23 @@ pub(crate) fn check_format(fs: &SharedFs) -> MidgeResult<Option<u32>> {
         // A half-created database: if it already holds WAL data, creation completed in an older layout we do
         // not know; refuse rather than guess.
         if fs.exists(WAL_DIR).map_err(io("stat wal"))?
-            && fs.list(WAL_DIR).map_err(io("list wal"))?.iter().any(|n| n.ends_with(".wal") && n.len() == 24)
+            && fs
+                .list(WAL_DIR)
+                .map_err(io("list wal"))?
+                .iter()
+                .any(|n| n.ends_with(".wal") && n.len() == 24)
             && fs.exists(CURRENT).map_err(io("stat CURRENT"))?
         {
-            return Err(MidgeError::CompatibilityError("database has WAL data but no FORMAT marker".into()));
+            return Err(MidgeError::CompatibilityError(
+                "database has WAL data but no FORMAT marker".into(),
+            ));
         }
         return Ok(None);
     }
-    let text = fs.open(FORMAT, OpenMode::Read).and_then(|f| f.read_all()).map_err(io("read FORMAT"))?;
+    let text = fs
+        .open(FORMAT, OpenMode::Read)
+        .and_then(|f| f.read_all())
+        .map_err(io("read FORMAT"))?;
     let s = std::str::from_utf8(&text).unwrap_or("");
     let v = s
         .strip_prefix("midge-format=")
@@ -97,8 +108,12 @@ fn create(fs: &SharedFs) -> MidgeResult<()> {
     fs.mkdir_all(SST_DIR).map_err(io("create sst dir"))?;
     fs.sync_dir("").map_err(io("sync database dir"))?;
     Manifest::create(fs.clone(), 1, ManifestState::initial(), None)?;
-    publish_file(fs.as_ref(), FORMAT, format!("midge-format={FORMAT_VERSION}\n").as_bytes())
-        .map_err(io("publish FORMAT"))?;
+    publish_file(
+        fs.as_ref(),
+        FORMAT,
+        format!("midge-format={FORMAT_VERSION}\n").as_bytes(),
+    )
+    .map_err(io("publish FORMAT"))?;
     Ok(())
 }
 
@@ -117,9 +132,12 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         create(&fs)?;
     }
     let loaded = manifest::load(&fs)?;
-    let mut state = loaded.state;
-    let cfs: BTreeMap<_, _> =
-        state.cfs.values().map(|c| (c.id, Arc::new(CfState::new(c.id, c.name.clone())))).collect();
+    let state = loaded.state;
+    let cfs: BTreeMap<_, _> = state
+        .cfs
+        .values()
+        .map(|c| (c.id, Arc::new(CfState::new(c.id, c.name.clone()))))
+        .collect();
     let flushed: BTreeMap<_, _> = state.cfs.values().map(|c| (c.id, c.flushed_seq)).collect();
     let report = wal::replay(&fs, opts.recovery_policy, true, |rec| {
         // Records of dropped column families, or already covered by published SSTs, are skipped.
@@ -158,7 +176,10 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         wal,
         manifest: Mutex::new(manifest),
         cfs: RwLock::new(cfs),
-        vis: Mutex::new(Visibility { visible: last_seq, done: BTreeMap::new() }),
+        vis: Mutex::new(Visibility {
+            visible: last_seq,
+            done: BTreeMap::new(),
+        }),
         vis_cv: Condvar::new(),
         visible: AtomicU64::new(last_seq),
         snapshots: SnapshotRegistry::default(),

@@ -9,7 +9,8 @@ use std::ops::Bound;
 
 impl Core {
     fn cf_or_err(&self, cf: ColumnFamilyId) -> MidgeResult<std::sync::Arc<super::CfState>> {
-        self.cf(cf).ok_or_else(|| MidgeError::InvalidArgument(format!("unknown or dropped column family {cf}")))
+        self.cf(cf)
+            .ok_or_else(|| MidgeError::InvalidArgument(format!("unknown or dropped column family {cf}")))
     }
 
     /// The newest version of `key` at or below `snapshot` and the newest covering range tombstone.
@@ -37,9 +38,17 @@ impl Core {
     }
 
     /// The visible value of `key` at `snapshot` for a reader at `read_time`.
-    pub fn get(&self, cf: ColumnFamilyId, key: &[u8], snapshot: Seq, read_time: u64) -> MidgeResult<Option<Bytes>> {
+    pub fn get(
+        &self,
+        cf: ColumnFamilyId,
+        key: &[u8],
+        snapshot: Seq,
+        read_time: u64,
+    ) -> MidgeResult<Option<Bytes>> {
         let (best, tomb) = self.lookup(cf, key, snapshot)?;
-        Ok(best.filter(|e| e.seq > tomb && !e.is_absent_at(read_time)).map(|e| e.value))
+        Ok(best
+            .filter(|e| e.seq > tomb && !e.is_absent_at(read_time))
+            .map(|e| e.value))
     }
 
     /// The sequence of the newest mutation (put, delete or covering range delete) of `key`, visible or not.
@@ -50,16 +59,30 @@ impl Core {
 
     /// Whether any key in `[start, end)` was mutated, or a range delete overlapping it was logged, after
     /// `snapshot`.
-    pub fn range_modified_after(&self, cf: ColumnFamilyId, start: &Bytes, end: &Bytes, snapshot: Seq) -> MidgeResult<bool> {
+    pub fn range_modified_after(
+        &self,
+        cf: ColumnFamilyId,
+        start: &Bytes,
+        end: &Bytes,
+        snapshot: Seq,
+    ) -> MidgeResult<bool> {
         let cf = self.cf_or_err(cf)?;
         for mem in cf.memtables() {
             if mem.max_seq() <= snapshot {
                 continue;
             }
-            if mem.range_tombstones().iter().any(|t| t.seq > snapshot && t.start < *end && *start < t.end) {
+            if mem
+                .range_tombstones()
+                .iter()
+                .any(|t| t.seq > snapshot && t.start < *end && *start < t.end)
+            {
                 return Ok(true);
             }
-            for e in mem.cursor(Bound::Included(start.clone()), Bound::Excluded(end.clone()), false) {
+            for e in mem.cursor(
+                Bound::Included(start.clone()),
+                Bound::Excluded(end.clone()),
+                false,
+            ) {
                 if e?.seq > snapshot {
                     return Ok(true);
                 }
@@ -85,6 +108,8 @@ impl Core {
             tombstones.extend(mem.range_tombstones());
             sources.push(Box::new(mem.cursor(lo.clone(), hi.clone(), reverse)));
         }
-        Ok(VisibleIter::new(sources, reverse, snapshot, read_time, tombstones))
+        Ok(VisibleIter::new(
+            sources, reverse, snapshot, read_time, tombstones,
+        ))
     }
 }

@@ -24,7 +24,12 @@ pub(crate) struct MergeIter {
 impl MergeIter {
     pub fn new(sources: Vec<Source>, reverse: bool) -> MergeIter {
         let n = sources.len();
-        MergeIter { sources, heads: vec![None; n], reverse, primed: false }
+        MergeIter {
+            sources,
+            heads: vec![None; n],
+            reverse,
+            primed: false,
+        }
     }
 
     fn prime(&mut self) -> MidgeResult<()> {
@@ -52,7 +57,11 @@ impl Iterator for MergeIter {
                 Some(b) => {
                     let be = self.heads[b].as_ref()?;
                     let ord = cmp_internal(&e.key, e.seq, &be.key, be.seq);
-                    let better = if self.reverse { ord == Ordering::Greater } else { ord == Ordering::Less };
+                    let better = if self.reverse {
+                        ord == Ordering::Greater
+                    } else {
+                        ord == Ordering::Less
+                    };
                     if better { Some(i) } else { Some(b) }
                 }
             };
@@ -85,7 +94,13 @@ impl VisibleIter {
         tombstones: Vec<RangeTombstone>,
     ) -> VisibleIter {
         let tombstones = tombstones.into_iter().filter(|t| t.seq <= snapshot).collect();
-        VisibleIter { merge: MergeIter::new(sources, reverse), snapshot, read_time, tombstones, lookahead: None }
+        VisibleIter {
+            merge: MergeIter::new(sources, reverse),
+            snapshot,
+            read_time,
+            tombstones,
+            lookahead: None,
+        }
     }
 
     fn pull(&mut self) -> MidgeResult<Option<Entry>> {
@@ -125,7 +140,11 @@ impl Iterator for VisibleIter {
             if b.is_absent_at(self.read_time) {
                 continue;
             }
-            if self.tombstones.iter().any(|t| t.hides(&b.key, b.seq, self.snapshot)) {
+            if self
+                .tombstones
+                .iter()
+                .any(|t| t.hides(&b.key, b.seq, self.snapshot))
+            {
                 continue;
             }
             return Some(Ok((b.key, b.value)));
@@ -152,7 +171,13 @@ mod tests {
     use crate::types::EntryKind;
 
     fn e(k: &str, seq: Seq, kind: EntryKind) -> Entry {
-        Entry { key: Bytes::from(k.to_string()), seq, kind, value: Bytes::from(format!("{k}{seq}")), expiry: None }
+        Entry {
+            key: Bytes::from(k.to_string()),
+            seq,
+            kind,
+            value: Bytes::from(format!("{k}{seq}")),
+            expiry: None,
+        }
     }
 
     fn src(mut v: Vec<Entry>, reverse: bool) -> Source {
@@ -168,29 +193,56 @@ mod tests {
         use EntryKind::*;
         let a = vec![e("a", 1, Put), e("b", 2, Put), e("c", 3, Put), e("d", 9, Put)];
         let b = vec![e("a", 5, Delete), e("b", 6, Put), e("e", 4, Put)];
-        let rts = vec![RangeTombstone { start: Bytes::from("c"), end: Bytes::from("e"), seq: 7 }];
+        let rts = vec![RangeTombstone {
+            start: Bytes::from("c"),
+            end: Bytes::from("e"),
+            seq: 7,
+        }];
         for reverse in [false, true] {
-            let rows: Vec<_> =
-                VisibleIter::new(vec![src(a.clone(), reverse), src(b.clone(), reverse)], reverse, 8, 0, rts.clone())
-                    .map(|r| r.unwrap())
-                    .collect();
-            let mut want = vec![(Bytes::from("b"), Bytes::from("b6")), (Bytes::from("e"), Bytes::from("e4"))];
+            let rows: Vec<_> = VisibleIter::new(
+                vec![src(a.clone(), reverse), src(b.clone(), reverse)],
+                reverse,
+                8,
+                0,
+                rts.clone(),
+            )
+            .map(|r| r.unwrap())
+            .collect();
+            let mut want = vec![
+                (Bytes::from("b"), Bytes::from("b6")),
+                (Bytes::from("e"), Bytes::from("e4")),
+            ];
             if reverse {
                 want.reverse();
             }
             assert_eq!(rows, want, "reverse={reverse}");
         }
-        let old: Vec<_> = VisibleIter::new(vec![src(a.clone(), false), src(b.clone(), false)], false, 4, 0, rts)
-            .map(|r| r.unwrap().0)
-            .collect();
-        assert_eq!(old, vec![Bytes::from("a"), Bytes::from("b"), Bytes::from("c"), Bytes::from("e")]);
+        let old: Vec<_> = VisibleIter::new(
+            vec![src(a.clone(), false), src(b.clone(), false)],
+            false,
+            4,
+            0,
+            rts,
+        )
+        .map(|r| r.unwrap().0)
+        .collect();
+        assert_eq!(
+            old,
+            vec![
+                Bytes::from("a"),
+                Bytes::from("b"),
+                Bytes::from("c"),
+                Bytes::from("e")
+            ]
+        );
     }
 
     #[test]
     fn expired_values_are_hidden() {
         let mut x = e("a", 1, EntryKind::Put);
         x.expiry = Some(100);
-        let rows: Vec<_> = VisibleIter::new(vec![src(vec![x.clone()], false)], false, 10, 100, vec![]).collect();
+        let rows: Vec<_> =
+            VisibleIter::new(vec![src(vec![x.clone()], false)], false, 10, 100, vec![]).collect();
         assert!(rows.is_empty());
         let rows: Vec<_> = VisibleIter::new(vec![src(vec![x], false)], false, 10, 99, vec![]).collect();
         assert_eq!(rows.len(), 1);
@@ -198,7 +250,13 @@ mod tests {
 
     #[test]
     fn errors_surface_in_order() {
-        let s: Source = Box::new(vec![Ok(e("a", 1, EntryKind::Put)), Err(MidgeError::Corruption("x".into()))].into_iter());
+        let s: Source = Box::new(
+            vec![
+                Ok(e("a", 1, EntryKind::Put)),
+                Err(MidgeError::Corruption("x".into())),
+            ]
+            .into_iter(),
+        );
         let mut it = VisibleIter::new(vec![s], false, 10, 0, vec![]);
         assert!(it.next().unwrap().is_err());
     }

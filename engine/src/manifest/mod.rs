@@ -72,8 +72,19 @@ pub(crate) struct Edit {
 impl ManifestState {
     /// A new database: only the `default` column family (id 0).
     pub fn initial() -> ManifestState {
-        let mut s = ManifestState { next_cf_id: 1, next_file_id: 1, ..Default::default() };
-        s.cfs.insert(0, CfMeta { id: 0, name: "default".into(), flushed_seq: 0 });
+        let mut s = ManifestState {
+            next_cf_id: 1,
+            next_file_id: 1,
+            ..Default::default()
+        };
+        s.cfs.insert(
+            0,
+            CfMeta {
+                id: 0,
+                name: "default".into(),
+                flushed_seq: 0,
+            },
+        );
         s
     }
 
@@ -97,7 +108,14 @@ impl ManifestState {
             if self.cfs.contains_key(id) || self.dropped.contains(id) {
                 return Err(format!("column family id {id} already used"));
             }
-            self.cfs.insert(*id, CfMeta { id: *id, name: name.clone(), flushed_seq: 0 });
+            self.cfs.insert(
+                *id,
+                CfMeta {
+                    id: *id,
+                    name: name.clone(),
+                    flushed_seq: 0,
+                },
+            );
             self.next_cf_id = self.next_cf_id.max(id + 1);
         }
         for id in &e.drop_cf {
@@ -184,24 +202,35 @@ impl Edit {
     pub fn decode(buf: &[u8]) -> Result<Edit, DecodeError> {
         let mut r = Reader::new(buf);
         if r.take(2, "edit magic")? != EDIT_MAGIC {
-            return Err(DecodeError { what: "bad edit magic", offset: 0 });
+            return Err(DecodeError {
+                what: "bad edit magic",
+                offset: 0,
+            });
         }
         if r.u8("edit version")? != EDIT_VERSION {
-            return Err(DecodeError { what: "unknown edit version", offset: 2 });
+            return Err(DecodeError {
+                what: "unknown edit version",
+                offset: 2,
+            });
         }
         let count = |r: &mut Reader<'_>, what| -> Result<usize, DecodeError> {
             let n = r.u32(what)? as usize;
             // Each element takes at least 4 bytes: a larger count is garbage, not an allocation request.
             if n > r.remaining() / 4 {
-                return Err(DecodeError { what, offset: r.pos() });
+                return Err(DecodeError {
+                    what,
+                    offset: r.pos(),
+                });
             }
             Ok(n)
         };
         let mut e = Edit::default();
         for _ in 0..count(&mut r, "create count")? {
             let id = r.u32("cf id")?;
-            let name = String::from_utf8(r.slice32("cf name")?.to_vec())
-                .map_err(|_| DecodeError { what: "cf name utf8", offset: r.pos() })?;
+            let name = String::from_utf8(r.slice32("cf name")?.to_vec()).map_err(|_| DecodeError {
+                what: "cf name utf8",
+                offset: r.pos(),
+            })?;
             e.create_cf.push((id, name));
         }
         for _ in 0..count(&mut r, "drop count")? {
@@ -239,7 +268,10 @@ impl Edit {
         e.next_cf_id = opt("next cf id")?.map(|v| v as u32);
         e.last_seq = opt("last seq")?;
         if !r.is_empty() {
-            return Err(DecodeError { what: "trailing bytes", offset: r.pos() });
+            return Err(DecodeError {
+                what: "trailing bytes",
+                offset: r.pos(),
+            });
         }
         Ok(e)
     }
@@ -251,7 +283,11 @@ fn manifest_name(n: u64) -> String {
 
 fn parse_manifest_name(s: &str) -> Option<u64> {
     let d = s.strip_prefix("MANIFEST-")?;
-    if d.len() == 6 && d.bytes().all(|b| b.is_ascii_digit()) { d.parse().ok() } else { None }
+    if d.len() == 6 && d.bytes().all(|b| b.is_ascii_digit()) {
+        d.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// What loading the manifest found.
@@ -266,11 +302,22 @@ pub(crate) struct Loaded {
 /// Reads `CURRENT` and the manifest it names. Never mutates anything.
 pub(crate) fn load(fs: &SharedFs) -> MidgeResult<Loaded> {
     let io = |ctx: &str, e| MidgeError::from_io(ctx, e);
-    let cur = fs.open(CURRENT, OpenMode::Read).map_err(|e| io("read CURRENT", e))?;
+    let cur = fs
+        .open(CURRENT, OpenMode::Read)
+        .map_err(|e| io("read CURRENT", e))?;
     let text = cur.read_all().map_err(|e| io("read CURRENT", e))?;
-    let name = std::str::from_utf8(&text).ok().and_then(|s| s.strip_suffix('\n')).unwrap_or("");
+    let name = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|s| s.strip_suffix('\n'))
+        .unwrap_or("");
     let number = parse_manifest_name(name).ok_or_else(|| {
-        Corrupt::new(FileKind::Manifest, CURRENT, 0, "MANIFEST-<6 digits>\\n", format!("{text:?}"))
+        Corrupt::new(
+            FileKind::Manifest,
+            CURRENT,
+            0,
+            "MANIFEST-<6 digits>\\n",
+            format!("{text:?}"),
+        )
     })?;
     let f = fs.open(name, OpenMode::Read).map_err(|e| io(name, e))?;
     let data = f.read_all().map_err(|e| io(name, e))?;
@@ -288,28 +335,60 @@ pub(crate) fn load(fs: &SharedFs) -> MidgeResult<Loaded> {
         })();
         let Some(payload) = parsed else {
             // Only the final frame can be torn: nothing may follow it.
-            let hdr_len = data.get(pos..pos + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64);
+            let hdr_len = data
+                .get(pos..pos + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64);
             let frame_end = hdr_len.map(|l| pos as u64 + FRAME_HEADER as u64 + l);
             if frame_end.is_none_or(|end| end >= data.len() as u64) || data[pos..].iter().all(|b| *b == 0) {
                 torn_tail = true;
                 break;
             }
-            return Err(Corrupt::new(FileKind::Manifest, name, pos as u64, "a valid edit frame", "bad checksum")
-                .into());
+            return Err(Corrupt::new(
+                FileKind::Manifest,
+                name,
+                pos as u64,
+                "a valid edit frame",
+                "bad checksum",
+            )
+            .into());
         };
         let edit = Edit::decode(payload).map_err(|e| {
-            MidgeError::from(Corrupt::new(FileKind::Manifest, name, pos as u64, "a valid edit", e.to_string()))
+            MidgeError::from(Corrupt::new(
+                FileKind::Manifest,
+                name,
+                pos as u64,
+                "a valid edit",
+                e.to_string(),
+            ))
         })?;
         state.apply(&edit).map_err(|e| {
-            MidgeError::from(Corrupt::new(FileKind::Manifest, name, pos as u64, "a consistent edit", e))
+            MidgeError::from(Corrupt::new(
+                FileKind::Manifest,
+                name,
+                pos as u64,
+                "a consistent edit",
+                e,
+            ))
         })?;
         edits += 1;
         pos += FRAME_HEADER + payload.len();
     }
     if edits == 0 {
-        return Err(Corrupt::new(FileKind::Manifest, name, 0, "a snapshot edit", "an empty manifest").into());
+        return Err(Corrupt::new(
+            FileKind::Manifest,
+            name,
+            0,
+            "a snapshot edit",
+            "an empty manifest",
+        )
+        .into());
     }
-    Ok(Loaded { state, number, edits, torn_tail })
+    Ok(Loaded {
+        state,
+        number,
+        edits,
+        torn_tail,
+    })
 }
 
 /// The open manifest: appends edits durably and rolls to fresh snapshots.
@@ -325,21 +404,35 @@ pub(crate) struct Manifest {
 impl Manifest {
     /// Writes `MANIFEST-<number>` holding `state` as one snapshot, then publishes `CURRENT` to name it and
     /// removes the manifest it replaces (`previous`).
-    pub fn create(fs: SharedFs, number: u64, state: ManifestState, previous: Option<u64>) -> MidgeResult<Manifest> {
+    pub fn create(
+        fs: SharedFs,
+        number: u64,
+        state: ManifestState,
+        previous: Option<u64>,
+    ) -> MidgeResult<Manifest> {
         let io = |ctx: &str, e| MidgeError::from_io(ctx, e);
         let name = manifest_name(number);
-        let file = fs.open(&name, OpenMode::CreateTruncate).map_err(|e| io(&name, e))?;
+        let file = fs
+            .open(&name, OpenMode::CreateTruncate)
+            .map_err(|e| io(&name, e))?;
         let frame = encode_frame(&state.snapshot_edit().encode());
         file.write_at(0, &frame).map_err(|e| io(&name, e))?;
         if !cfg!(feature = "canary-rename-before-fsync") {
             file.sync_all().map_err(|e| io(&name, e))?;
         }
-        publish_file(fs.as_ref(), CURRENT, format!("{name}\n").as_bytes()).map_err(|e| io("publish CURRENT", e))?;
+        publish_file(fs.as_ref(), CURRENT, format!("{name}\n").as_bytes())
+            .map_err(|e| io("publish CURRENT", e))?;
         if let Some(p) = previous.filter(|p| *p != number) {
             // Best effort: a leftover old manifest is ignored (CURRENT is the authority) and removed next time.
             let _ = fs.remove(&manifest_name(p));
         }
-        Ok(Manifest { fs, file, number, len: frame.len() as u64, state })
+        Ok(Manifest {
+            fs,
+            file,
+            number,
+            len: frame.len() as u64,
+            state,
+        })
     }
 
     pub fn state(&self) -> &ManifestState {
@@ -353,12 +446,21 @@ impl Manifest {
         next.apply(&edit).map_err(MidgeError::Internal)?;
         let frame = encode_frame(&edit.encode());
         let name = manifest_name(self.number);
-        self.file.write_at(self.len, &frame).map_err(|e| MidgeError::from_io(&name, e))?;
-        self.file.sync_data().map_err(|e| MidgeError::Poisoned(format!("manifest fsync failed: {e}")))?;
+        self.file
+            .write_at(self.len, &frame)
+            .map_err(|e| MidgeError::from_io(&name, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| MidgeError::Poisoned(format!("manifest fsync failed: {e}")))?;
         self.len += frame.len() as u64;
         self.state = next;
         if self.len > ROLL_BYTES {
-            let fresh = Manifest::create(self.fs.clone(), self.number + 1, self.state.clone(), Some(self.number))?;
+            let fresh = Manifest::create(
+                self.fs.clone(),
+                self.number + 1,
+                self.state.clone(),
+                Some(self.number),
+            )?;
             *self = fresh;
         }
         Ok(())
@@ -403,9 +505,22 @@ mod tests {
     fn edits_survive_reload_and_roll() {
         let fs: SharedFs = Arc::new(MemoryFs::new());
         let mut m = Manifest::create(fs.clone(), 1, ManifestState::initial(), None).unwrap();
-        m.apply(Edit { create_cf: vec![(1, "users".into())], ..Default::default() }).unwrap();
-        m.apply(Edit { add_files: vec![fm(7)], flushed: vec![(1, 40)], ..Default::default() }).unwrap();
-        m.apply(Edit { drop_cf: vec![1], ..Default::default() }).unwrap();
+        m.apply(Edit {
+            create_cf: vec![(1, "users".into())],
+            ..Default::default()
+        })
+        .unwrap();
+        m.apply(Edit {
+            add_files: vec![fm(7)],
+            flushed: vec![(1, 40)],
+            ..Default::default()
+        })
+        .unwrap();
+        m.apply(Edit {
+            drop_cf: vec![1],
+            ..Default::default()
+        })
+        .unwrap();
         let l = load(&fs).unwrap();
         assert_eq!(&l.state, m.state());
         assert_eq!(l.edits, 4);
@@ -420,8 +535,16 @@ mod tests {
     fn a_torn_final_edit_is_ignored_and_mid_file_damage_is_corruption() {
         let fs: SharedFs = Arc::new(MemoryFs::new());
         let mut m = Manifest::create(fs.clone(), 1, ManifestState::initial(), None).unwrap();
-        m.apply(Edit { create_cf: vec![(1, "a".into())], ..Default::default() }).unwrap();
-        m.apply(Edit { create_cf: vec![(2, "b".into())], ..Default::default() }).unwrap();
+        m.apply(Edit {
+            create_cf: vec![(1, "a".into())],
+            ..Default::default()
+        })
+        .unwrap();
+        m.apply(Edit {
+            create_cf: vec![(2, "b".into())],
+            ..Default::default()
+        })
+        .unwrap();
         let f = fs.open("MANIFEST-000001", OpenMode::ReadWrite).unwrap();
         let data = f.read_all().unwrap();
         f.set_len(data.len() as u64 - 2).unwrap();
@@ -439,13 +562,29 @@ mod tests {
     #[test]
     fn inconsistent_edits_are_rejected() {
         let mut s = ManifestState::initial();
-        assert!(s.apply(&Edit { create_cf: vec![(0, "x".into())], ..Default::default() }).is_err());
-        assert!(s.apply(&Edit { remove_files: vec![3], ..Default::default() }).is_err());
+        assert!(
+            s.apply(&Edit {
+                create_cf: vec![(0, "x".into())],
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            s.apply(&Edit {
+                remove_files: vec![3],
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 
     #[test]
     fn edit_decoding_never_panics_on_garbage() {
-        let e = Edit { add_files: vec![fm(1), fm(2)], create_cf: vec![(3, "c".into())], ..Default::default() };
+        let e = Edit {
+            add_files: vec![fm(1), fm(2)],
+            create_cf: vec![(3, "c".into())],
+            ..Default::default()
+        };
         let enc = e.encode();
         assert_eq!(Edit::decode(&enc).unwrap(), e);
         for i in 0..enc.len() {

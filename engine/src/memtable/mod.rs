@@ -58,15 +58,31 @@ impl Memtable {
 
     /// Adds one version.
     pub fn insert(&self, e: Entry) {
-        self.bytes.fetch_add(e.key.len() as u64 + e.value.len() as u64 + ENTRY_OVERHEAD, Ordering::Relaxed);
+        self.bytes.fetch_add(
+            e.key.len() as u64 + e.value.len() as u64 + ENTRY_OVERHEAD,
+            Ordering::Relaxed,
+        );
         self.max_seq.fetch_max(e.seq, Ordering::Relaxed);
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
-        m.insert(IKey { key: e.key, rseq: Reverse(e.seq) }, Val { kind: e.kind, value: e.value, expiry: e.expiry });
+        m.insert(
+            IKey {
+                key: e.key,
+                rseq: Reverse(e.seq),
+            },
+            Val {
+                kind: e.kind,
+                value: e.value,
+                expiry: e.expiry,
+            },
+        );
     }
 
     /// Adds a range tombstone.
     pub fn insert_range(&self, rt: RangeTombstone) {
-        self.bytes.fetch_add(rt.start.len() as u64 + rt.end.len() as u64 + ENTRY_OVERHEAD, Ordering::Relaxed);
+        self.bytes.fetch_add(
+            rt.start.len() as u64 + rt.end.len() as u64 + ENTRY_OVERHEAD,
+            Ordering::Relaxed,
+        );
         self.max_seq.fetch_max(rt.seq, Ordering::Relaxed);
         self.ranges.write().unwrap_or_else(|p| p.into_inner()).push(rt);
     }
@@ -74,11 +90,6 @@ impl Memtable {
     /// Approximate memory held (keys, values and overhead).
     pub fn approximate_bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).is_empty()
-            && self.ranges.read().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 
     /// Highest sequence held (0 when empty).
@@ -89,7 +100,10 @@ impl Memtable {
     /// Newest version of `key` with `seq <= snapshot`.
     pub fn get(&self, key: &[u8], snapshot: Seq) -> Option<Entry> {
         let m = self.map.read().unwrap_or_else(|p| p.into_inner());
-        let from = IKey { key: Bytes::copy_from_slice(key), rseq: Reverse(snapshot) };
+        let from = IKey {
+            key: Bytes::copy_from_slice(key),
+            rseq: Reverse(snapshot),
+        };
         let (k, v) = m.range(from..).next()?;
         (k.key.as_ref() == key).then(|| to_entry(k, v))
     }
@@ -99,30 +113,49 @@ impl Memtable {
         self.ranges.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Every version in internal order (used by flush).
-    pub fn all_entries(&self) -> Vec<Entry> {
-        let m = self.map.read().unwrap_or_else(|p| p.into_inner());
-        m.iter().map(|(k, v)| to_entry(k, v)).collect()
-    }
-
     /// A lazy cursor over versions with user key in bounds, in internal order (or exactly reversed).
     pub fn cursor(self: &Arc<Self>, lower: Bound<Bytes>, upper: Bound<Bytes>, reverse: bool) -> MemCursor {
         let lo = match lower {
-            Bound::Included(k) => Bound::Included(IKey { key: k, rseq: Reverse(Seq::MAX) }),
-            Bound::Excluded(k) => Bound::Excluded(IKey { key: k, rseq: Reverse(0) }),
+            Bound::Included(k) => Bound::Included(IKey {
+                key: k,
+                rseq: Reverse(Seq::MAX),
+            }),
+            Bound::Excluded(k) => Bound::Excluded(IKey {
+                key: k,
+                rseq: Reverse(0),
+            }),
             Bound::Unbounded => Bound::Unbounded,
         };
         let hi = match upper {
-            Bound::Included(k) => Bound::Included(IKey { key: k, rseq: Reverse(0) }),
-            Bound::Excluded(k) => Bound::Excluded(IKey { key: k, rseq: Reverse(Seq::MAX) }),
+            Bound::Included(k) => Bound::Included(IKey {
+                key: k,
+                rseq: Reverse(0),
+            }),
+            Bound::Excluded(k) => Bound::Excluded(IKey {
+                key: k,
+                rseq: Reverse(Seq::MAX),
+            }),
             Bound::Unbounded => Bound::Unbounded,
         };
-        MemCursor { mem: self.clone(), lo, hi, reverse, buf: VecDeque::new(), done: false }
+        MemCursor {
+            mem: self.clone(),
+            lo,
+            hi,
+            reverse,
+            buf: VecDeque::new(),
+            done: false,
+        }
     }
 }
 
 fn to_entry(k: &IKey, v: &Val) -> Entry {
-    Entry { key: k.key.clone(), seq: k.rseq.0, kind: v.kind, value: v.value.clone(), expiry: v.expiry }
+    Entry {
+        key: k.key.clone(),
+        seq: k.rseq.0,
+        kind: v.kind,
+        value: v.value.clone(),
+        expiry: v.expiry,
+    }
 }
 
 /// A chunked cursor over one memtable; see [`Memtable::cursor`].
@@ -155,7 +188,10 @@ impl MemCursor {
             self.done = true;
         }
         if let Some(last) = chunk.last() {
-            let pos = Bound::Excluded(IKey { key: last.key.clone(), rseq: Reverse(last.seq) });
+            let pos = Bound::Excluded(IKey {
+                key: last.key.clone(),
+                rseq: Reverse(last.seq),
+            });
             if self.reverse {
                 self.hi = pos;
             } else {
@@ -211,26 +247,43 @@ mod tests {
             put(&m, &format!("k{i:04}"), i + 5000);
         }
         let fwd: Vec<Entry> = m
-            .cursor(Bound::Included(Bytes::from("k0100")), Bound::Excluded(Bytes::from("k0700")), false)
+            .cursor(
+                Bound::Included(Bytes::from("k0100")),
+                Bound::Excluded(Bytes::from("k0700")),
+                false,
+            )
             .map(Result::unwrap)
             .collect();
         assert_eq!(fwd.len(), 1200);
         assert_eq!(fwd[0].key, Bytes::from("k0100"));
         assert!(fwd[0].seq > fwd[1].seq, "newest version first");
         let mut rev: Vec<Entry> = m
-            .cursor(Bound::Included(Bytes::from("k0100")), Bound::Excluded(Bytes::from("k0700")), true)
+            .cursor(
+                Bound::Included(Bytes::from("k0100")),
+                Bound::Excluded(Bytes::from("k0700")),
+                true,
+            )
             .map(Result::unwrap)
             .collect();
         rev.reverse();
         assert_eq!(fwd, rev);
         let excl: Vec<Entry> = m
-            .cursor(Bound::Excluded(Bytes::from("k0100")), Bound::Included(Bytes::from("k0101")), false)
+            .cursor(
+                Bound::Excluded(Bytes::from("k0100")),
+                Bound::Included(Bytes::from("k0101")),
+                false,
+            )
             .map(Result::unwrap)
             .collect();
         assert_eq!(excl.len(), 2);
         assert!(excl.iter().all(|e| e.key == "k0101"));
-        let empty: Vec<_> =
-            m.cursor(Bound::Included(Bytes::from("z")), Bound::Excluded(Bytes::from("a")), false).collect();
+        let empty: Vec<_> = m
+            .cursor(
+                Bound::Included(Bytes::from("z")),
+                Bound::Excluded(Bytes::from("a")),
+                false,
+            )
+            .collect();
         assert!(empty.is_empty());
     }
 }

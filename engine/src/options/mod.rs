@@ -170,6 +170,46 @@ impl OpenOptions {
     pub fn recovery_policy(&self) -> RecoveryPolicy {
         self.recovery_policy
     }
+    /// Memtable size that triggers a flush.
+    pub fn memtable_flush_threshold(&self) -> u64 {
+        self.memtable_flush_threshold
+    }
+    /// The optimisation goal and workload profile the sizes were derived from.
+    pub fn profile(&self) -> (Goal, WorkloadProfile) {
+        (self.goal, self.workload)
+    }
+    /// Total memory budget in bytes.
+    pub fn memory_budget_bytes(&self) -> usize {
+        self.memory_budget
+    }
+    /// Derived SST block size in bytes.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+    /// Derived target SST file size in bytes.
+    pub fn target_sst_size(&self) -> u64 {
+        self.target_sst_size
+    }
+    /// L0 file count that triggers compaction, and the count at which writes stall.
+    pub fn l0_thresholds(&self) -> (usize, usize) {
+        (self.l0_compaction_trigger, self.l0_stall_ceiling)
+    }
+    /// Frozen memtables allowed per column family before writes stall.
+    pub fn max_immutable_memtables(&self) -> usize {
+        self.max_immutable_memtables
+    }
+    /// Block cache capacity in bytes.
+    pub fn block_cache_bytes(&self) -> u64 {
+        self.block_cache_bytes
+    }
+    /// Whether SST blocks are compressed, and whether compaction runs in the background.
+    pub fn compression_and_background(&self) -> (bool, bool) {
+        (self.compression, self.background_compaction)
+    }
+    /// Storage I/O timeout and the caller-facing response timeout.
+    pub fn timeouts(&self) -> (Duration, Duration) {
+        (self.storage_io_timeout, self.runtime_response_timeout)
+    }
 }
 
 /// Builds [`OpenOptions`]; all derivation and validation happens in [`OpenOptionsBuilder::build`].
@@ -196,7 +236,9 @@ pub struct OpenOptionsBuilder {
 
 impl fmt::Debug for OpenOptionsBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenOptionsBuilder").field("storage", &self.storage).finish_non_exhaustive()
+        f.debug_struct("OpenOptionsBuilder")
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
     }
 }
 
@@ -327,15 +369,25 @@ impl OpenOptionsBuilder {
         let (block_size, target_sst, base_memtable, l0_trigger) = match self.goal {
             Goal::Latency => (16 << 10, 64u64 << 20, 64u64 << 20, 4),
             Goal::Throughput => {
-                let bs = if self.workload == WorkloadProfile::RangeScan { 128 << 10 } else { 64 << 10 };
-                let trig = if self.workload == WorkloadProfile::WriteHeavy { 8 } else { 6 };
+                let bs = if self.workload == WorkloadProfile::RangeScan {
+                    128 << 10
+                } else {
+                    64 << 10
+                };
+                let trig = if self.workload == WorkloadProfile::WriteHeavy {
+                    8
+                } else {
+                    6
+                };
                 (bs, 256 << 20, 256 << 20, trig)
             }
             Goal::Economy => (32 << 10, 64 << 20, 32 << 20, 4),
         };
         let pool = self.transaction_memory_pool_size.unwrap_or(budget / 10);
         if pool > budget {
-            return Err(MidgeError::ResourceLimit("transaction pool exceeds the memory budget".into()));
+            return Err(MidgeError::ResourceLimit(
+                "transaction pool exceeds the memory budget".into(),
+            ));
         }
         let mut memtable = match self.workload {
             WorkloadProfile::WriteHeavy => base_memtable * 2,
@@ -355,7 +407,8 @@ impl OpenOptionsBuilder {
             None => limit,
         };
         let max_immutable = 2usize;
-        if limit.saturating_mul(1 + max_immutable as u64) > budget as u64 && self.memtable_size_limit.is_some()
+        if limit.saturating_mul(1 + max_immutable as u64) > budget as u64
+            && self.memtable_size_limit.is_some()
         {
             return Err(MidgeError::ResourceLimit(format!(
                 "memtable limit {limit} x {} generations does not fit the memory budget {budget}",
@@ -469,23 +522,33 @@ pub struct WriteOptions {
 impl WriteOptions {
     /// Wait for an fsync covering the transaction.
     pub fn sync() -> WriteOptions {
-        WriteOptions { policy: DurabilityPolicy::Sync }
+        WriteOptions {
+            policy: DurabilityPolicy::Sync,
+        }
     }
     /// Append to the WAL; fsync later (bounded window).
     pub fn buffered() -> WriteOptions {
-        WriteOptions { policy: DurabilityPolicy::Buffered }
+        WriteOptions {
+            policy: DurabilityPolicy::Buffered,
+        }
     }
     /// Skip the WAL.
     pub fn best_effort() -> WriteOptions {
-        WriteOptions { policy: DurabilityPolicy::BestEffort }
+        WriteOptions {
+            policy: DurabilityPolicy::BestEffort,
+        }
     }
     /// Cloud storage: local append, asynchronous upload.
     pub fn cloud_async() -> WriteOptions {
-        WriteOptions { policy: DurabilityPolicy::CloudAsync }
+        WriteOptions {
+            policy: DurabilityPolicy::CloudAsync,
+        }
     }
     /// Cloud storage: wait for the upload to be published.
     pub fn cloud_strict() -> WriteOptions {
-        WriteOptions { policy: DurabilityPolicy::CloudStrict }
+        WriteOptions {
+            policy: DurabilityPolicy::CloudStrict,
+        }
     }
     /// The policy.
     pub fn policy(&self) -> DurabilityPolicy {
@@ -515,9 +578,15 @@ mod tests {
 
     #[test]
     fn build_rejects_invalid_settings_with_typed_errors() {
-        let e = OpenOptions::in_memory().storage_io_timeout(Duration::ZERO).build().unwrap_err();
+        let e = OpenOptions::in_memory()
+            .storage_io_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
         assert!(matches!(e, MidgeError::InvalidArgument(_)));
-        let e = OpenOptions::in_memory().with_memtable_size_limit(0).build().unwrap_err();
+        let e = OpenOptions::in_memory()
+            .with_memtable_size_limit(0)
+            .build()
+            .unwrap_err();
         assert!(matches!(e, MidgeError::InvalidArgument(_)));
         let e = OpenOptions::in_memory()
             .with_memtable_size_limit(1 << 20)
@@ -543,7 +612,10 @@ mod tests {
 
     #[test]
     fn flush_threshold_defaults_to_the_limit() {
-        let o = OpenOptions::in_memory().with_memtable_size_limit(1 << 20).build().unwrap();
+        let o = OpenOptions::in_memory()
+            .with_memtable_size_limit(1 << 20)
+            .build()
+            .unwrap();
         assert_eq!(o.memtable_flush_threshold, 1 << 20);
         assert!(o.l0_stall_ceiling > o.l0_compaction_trigger);
     }

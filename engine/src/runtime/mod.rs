@@ -64,7 +64,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock reading `millis`.
     pub fn new(millis: u64) -> ManualClock {
-        ManualClock { millis: Arc::new(AtomicU64::new(millis)) }
+        ManualClock {
+            millis: Arc::new(AtomicU64::new(millis)),
+        }
     }
     /// Moves the clock forward.
     pub fn advance_millis(&self, by: u64) {
@@ -100,7 +102,9 @@ pub struct ThreadExecutor;
 
 impl Executor for ThreadExecutor {
     fn spawn(&self, name: &str, job: Job) {
-        let spawned = std::thread::Builder::new().name(format!("midge-{name}")).spawn(job);
+        let spawned = std::thread::Builder::new()
+            .name(format!("midge-{name}"))
+            .spawn(job);
         if let Err(e) = spawned {
             // Thread exhaustion: surface it in logs; the job is lost, callers treat work as not done.
             tracing::error!("failed to spawn background thread {name}: {e}");

@@ -29,9 +29,15 @@ impl LocalFs {
     }
 
     fn full(&self, rel: &str) -> io::Result<PathBuf> {
-        if rel.split('/').any(|c| c == "..") || rel.starts_with('/') || rel.contains('\\') || rel.contains('\0')
+        if rel.split('/').any(|c| c == "..")
+            || rel.starts_with('/')
+            || rel.contains('\\')
+            || rel.contains('\0')
         {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("path escapes the root: {rel}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("path escapes the root: {rel}"),
+            ));
         }
         let mut p = self.root.clone();
         for c in rel.split('/').filter(|c| !c.is_empty()) {
@@ -63,7 +69,10 @@ impl LocalFile {
         }
         #[cfg(not(unix))]
         {
-            LocalFile { file: std::sync::Mutex::new(file), path }
+            LocalFile {
+                file: std::sync::Mutex::new(file),
+                path,
+            }
         }
     }
 
@@ -176,7 +185,10 @@ impl FileSystem for LocalFs {
         };
         let file = o.open(&full)?;
         if file.metadata()?.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{path} is a directory")));
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{path} is a directory"),
+            ));
         }
         Ok(Arc::new(LocalFile::new(file, full)))
     }
@@ -220,13 +232,21 @@ impl FileSystem for LocalFs {
 
     fn lock(&self, path: &str) -> io::Result<Box<dyn LockGuard>> {
         let full = self.full(path)?;
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(full)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(full)?;
         #[cfg(not(target_os = "wasi"))]
         {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(io::Error::new(io::ErrorKind::WouldBlock, "database is locked by another process"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "database is locked by another process",
+                    ));
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(e),
             }

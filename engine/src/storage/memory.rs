@@ -69,7 +69,9 @@ impl fmt::Debug for MemFile {
 impl File for MemFile {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let d = self.data.read().unwrap_or_else(|p| p.into_inner());
-        let Ok(off) = usize::try_from(offset) else { return Ok(0) };
+        let Ok(off) = usize::try_from(offset) else {
+            return Ok(0);
+        };
         if off >= d.len() {
             return Ok(0);
         }
@@ -80,7 +82,10 @@ impl File for MemFile {
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         if !self.writable {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "file opened read-only"));
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "file opened read-only",
+            ));
         }
         let off = usize::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
         let mut d = self.data.write().unwrap_or_else(|p| p.into_inner());
@@ -97,7 +102,10 @@ impl File for MemFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let len = usize::try_from(len).map_err(|_| io::Error::other("length too large"))?;
-        self.data.write().unwrap_or_else(|p| p.into_inner()).resize(len, 0);
+        self.data
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .resize(len, 0);
         Ok(())
     }
 
@@ -119,7 +127,11 @@ struct MemLock {
 
 impl Drop for MemLock {
     fn drop(&mut self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).locks.remove(&self.path);
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .locks
+            .remove(&self.path);
     }
 }
 
@@ -135,7 +147,10 @@ impl FileSystem for MemoryFs {
             (OpenMode::Read | OpenMode::ReadWrite, Some(d)) => d.clone(),
             (OpenMode::Read | OpenMode::ReadWrite, None) => return Err(not_found(path)),
             (OpenMode::CreateNew, Some(_)) => {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{path} exists")));
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{path} exists"),
+                ));
             }
             (OpenMode::CreateTruncate, Some(d)) => {
                 d.write().unwrap_or_else(|p| p.into_inner()).clear();
@@ -147,7 +162,11 @@ impl FileSystem for MemoryFs {
                 d
             }
         };
-        Ok(Arc::new(MemFile { data, syncs: self.syncs.clone(), writable: mode != OpenMode::Read }))
+        Ok(Arc::new(MemFile {
+            data,
+            syncs: self.syncs.clone(),
+            writable: mode != OpenMode::Read,
+        }))
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -158,7 +177,11 @@ impl FileSystem for MemoryFs {
     }
 
     fn remove(&self, path: &str) -> io::Result<()> {
-        self.lock_state().files.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+        self.lock_state()
+            .files
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
     }
 
     fn list(&self, dir: &str) -> io::Result<Vec<String>> {
@@ -209,7 +232,10 @@ impl FileSystem for MemoryFs {
         if !st.locks.insert(path.to_string()) {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "lock held"));
         }
-        Ok(Box::new(MemLock { state: self.state.clone(), path: path.to_string() }))
+        Ok(Box::new(MemLock {
+            state: self.state.clone(),
+            path: path.to_string(),
+        }))
     }
 
     fn describe(&self) -> String {

@@ -1,7 +1,8 @@
 //! The I/O seam: every byte the engine reads or writes goes through [`FileSystem`] and [`File`].
 //!
 //! Backends: [`local`] (std::fs; also what a `wasmtime run` command component uses over wasi:filesystem),
-//! [`memory`] (for `OpenOptions::in_memory()`), and `sim` (deterministic fault injection, feature `sim`).
+//! and [`memory`] (for `OpenOptions::in_memory()`); any other backend (a WASI host import, a fault simulator)
+//! implements the same traits and is passed with `OpenOptions::with_file_system`.
 //! Platform `cfg`s are allowed here and in `runtime/` only. Paths are relative to the database root and use
 //! `/` separators on every target, so the engine never builds an OS path itself.
 
@@ -11,8 +12,6 @@ use std::sync::Arc;
 
 pub mod local;
 pub mod memory;
-#[cfg(feature = "sim")]
-pub mod sim;
 
 /// How [`FileSystem::open`] treats an existing or missing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,14 +13,23 @@ fn exercise(fs: &dyn FileSystem) {
     f.read_exact_at(6, &mut buf).unwrap();
     assert_eq!(&buf, b"world");
     assert!(f.read_exact_at(8, &mut buf).is_err(), "short read must fail");
-    assert!(fs.open("a/b/x", OpenMode::CreateNew).is_err(), "CreateNew must refuse an existing file");
+    assert!(
+        fs.open("a/b/x", OpenMode::CreateNew).is_err(),
+        "CreateNew must refuse an existing file"
+    );
     publish_file(fs, "a/b/y", b"published").unwrap();
-    assert_eq!(fs.open("a/b/y", OpenMode::Read).unwrap().read_all().unwrap(), b"published");
+    assert_eq!(
+        fs.open("a/b/y", OpenMode::Read).unwrap().read_all().unwrap(),
+        b"published"
+    );
     assert_eq!(fs.list("a/b").unwrap(), vec!["x".to_string(), "y".to_string()]);
     fs.rename("a/b/x", "a/b/z").unwrap();
     assert!(!fs.exists("a/b/x").unwrap());
     f.set_len(2).unwrap();
-    assert_eq!(fs.open("a/b/z", OpenMode::Read).unwrap().read_all().unwrap(), b"he");
+    assert_eq!(
+        fs.open("a/b/z", OpenMode::Read).unwrap().read_all().unwrap(),
+        b"he"
+    );
     fs.remove("a/b/z").unwrap();
     assert!(fs.open("a/b/z", OpenMode::Read).is_err());
     let g = fs.lock("LOCK").unwrap();
@@ -38,14 +47,20 @@ fn local_fs_behaves_like_a_file_system() {
     let dir = tempfile::tempdir().unwrap();
     let fs = LocalFs::new(dir.path());
     exercise(&fs);
-    assert!(fs.open("../escape", OpenMode::CreateNew).is_err(), "paths may not leave the root");
+    assert!(
+        fs.open("../escape", OpenMode::CreateNew).is_err(),
+        "paths may not leave the root"
+    );
 }
 
 #[test]
 fn memory_lock_is_exclusive_until_dropped() {
     let fs = MemoryFs::new();
     let g = fs.lock("LOCK").unwrap();
-    assert_eq!(fs.lock("LOCK").unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    assert_eq!(
+        fs.lock("LOCK").unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
     drop(g);
     fs.lock("LOCK").unwrap();
 }

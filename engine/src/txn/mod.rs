@@ -62,23 +62,25 @@ pub(crate) fn check_key(key: &[u8]) -> MidgeResult<()> {
         return Err(MidgeError::InvalidArgument("keys must be non-empty".into()));
     }
     if key.len() > MAX_KEY_SIZE {
-        return Err(MidgeError::InvalidArgument(format!("key of {} bytes exceeds {MAX_KEY_SIZE}", key.len())));
+        return Err(MidgeError::InvalidArgument(format!(
+            "key of {} bytes exceeds {MAX_KEY_SIZE}",
+            key.len()
+        )));
     }
     Ok(())
 }
 
 pub(crate) fn check_value(v: &[u8]) -> MidgeResult<()> {
     if v.len() > MAX_VALUE_SIZE {
-        return Err(MidgeError::InvalidArgument(format!("value of {} bytes exceeds {MAX_VALUE_SIZE}", v.len())));
+        return Err(MidgeError::InvalidArgument(format!(
+            "value of {} bytes exceeds {MAX_VALUE_SIZE}",
+            v.len()
+        )));
     }
     Ok(())
 }
 
 impl WriteSet {
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
     /// Range deletes covering `key` issued after op index `after` (or at all when `None`).
     fn range_after(&self, key: &[u8], after: Option<usize>) -> bool {
         self.ranges
@@ -142,7 +144,11 @@ impl WriteSet {
                 Own::Untouched => (k.clone(), None),
             })
             .collect();
-        let ranges = self.ranges.iter().map(|(s, e, _)| (s.clone(), e.clone())).collect();
+        let ranges = self
+            .ranges
+            .iter()
+            .map(|(s, e, _)| (s.clone(), e.clone()))
+            .collect();
         (rows, ranges)
     }
 }
@@ -171,18 +177,34 @@ impl SnapshotRegistry {
         }
     }
 
-    /// The oldest pinned sequence, if any.
+    /// The oldest pinned sequence, if any (the garbage-collection horizon for compaction).
+    #[allow(dead_code)]
     pub fn oldest(&self) -> Option<Seq> {
-        self.pins.lock().unwrap_or_else(|e| e.into_inner()).keys().next().copied()
+        self.pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .next()
+            .copied()
     }
 
     /// `(sequence, ref count, pinned-at ms)` for each pinned snapshot.
     pub fn list(&self) -> Vec<(Seq, usize, u64)> {
-        self.pins.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(s, (c, t))| (*s, *c, *t)).collect()
+        self.pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(s, (c, t))| (*s, *c, *t))
+            .collect()
     }
 
     pub fn count(&self) -> usize {
-        self.pins.lock().unwrap_or_else(|e| e.into_inner()).values().map(|v| v.0).sum()
+        self.pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|v| v.0)
+            .sum()
     }
 }
 

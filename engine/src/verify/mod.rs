@@ -24,6 +24,13 @@ pub(crate) fn verify_fs(fs: &SharedFs, health: EngineHealth) -> MidgeResult<Stor
         health,
         ..Default::default()
     };
+    if loaded.torn_tail {
+        report.problems.push(format!(
+            "manifest MANIFEST-{:06} ends in a torn edit (ignored; rewritten at next open); {} edits valid",
+            loaded.number, loaded.edits
+        ));
+        report.health = EngineHealth::Degraded;
+    }
     let rep = wal::replay(fs, RecoveryPolicy::Strict, false, |_| Ok(()));
     match rep {
         Ok(r) => {
@@ -32,7 +39,10 @@ pub(crate) fn verify_fs(fs: &SharedFs, health: EngineHealth) -> MidgeResult<Stor
             report.wal_recovery_bytes_replayed = r.bytes;
             report.bytes_verified += r.bytes;
             if r.torn_tail_bytes > 0 {
-                report.problems.push(format!("WAL has a torn tail of {} bytes (repaired at next open)", r.torn_tail_bytes));
+                report.problems.push(format!(
+                    "WAL has a torn tail of {} bytes (repaired at next open)",
+                    r.torn_tail_bytes
+                ));
                 if report.health == EngineHealth::Healthy {
                     report.health = EngineHealth::Degraded;
                 }

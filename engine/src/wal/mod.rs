@@ -33,7 +33,11 @@ pub(crate) fn segment_path(id: u64) -> String {
 
 fn parse_segment_name(name: &str) -> Option<u64> {
     let stem = name.strip_suffix(".wal")?;
-    if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) { stem.parse().ok() } else { None }
+    if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+        stem.parse().ok()
+    } else {
+        None
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,7 +84,10 @@ pub(crate) struct Wal {
 
 impl std::fmt::Debug for Wal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wal").field("appended", &self.appended_lsn).field("synced", &self.synced_lsn).finish()
+        f.debug_struct("Wal")
+            .field("appended", &self.appended_lsn)
+            .field("synced", &self.synced_lsn)
+            .finish()
     }
 }
 
@@ -123,7 +130,12 @@ fn frame_at(data: &[u8], off: usize) -> Option<Frame> {
         return None;
     }
     let synced_offset = u64::from_le_bytes(payload[..8].try_into().ok()?);
-    Some(Frame { offset: off as u64, len: (FRAME_HEADER + len) as u64, synced_offset, record_at: off + 16 })
+    Some(Frame {
+        offset: off as u64,
+        len: (FRAME_HEADER + len) as u64,
+        synced_offset,
+        record_at: off + 16,
+    })
 }
 
 /// Scans a segment: every valid frame up to the first bad one, and how the segment ends.
@@ -140,7 +152,8 @@ fn scan_segment(name: &str, data: &[u8]) -> (Vec<(Frame, TxnRecord)>, SegmentEnd
                         out.push((f, rec));
                     }
                     Err(e) => {
-                        let c = Corrupt::new(FileKind::Wal, name, pos as u64, "a valid record", e.to_string());
+                        let c =
+                            Corrupt::new(FileKind::Wal, name, pos as u64, "a valid record", e.to_string());
                         return (out, SegmentEnd::Corrupt(pos as u64, c.to_string()));
                     }
                 }
@@ -186,7 +199,10 @@ pub(crate) fn replay(
         Err(e) => return Err(io("list wal", e)),
     };
     ids.sort_unstable();
-    let mut rep = ReplayReport { next_segment_id: ids.last().map_or(1, |l| l + 1), ..Default::default() };
+    let mut rep = ReplayReport {
+        next_segment_id: ids.last().map_or(1, |l| l + 1),
+        ..Default::default()
+    };
     let mut last_commit: Seq = 0;
     for (i, &id) in ids.iter().enumerate() {
         let path = segment_path(id);
@@ -225,10 +241,18 @@ pub(crate) fn replay(
                 }
             }
             SegmentEnd::Torn(at) => {
-                let c = Corrupt::new(FileKind::Wal, &path, at, "a complete sealed segment", "a torn frame");
+                let c = Corrupt::new(
+                    FileKind::Wal,
+                    &path,
+                    at,
+                    "a complete sealed segment",
+                    "a torn frame",
+                );
                 return fail_or_salvage(fs, policy, mutate, &ids[i..], at, c.to_string(), rep);
             }
-            SegmentEnd::Corrupt(at, msg) => return fail_or_salvage(fs, policy, mutate, &ids[i..], at, msg, rep),
+            SegmentEnd::Corrupt(at, msg) => {
+                return fail_or_salvage(fs, policy, mutate, &ids[i..], at, msg, rep);
+            }
         }
     }
     Ok(rep)
@@ -281,9 +305,11 @@ impl Wal {
         replayed: &[(u64, Seq)],
     ) -> MidgeResult<Wal> {
         let path = segment_path(next_id);
-        let file =
-            fs.open(&path, OpenMode::CreateNew).map_err(|e| MidgeError::from_io("create wal segment", e))?;
-        fs.sync_dir(WAL_DIR).map_err(|e| MidgeError::from_io("sync wal dir", e))?;
+        let file = fs
+            .open(&path, OpenMode::CreateNew)
+            .map_err(|e| MidgeError::from_io("create wal segment", e))?;
+        fs.sync_dir(WAL_DIR)
+            .map_err(|e| MidgeError::from_io("sync wal dir", e))?;
         let mut segments: BTreeMap<u64, Seq> = replayed.iter().copied().collect();
         segments.insert(next_id, 0);
         Ok(Wal {
@@ -291,7 +317,13 @@ impl Wal {
             last_sync_nanos: AtomicU64::new(clock.monotonic_nanos()),
             clock,
             segment_bytes,
-            active: Mutex::new(Active { id: next_id, file, len: 0, synced: 0, base_lsn: 0 }),
+            active: Mutex::new(Active {
+                id: next_id,
+                file,
+                len: 0,
+                synced: 0,
+                base_lsn: 0,
+            }),
             segments: Mutex::new(segments),
             sync_lock: Mutex::new(()),
             appended_lsn: AtomicU64::new(0),
@@ -313,7 +345,9 @@ impl Wal {
     /// the engine's commit lock, so appends are ordered by sequence.
     pub fn append(&self, rec: &TxnRecord) -> MidgeResult<u64> {
         if self.is_poisoned() {
-            return Err(MidgeError::Poisoned("WAL failed earlier; reopen the engine".into()));
+            return Err(MidgeError::Poisoned(
+                "WAL failed earlier; reopen the engine".into(),
+            ));
         }
         let started = self.clock.monotonic_nanos();
         let mut a = lock(&self.active);
@@ -341,11 +375,15 @@ impl Wal {
         }
         drop(a);
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
-        self.stats.append_ns.fetch_add(self.clock.monotonic_nanos().saturating_sub(started), Ordering::Relaxed);
+        self.stats.append_ns.fetch_add(
+            self.clock.monotonic_nanos().saturating_sub(started),
+            Ordering::Relaxed,
+        );
         Ok(lsn)
     }
 
-    /// Seals the active segment (fsync) and starts a new one. Everything appended so far becomes durable.
+    /// Seals the active segment (fsync) and starts a new one.
+    #[allow(dead_code)] // driven by memtable flush, which releases covered segments Everything appended so far becomes durable.
     pub fn rotate(&self) -> MidgeResult<()> {
         let mut a = lock(&self.active);
         if a.len == 0 {
@@ -367,7 +405,13 @@ impl Wal {
             self.poison();
             return Err(MidgeError::from_io("sync wal dir", e));
         }
-        *a = Active { id: next, file, len: 0, synced: 0, base_lsn: synced_to };
+        *a = Active {
+            id: next,
+            file,
+            len: 0,
+            synced: 0,
+            base_lsn: synced_to,
+        };
         lock(&self.segments).insert(next, 0);
         self.synced_lsn.fetch_max(synced_to, Ordering::AcqRel);
         Ok(())
@@ -387,7 +431,8 @@ impl Wal {
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.stats.fsync_ns.fetch_add(ns, Ordering::Relaxed);
         self.stats.fsync_ns_max.fetch_max(ns, Ordering::Relaxed);
-        self.last_sync_nanos.store(self.clock.monotonic_nanos(), Ordering::Relaxed);
+        self.last_sync_nanos
+            .store(self.clock.monotonic_nanos(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -400,7 +445,9 @@ impl Wal {
         }
         let _g = lock(&self.sync_lock);
         if self.is_poisoned() {
-            return Err(MidgeError::Poisoned("WAL fsync failed earlier; reopen the engine".into()));
+            return Err(MidgeError::Poisoned(
+                "WAL fsync failed earlier; reopen the engine".into(),
+            ));
         }
         if self.synced_lsn.load(Ordering::Acquire) >= lsn {
             self.stats.sync_waiters_covered.fetch_add(1, Ordering::Relaxed);
@@ -432,7 +479,10 @@ impl Wal {
         if pending == 0 {
             return false;
         }
-        let age = self.clock.monotonic_nanos().saturating_sub(self.last_sync_nanos.load(Ordering::Relaxed));
+        let age = self
+            .clock
+            .monotonic_nanos()
+            .saturating_sub(self.last_sync_nanos.load(Ordering::Relaxed));
         pending >= max_bytes || age >= max_nanos
     }
 
@@ -448,6 +498,7 @@ impl Wal {
         lock(&self.active).id
     }
 
+    #[allow(dead_code)] // driven by memtable flush
     /// Deletes sealed segments whose every record is at or below `flushed` (covered by published SSTs).
     /// Returns how many were removed.
     pub fn release_upto(&self, flushed: Seq) -> MidgeResult<usize> {
@@ -467,7 +518,9 @@ impl Wal {
             lock(&self.segments).remove(id);
         }
         if !victims.is_empty() {
-            self.fs.sync_dir(WAL_DIR).map_err(|e| MidgeError::from_io("sync wal dir", e))?;
+            self.fs
+                .sync_dir(WAL_DIR)
+                .map_err(|e| MidgeError::from_io("sync wal dir", e))?;
         }
         Ok(victims.len())
     }

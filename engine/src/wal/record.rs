@@ -20,14 +20,27 @@ const KIND_TXN_BATCH: u8 = 1;
 /// One operation inside a committed transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WalOp {
-    Put { key: Bytes, value: Bytes, expiry: Option<u64> },
-    Delete { key: Bytes },
-    DeleteRange { start: Bytes, end: Bytes },
+    Put {
+        key: Bytes,
+        value: Bytes,
+        expiry: Option<u64>,
+    },
+    Delete {
+        key: Bytes,
+    },
+    DeleteRange {
+        start: Bytes,
+        end: Bytes,
+    },
 }
 
 impl WalOp {
     pub fn encoded_len(&self) -> usize {
-        1 + 8 + 1 + 8 + 4 + 4
+        1 + 8
+            + 1
+            + 8
+            + 4
+            + 4
             + match self {
                 WalOp::Put { key, value, .. } => key.len() + value.len(),
                 WalOp::Delete { key } => key.len(),
@@ -119,12 +132,23 @@ impl TxnRecord {
             if flags & !1 != 0 || (flags & 1 == 1 && code != 0) {
                 return Err(bad("unknown op flags", at));
             }
-            let expiry = if flags & 1 == 1 { Some(r.u64("expiry")?) } else { None };
+            let expiry = if flags & 1 == 1 {
+                Some(r.u64("expiry")?)
+            } else {
+                None
+            };
             let key = r.bytes32("key")?;
             ops.push(match code {
-                0 => WalOp::Put { key, value: r.bytes32("value")?, expiry },
+                0 => WalOp::Put {
+                    key,
+                    value: r.bytes32("value")?,
+                    expiry,
+                },
                 1 => WalOp::Delete { key },
-                2 => WalOp::DeleteRange { start: key, end: r.bytes32("range end")? },
+                2 => WalOp::DeleteRange {
+                    start: key,
+                    end: r.bytes32("range end")?,
+                },
                 _ => return Err(bad("unknown op code", at)),
             });
         }
@@ -143,8 +167,11 @@ mod tests {
     fn op() -> impl Strategy<Value = WalOp> {
         let b = || proptest::collection::vec(any::<u8>(), 0..20).prop_map(Bytes::from);
         prop_oneof![
-            (b(), b(), proptest::option::of(any::<u64>()))
-                .prop_map(|(key, value, expiry)| WalOp::Put { key, value, expiry }),
+            (b(), b(), proptest::option::of(any::<u64>())).prop_map(|(key, value, expiry)| WalOp::Put {
+                key,
+                value,
+                expiry
+            }),
             b().prop_map(|key| WalOp::Delete { key }),
             (b(), b()).prop_map(|(start, end)| WalOp::DeleteRange { start, end }),
         ]
@@ -172,7 +199,13 @@ mod tests {
 
     #[test]
     fn inconsistent_sequence_range_is_rejected() {
-        let rec = TxnRecord { cf: 1, begin_seq: 10, ops: vec![WalOp::Delete { key: Bytes::from_static(b"a") }] };
+        let rec = TxnRecord {
+            cf: 1,
+            begin_seq: 10,
+            ops: vec![WalOp::Delete {
+                key: Bytes::from_static(b"a"),
+            }],
+        };
         let mut enc = rec.encode();
         enc[16] ^= 1; // commit_seq low byte
         assert!(TxnRecord::decode(&enc).is_err());

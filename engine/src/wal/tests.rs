@@ -9,7 +9,11 @@ fn rec(begin: u64, key: &str) -> TxnRecord {
     TxnRecord {
         cf: 0,
         begin_seq: begin,
-        ops: vec![WalOp::Put { key: Bytes::from(key.to_string()), value: Bytes::from_static(b"v"), expiry: None }],
+        ops: vec![WalOp::Put {
+            key: Bytes::from(key.to_string()),
+            value: Bytes::from_static(b"v"),
+            expiry: None,
+        }],
     }
 }
 
@@ -34,7 +38,10 @@ fn collect(fs: &SharedFs, policy: RecoveryPolicy) -> MidgeResult<(Vec<u64>, Repl
 }
 
 fn seg_bytes(fs: &SharedFs, id: u64) -> Vec<u8> {
-    fs.open(&segment_path(id), OpenMode::Read).unwrap().read_all().unwrap()
+    fs.open(&segment_path(id), OpenMode::Read)
+        .unwrap()
+        .read_all()
+        .unwrap()
 }
 
 fn write_seg(fs: &SharedFs, id: u64, data: &[u8]) {
@@ -70,7 +77,11 @@ fn torn_tail_is_truncated_and_reported_under_both_policies() {
         let (seen, rep) = collect(&fs, policy).unwrap();
         assert_eq!(seen, vec![1]);
         assert!(rep.torn_tail_bytes > 0);
-        assert_eq!(seg_bytes(&fs, 1).len() as u64, l1, "tail truncated to the valid prefix");
+        assert_eq!(
+            seg_bytes(&fs, 1).len() as u64,
+            l1,
+            "tail truncated to the valid prefix"
+        );
         assert!(rep.salvaged.is_none());
     }
 }
@@ -127,7 +138,10 @@ fn a_torn_sealed_segment_is_corruption() {
     wal.sync_to(l).unwrap();
     let data = seg_bytes(&fs, 1);
     write_seg(&fs, 1, &data[..data.len() - 1]);
-    assert!(matches!(collect(&fs, RecoveryPolicy::Strict), Err(MidgeError::RecoveryFailed(_))));
+    assert!(matches!(
+        collect(&fs, RecoveryPolicy::Strict),
+        Err(MidgeError::RecoveryFailed(_))
+    ));
 }
 
 #[test]
@@ -163,7 +177,11 @@ fn release_removes_only_covered_sealed_segments() {
     assert_eq!(wal.release_upto(3).unwrap(), 1);
     assert!(!fs.exists(&segment_path(1)).unwrap());
     assert!(fs.exists(&segment_path(2)).unwrap());
-    assert_eq!(wal.release_upto(100).unwrap(), 1, "the active segment is never released");
+    assert_eq!(
+        wal.release_upto(100).unwrap(),
+        1,
+        "the active segment is never released"
+    );
 }
 
 #[test]
@@ -175,5 +193,9 @@ fn group_commit_shares_one_fsync() {
     let before = m.sync_count();
     wal.sync_to(b).unwrap();
     wal.sync_to(a).unwrap();
-    assert_eq!(m.sync_count() - before, 1, "the second waiter was covered by the first fsync");
+    assert_eq!(
+        m.sync_count() - before,
+        1,
+        "the second waiter was covered by the first fsync"
+    );
 }
