@@ -68,7 +68,7 @@ fn assert_value_guards_against_changes_since_the_snapshot() {
 
 #[test]
 fn column_families_persist_isolate_data_and_are_never_reused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
     let (users_id, tmp_id) = {
         let engine = Engine::open(OpenOptions::local(dir.path()).build()).unwrap();
         for bad in ["", "default", "a\0b", &"x".repeat(256)] {

@@ -101,7 +101,7 @@ fn range_touched(c: &Commit, a: &[u8], b: &[u8]) -> bool {
 }
 
 fn run(ops: Vec<Op>, local: bool, policy: ConflictPolicy) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
     let open = || {
         if local {
             Engine::open(OpenOptions::local(dir.path()).build()).unwrap()

@@ -44,7 +44,9 @@ fn memory_fs_behaves_like_a_file_system() {
 
 #[test]
 fn local_fs_behaves_like_a_file_system() {
-    let dir = tempfile::tempdir().unwrap();
+    // std::env::temp_dir() is unsupported on WASI; the wasm runner preopens /tmp and sets TMPDIR.
+    let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
+    let dir = tempfile::tempdir_in(tmp).unwrap();
     let fs = LocalFs::new(dir.path());
     exercise(&fs);
     assert!(
