@@ -130,6 +130,8 @@
 
 mod api;
 mod codec;
+#[allow(dead_code)] // wired to the flush/compaction workers when SST files land
+mod compaction;
 mod core;
 mod error;
 mod iter;
