@@ -2,10 +2,10 @@
 //! fences others), gets, ranged gets, listing and deletes.
 //!
 //! Backends here are pure Rust and build for wasm32: [`MemoryObjectStore`] (tests, simulation) and
-//! [`FsObjectStore`] (objects as files under a [`FileSystem`] — the `cloud_simulated` layout). A network store
+//! [`FsObjectStore`] (objects as files under a [`super::FileSystem`] — the `cloud_simulated` layout). A network store
 //! (S3 via the `object_store` crate) lives in the host, which hands it to the engine through this trait.
 
-use super::{FileSystem, OpenMode, SharedFs, parent_dir};
+use super::{OpenMode, SharedFs, parent_dir};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -86,10 +86,13 @@ fn slice(data: &Bytes, range: Range<u64>) -> Bytes {
     data.slice(start..end)
 }
 
+/// Objects (bytes, etag) by path, plus a generation counter for fresh etags.
+type Objects = (BTreeMap<String, (Bytes, String)>, u64);
+
 /// An in-memory object store with real conditional-put semantics.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryObjectStore {
-    objects: Arc<Mutex<(BTreeMap<String, (Bytes, String)>, u64)>>,
+    objects: Arc<Mutex<Objects>>,
 }
 
 impl MemoryObjectStore {
@@ -170,7 +173,7 @@ impl ObjectStore for MemoryObjectStore {
     }
 }
 
-/// Objects stored as files under a [`FileSystem`] (the `cloud_simulated` backend). Each put is published with
+/// Objects stored as files under a [`super::FileSystem`] (the `cloud_simulated` backend). Each put is published with
 /// write temp → fsync → rename → fsync dir; the version tag is the content's CRC32 and length, and conditional
 /// puts are checked under a process-wide lock (single-process simulation, not a distributed store).
 #[derive(Debug, Clone)]
