@@ -239,6 +239,7 @@ fn is_no_space(err: &io::Error) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FileKind {
     Wal,
+    Sst,
     Manifest,
 }
 
@@ -246,6 +247,7 @@ impl fmt::Display for FileKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             FileKind::Wal => "wal",
+            FileKind::Sst => "sst",
             FileKind::Manifest => "manifest",
         })
     }

@@ -140,6 +140,8 @@ mod memtable;
 mod metrics;
 mod options;
 pub mod runtime;
+#[allow(dead_code)] // wired into flush/compaction next
+mod sst;
 pub mod storage;
 mod txn;
 mod types;

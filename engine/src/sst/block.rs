@@ -1,0 +1,202 @@
+//! Block encoding: prefix-compressed data blocks with restart points, and the per-block trailer
+//! (`codec u8 | crc32(payload ‖ codec) u32`) with optional LZ4 compression.
+
+use super::{MIN_COMPRESS, RESTART_INTERVAL};
+use crate::codec::{DecodeError, Put, Reader, crc_matches, crc32};
+use crate::types::{Entry, EntryKind};
+use bytes::Bytes;
+
+const CODEC_RAW: u8 = 0;
+const CODEC_LZ4: u8 = 1;
+pub(crate) const TRAILER: usize = 5;
+
+/// Builds one data block.
+#[derive(Debug, Default)]
+pub(crate) struct DataBlockBuilder {
+    buf: Vec<u8>,
+    restarts: Vec<u32>,
+    last_key: Vec<u8>,
+    count: usize,
+}
+
+impl DataBlockBuilder {
+    pub fn add(&mut self, e: &Entry) {
+        let shared = if self.count % RESTART_INTERVAL == 0 {
+            self.restarts.push(self.buf.len() as u32);
+            0
+        } else {
+            self.last_key
+                .iter()
+                .zip(e.key.iter())
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        self.buf.put_u32(shared as u32);
+        self.buf.put_slice32(&e.key[shared..]);
+        self.buf.put_u64(e.seq);
+        self.buf.put_u8(e.kind as u8);
+        self.buf.put_u8(u8::from(e.expiry.is_some()));
+        if let Some(x) = e.expiry {
+            self.buf.put_u64(x);
+        }
+        self.buf.put_slice32(&e.value);
+        self.last_key.clear();
+        self.last_key.extend_from_slice(&e.key);
+        self.count += 1;
+    }
+
+    pub fn size(&self) -> usize {
+        self.buf.len() + 4 * self.restarts.len() + 4
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The block payload (before compression and trailer); resets the builder.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.buf);
+        for r in &self.restarts {
+            out.put_u32(*r);
+        }
+        out.put_u32(self.restarts.len() as u32);
+        self.restarts.clear();
+        self.last_key.clear();
+        self.count = 0;
+        out
+    }
+}
+
+/// Decodes a data block payload into its entries, validating structure and order.
+pub(crate) fn decode_data(payload: &[u8]) -> Result<Vec<Entry>, DecodeError> {
+    let bad = |what, offset| DecodeError { what, offset };
+    if payload.len() < 4 {
+        return Err(bad("block too short", 0));
+    }
+    let nr = u32::from_le_bytes([
+        payload[payload.len() - 4],
+        payload[payload.len() - 3],
+        payload[payload.len() - 2],
+        payload[payload.len() - 1],
+    ]) as usize;
+    let restarts_at = payload
+        .len()
+        .checked_sub(4 + nr.checked_mul(4).ok_or(bad("restart count", 0))?)
+        .ok_or(bad("restart count", 0))?;
+    let mut r = Reader::new(&payload[..restarts_at]);
+    let mut out: Vec<Entry> = Vec::new();
+    let mut key: Vec<u8> = Vec::new();
+    while !r.is_empty() {
+        let at = r.pos();
+        let shared = r.u32("shared len")? as usize;
+        if shared > key.len() || (out.len() % RESTART_INTERVAL == 0 && shared != 0) {
+            return Err(bad("bad shared prefix", at));
+        }
+        let suffix = r.slice32("key suffix")?;
+        key.truncate(shared);
+        key.extend_from_slice(suffix);
+        let seq = r.u64("seq")?;
+        let kind = match r.u8("kind")? {
+            0 => EntryKind::Put,
+            1 => EntryKind::Delete,
+            _ => return Err(bad("unknown entry kind", at)),
+        };
+        let expiry = match r.u8("flags")? {
+            0 => None,
+            1 => Some(r.u64("expiry")?),
+            _ => return Err(bad("unknown entry flags", at)),
+        };
+        let value = Bytes::copy_from_slice(r.slice32("value")?);
+        let e = Entry {
+            key: Bytes::copy_from_slice(&key),
+            seq,
+            kind,
+            value,
+            expiry,
+        };
+        if let Some(p) = out.last()
+            && crate::types::cmp_internal(&p.key, p.seq, &e.key, e.seq) != std::cmp::Ordering::Less
+        {
+            return Err(bad("entries out of order", at));
+        }
+        out.push(e);
+    }
+    if out.len().div_ceil(RESTART_INTERVAL) != nr {
+        return Err(bad("restart count mismatch", restarts_at));
+    }
+    Ok(out)
+}
+
+/// Wraps a payload for storage: optional LZ4, then the trailer.
+pub(crate) fn seal(payload: &[u8], compress: bool) -> Vec<u8> {
+    let mut out;
+    let codec;
+    let compressed = (compress && payload.len() >= MIN_COMPRESS).then(|| lz4_flex::block::compress(payload));
+    match compressed {
+        Some(c) if c.len() + 4 < payload.len() => {
+            out = Vec::with_capacity(c.len() + 4 + TRAILER);
+            out.put_u32(payload.len() as u32);
+            out.extend_from_slice(&c);
+            codec = CODEC_LZ4;
+        }
+        _ => {
+            out = Vec::with_capacity(payload.len() + TRAILER);
+            out.extend_from_slice(payload);
+            codec = CODEC_RAW;
+        }
+    }
+    out.push(codec);
+    let crc = crc32(&out);
+    out.put_u32(crc);
+    out
+}
+
+/// Checks the trailer and returns the decompressed payload.
+pub(crate) fn unseal(stored: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    if stored.len() < TRAILER {
+        return Err(DecodeError {
+            what: "block shorter than its trailer",
+            offset: 0,
+        });
+    }
+    let body = &stored[..stored.len() - 4];
+    let crc = u32::from_le_bytes([
+        stored[stored.len() - 4],
+        stored[stored.len() - 3],
+        stored[stored.len() - 2],
+        stored[stored.len() - 1],
+    ]);
+    if !crc_matches(crc, body) {
+        return Err(DecodeError {
+            what: "block checksum mismatch",
+            offset: stored.len() - 4,
+        });
+    }
+    let codec = body[body.len() - 1];
+    let data = &body[..body.len() - 1];
+    match codec {
+        CODEC_RAW => Ok(data.to_vec()),
+        CODEC_LZ4 => {
+            let mut r = Reader::new(data);
+            let n = r.u32("uncompressed length")? as usize;
+            if n > 256 << 20 {
+                return Err(DecodeError {
+                    what: "implausible uncompressed length",
+                    offset: 0,
+                });
+            }
+            let mut out = vec![0u8; n];
+            match lz4_flex::block::decompress_into(&data[4..], &mut out) {
+                Ok(m) if m == n => Ok(out),
+                _ => Err(DecodeError {
+                    what: "lz4 payload invalid",
+                    offset: 4,
+                }),
+            }
+        }
+        _ => Err(DecodeError {
+            what: "unknown block codec",
+            offset: body.len() - 1,
+        }),
+    }
+}

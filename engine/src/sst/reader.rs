@@ -1,0 +1,428 @@
+//! Opens an SST (footer, index, bloom, tombstones, meta), serves point lookups and lazy cursors, verifies.
+
+use super::block::{decode_data, unseal};
+use super::bloom::Bloom;
+use super::cache::{Block, BlockCache};
+use super::writer::SstMeta;
+use super::{FOOTER_LEN, MAGIC, SstStats, VERSION};
+use crate::codec::{DecodeError, Reader, crc_matches};
+use crate::error::{Corrupt, FileKind, MidgeError, MidgeResult};
+use crate::storage::File;
+use crate::types::{Entry, RangeTombstone, Seq};
+use bytes::Bytes;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+#[derive(Debug, Clone)]
+struct IndexEntry {
+    last_key: Bytes,
+    offset: u64,
+    len: u64,
+}
+
+/// An open SST.
+#[derive(Debug)]
+pub(crate) struct SstReader {
+    file: Arc<dyn File>,
+    name: String,
+    id: u64,
+    size: u64,
+    index: Vec<IndexEntry>,
+    bloom: Option<Bloom>,
+    tombstones: Vec<RangeTombstone>,
+    meta: SstMeta,
+    cache: Option<Arc<BlockCache>>,
+    stats: Arc<SstStats>,
+}
+
+/// Verification counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SstVerifyStats {
+    pub data_blocks: u64,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl SstReader {
+    fn corrupt(&self, offset: u64, expected: &str, actual: impl Into<String>) -> MidgeError {
+        Corrupt::new(FileKind::Sst, &self.name, offset, expected, actual).into()
+    }
+
+    fn read(&self, offset: u64, len: u64) -> MidgeResult<Vec<u8>> {
+        if offset.checked_add(len).is_none_or(|end| end > self.size) || len > 256 << 20 {
+            return Err(self.corrupt(
+                offset,
+                "a block inside the file",
+                format!("{len} bytes at {offset}"),
+            ));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(offset, &mut buf)
+            .map_err(|e| MidgeError::from_io(&self.name, e))?;
+        Ok(buf)
+    }
+
+    fn read_block(&self, offset: u64, len: u64, what: &str) -> MidgeResult<Vec<u8>> {
+        let raw = self.read(offset, len)?;
+        unseal(&raw).map_err(|e| self.corrupt(offset + e.offset as u64, what, e.what))
+    }
+
+    /// Opens and validates the file's footer and metadata blocks.
+    pub fn open(
+        file: Arc<dyn File>,
+        name: String,
+        id: u64,
+        cache: Option<Arc<BlockCache>>,
+        stats: Arc<SstStats>,
+    ) -> MidgeResult<SstReader> {
+        let size = file.len().map_err(|e| MidgeError::from_io(&name, e))?;
+        let mut r = SstReader {
+            file,
+            name,
+            id,
+            size,
+            index: Vec::new(),
+            bloom: None,
+            tombstones: Vec::new(),
+            meta: SstMeta::default(),
+            cache,
+            stats,
+        };
+        if size < FOOTER_LEN as u64 {
+            return Err(r.corrupt(0, "a footer", format!("a {size}-byte file")));
+        }
+        let foot_at = size - FOOTER_LEN as u64;
+        let footer = r.read(foot_at, FOOTER_LEN as u64)?;
+        let crc = u32::from_le_bytes(footer[FOOTER_LEN - 4..].try_into().unwrap_or_default());
+        let mut f = Reader::new(&footer);
+        let h = |f: &mut Reader<'_>| -> Result<(u64, u64), DecodeError> {
+            Ok((f.u64("handle")?, f.u64("handle")?))
+        };
+        let handles = (|| Ok::<_, DecodeError>([h(&mut f)?, h(&mut f)?, h(&mut f)?, h(&mut f)?]))()
+            .map_err(|e| r.corrupt(foot_at, "footer handles", e.what))?;
+        let version = f.u32("version").unwrap_or(0);
+        let magic = f.u64("magic").unwrap_or(0);
+        if magic != MAGIC {
+            return Err(r.corrupt(foot_at + 68, "the SST magic", format!("{magic:#x}")));
+        }
+        if !crc_matches(crc, &footer[..FOOTER_LEN - 4]) {
+            return Err(r.corrupt(foot_at + 76, "a footer checksum match", "a mismatch"));
+        }
+        if version != VERSION {
+            return Err(MidgeError::CompatibilityError(format!(
+                "{}: SST format {version} (this build reads {VERSION})",
+                r.name
+            )));
+        }
+        let [index_h, bloom_h, tomb_h, meta_h] = handles;
+        let mut end = 0u64;
+        for (o, l) in [bloom_h, tomb_h, meta_h, index_h] {
+            if o < end || o.checked_add(l).is_none_or(|e| e > foot_at) {
+                return Err(r.corrupt(
+                    foot_at,
+                    "ordered, in-file metadata blocks",
+                    format!("{l} bytes at {o}"),
+                ));
+            }
+            end = o + l;
+        }
+        let meta = r.read_block(meta_h.0, meta_h.1, "meta block")?;
+        r.meta = decode_meta(&meta).map_err(|e| r.corrupt(meta_h.0, "a valid meta block", e.what))?;
+        r.meta.size = size;
+        let bloom = r.read_block(bloom_h.0, bloom_h.1, "bloom block")?;
+        r.bloom = Some(
+            Bloom::decode(&bloom).ok_or_else(|| r.corrupt(bloom_h.0, "a valid bloom block", "garbage"))?,
+        );
+        let tb = r.read_block(tomb_h.0, tomb_h.1, "range tombstone block")?;
+        r.tombstones =
+            decode_tombstones(&tb).map_err(|e| r.corrupt(tomb_h.0, "valid range tombstones", e.what))?;
+        let ib = r.read_block(index_h.0, index_h.1, "index block")?;
+        r.index = decode_index(&ib, bloom_h.0).map_err(|e| r.corrupt(index_h.0, "a valid index", e.what))?;
+        Ok(r)
+    }
+
+    pub fn meta(&self) -> &SstMeta {
+        &self.meta
+    }
+
+    pub fn range_tombstones(&self) -> &[RangeTombstone] {
+        &self.tombstones
+    }
+
+    fn block(&self, i: usize) -> MidgeResult<Block> {
+        let ix = &self.index[i];
+        if let Some(c) = &self.cache
+            && let Some(b) = c.get(self.id, ix.offset)
+        {
+            return Ok(b);
+        }
+        self.stats.blocks_read.fetch_add(1, Ordering::Relaxed);
+        let payload = self.read_block(ix.offset, ix.len, "data block")?;
+        let entries =
+            decode_data(&payload).map_err(|e| self.corrupt(ix.offset, "a valid data block", e.what))?;
+        if entries.last().map(|e| &e.key) != Some(&ix.last_key) {
+            return Err(self.corrupt(ix.offset, "a block ending at its index key", "another key"));
+        }
+        let b: Block = Arc::new(entries);
+        if let Some(c) = &self.cache {
+            c.insert(self.id, ix.offset, b.clone());
+        }
+        Ok(b)
+    }
+
+    /// First block whose last key is >= `key`.
+    fn seek_block(&self, key: &[u8]) -> usize {
+        self.index.partition_point(|ix| ix.last_key.as_ref() < key)
+    }
+
+    /// Newest version of `key` with `seq <= snapshot` (tombstones included), using the bloom filter first.
+    pub fn get(&self, key: &[u8], snapshot: Seq) -> MidgeResult<Option<Entry>> {
+        if key < self.meta.smallest_key.as_ref() || key > self.meta.largest_key.as_ref() {
+            return Ok(None);
+        }
+        self.stats.bloom_checks.fetch_add(1, Ordering::Relaxed);
+        if self.bloom.as_ref().is_some_and(|b| !b.may_contain(key)) {
+            self.stats.bloom_rejects.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        for i in self.seek_block(key)..self.index.len() {
+            let b = self.block(i)?;
+            let start = b.partition_point(|e| e.key.as_ref() < key);
+            for e in &b[start..] {
+                if e.key.as_ref() != key {
+                    return Ok(None);
+                }
+                if e.seq <= snapshot {
+                    return Ok(Some(e.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Decodes and checksums every block; checks ordering and the entry count.
+    pub fn verify(&self) -> MidgeResult<SstVerifyStats> {
+        let mut s = SstVerifyStats {
+            bytes: self.size,
+            ..Default::default()
+        };
+        let mut last: Option<(Bytes, Seq)> = None;
+        for i in 0..self.index.len() {
+            let ix = &self.index[i];
+            let payload = self.read_block(ix.offset, ix.len, "data block")?;
+            let b =
+                decode_data(&payload).map_err(|e| self.corrupt(ix.offset, "a valid data block", e.what))?;
+            if let (Some((k, q)), Some(f)) = (&last, b.first())
+                && crate::types::cmp_internal(k, *q, &f.key, f.seq) != std::cmp::Ordering::Less
+            {
+                return Err(self.corrupt(ix.offset, "blocks in key order", "an overlap"));
+            }
+            last = b.last().map(|e| (e.key.clone(), e.seq));
+            s.data_blocks += 1;
+            s.entries += b.len() as u64;
+        }
+        if s.entries != self.meta.entries {
+            return Err(self.corrupt(
+                0,
+                &format!("{} entries", self.meta.entries),
+                format!("{}", s.entries),
+            ));
+        }
+        Ok(s)
+    }
+}
+
+fn decode_meta(b: &[u8]) -> Result<SstMeta, DecodeError> {
+    let mut r = Reader::new(b);
+    let m = SstMeta {
+        entries: r.u64("entries")?,
+        smallest_key: r.bytes32("smallest key")?,
+        largest_key: r.bytes32("largest key")?,
+        smallest_seq: r.u64("smallest seq")?,
+        largest_seq: r.u64("largest seq")?,
+        range_tombstones: r.u64("range tombstones")?,
+        size: 0,
+    };
+    if !r.is_empty() {
+        return Err(DecodeError {
+            what: "trailing meta bytes",
+            offset: r.pos(),
+        });
+    }
+    Ok(m)
+}
+
+fn decode_tombstones(b: &[u8]) -> Result<Vec<RangeTombstone>, DecodeError> {
+    let mut r = Reader::new(b);
+    let n = r.u32("tombstone count")? as usize;
+    let mut out = Vec::with_capacity(n.min(r.remaining() / 16));
+    for _ in 0..n {
+        out.push(RangeTombstone {
+            start: r.bytes32("start")?,
+            end: r.bytes32("end")?,
+            seq: r.u64("seq")?,
+        });
+    }
+    if !r.is_empty() {
+        return Err(DecodeError {
+            what: "trailing tombstone bytes",
+            offset: r.pos(),
+        });
+    }
+    Ok(out)
+}
+
+fn decode_index(b: &[u8], data_end: u64) -> Result<Vec<IndexEntry>, DecodeError> {
+    let mut r = Reader::new(b);
+    let n = r.u32("index count")? as usize;
+    let mut out: Vec<IndexEntry> = Vec::with_capacity(n.min(r.remaining() / 28));
+    let mut next_off = 0u64;
+    for _ in 0..n {
+        let at = r.pos();
+        let last_key = r.bytes32("index key")?;
+        let _seq = r.u64("index seq")?;
+        let offset = r.u64("block offset")?;
+        let len = r.u64("block len")?;
+        if offset != next_off || len < 5 || offset.checked_add(len).is_none_or(|e| e > data_end) {
+            return Err(DecodeError {
+                what: "block handles not contiguous",
+                offset: at,
+            });
+        }
+        if out.last().is_some_and(|p| p.last_key > last_key) {
+            return Err(DecodeError {
+                what: "index keys out of order",
+                offset: at,
+            });
+        }
+        next_off = offset + len;
+        out.push(IndexEntry {
+            last_key,
+            offset,
+            len,
+        });
+    }
+    if !r.is_empty() || next_off != data_end {
+        return Err(DecodeError {
+            what: "index does not cover the data",
+            offset: r.pos(),
+        });
+    }
+    Ok(out)
+}
+
+/// A lazy cursor over one SST: all versions with user key in bounds, in internal order or exactly reversed.
+#[derive(Debug)]
+pub(crate) struct SstIter {
+    reader: Arc<SstReader>,
+    lo: Bound<Bytes>,
+    hi: Bound<Bytes>,
+    reverse: bool,
+    /// Next block to load (forward) or one past it (reverse).
+    next_block: usize,
+    buf: std::vec::IntoIter<Entry>,
+    done: bool,
+}
+
+fn in_lo(lo: &Bound<Bytes>, k: &[u8]) -> bool {
+    match lo {
+        Bound::Included(b) => k >= b.as_ref(),
+        Bound::Excluded(b) => k > b.as_ref(),
+        Bound::Unbounded => true,
+    }
+}
+
+fn in_hi(hi: &Bound<Bytes>, k: &[u8]) -> bool {
+    match hi {
+        Bound::Included(b) => k <= b.as_ref(),
+        Bound::Excluded(b) => k < b.as_ref(),
+        Bound::Unbounded => true,
+    }
+}
+
+impl SstIter {
+    pub fn new(reader: Arc<SstReader>, lo: Bound<Bytes>, hi: Bound<Bytes>, reverse: bool) -> SstIter {
+        let next_block = if reverse {
+            match &hi {
+                Bound::Unbounded => reader.index.len(),
+                // Versions of one key may continue into the next block, so include one block past the bound.
+                Bound::Included(k) => (reader
+                    .index
+                    .partition_point(|ix| ix.last_key.as_ref() <= k.as_ref())
+                    + 1)
+                .min(reader.index.len()),
+                Bound::Excluded(k) => (reader.seek_block(k) + 1).min(reader.index.len()),
+            }
+        } else {
+            match &lo {
+                Bound::Unbounded => 0,
+                Bound::Included(k) | Bound::Excluded(k) => reader.seek_block(k),
+            }
+        };
+        SstIter {
+            reader,
+            lo,
+            hi,
+            reverse,
+            next_block,
+            buf: Vec::new().into_iter(),
+            done: false,
+        }
+    }
+}
+
+impl Iterator for SstIter {
+    type Item = MidgeResult<Entry>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(e) = self.buf.next() {
+                let (inside, past) = if self.reverse {
+                    (in_hi(&self.hi, &e.key), !in_lo(&self.lo, &e.key))
+                } else {
+                    (in_lo(&self.lo, &e.key), !in_hi(&self.hi, &e.key))
+                };
+                if past {
+                    self.done = true;
+                    return None;
+                }
+                if inside {
+                    return Some(Ok(e));
+                }
+                continue;
+            }
+            let i = if self.reverse {
+                if self.next_block == 0 {
+                    self.done = true;
+                    return None;
+                }
+                self.next_block -= 1;
+                self.next_block
+            } else {
+                if self.next_block >= self.reader.index.len() {
+                    self.done = true;
+                    return None;
+                }
+                self.next_block += 1;
+                self.next_block - 1
+            };
+            match self.reader.block(i) {
+                Ok(b) => {
+                    let mut v = b.as_ref().clone();
+                    if self.reverse {
+                        v.reverse();
+                    }
+                    self.buf = v.into_iter();
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}

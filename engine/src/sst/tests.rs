@@ -1,0 +1,237 @@
+use super::*;
+use crate::storage::memory::MemoryFs;
+use crate::storage::{FileSystem, OpenMode};
+use crate::types::{Entry, EntryKind, RangeTombstone, cmp_internal};
+use bytes::Bytes;
+use proptest::prelude::*;
+use std::ops::Bound;
+use std::sync::Arc;
+
+fn opts(block: usize) -> SstOptions {
+    SstOptions {
+        block_size: block,
+        compress: true,
+        bloom_bits_per_key: 10,
+    }
+}
+
+fn build(fs: &MemoryFs, name: &str, entries: &[Entry], tombs: &[RangeTombstone], block: usize) -> SstMeta {
+    let f = fs.open(name, OpenMode::CreateNew).unwrap();
+    let mut w = SstWriter::new(f, name.into(), opts(block));
+    for t in tombs {
+        w.add_range_tombstone(t.clone());
+    }
+    for e in entries {
+        w.add(e).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+fn open(fs: &MemoryFs, name: &str, cache: bool) -> MidgeResultReader {
+    let f = fs.open(name, OpenMode::Read).unwrap();
+    SstReader::open(
+        f,
+        name.into(),
+        1,
+        cache.then(|| Arc::new(BlockCache::new(1 << 20))),
+        Arc::default(),
+    )
+}
+
+type MidgeResultReader = crate::error::MidgeResult<SstReader>;
+
+fn entry(k: &[u8], seq: u64, del: bool, expiry: Option<u64>) -> Entry {
+    Entry {
+        key: Bytes::copy_from_slice(k),
+        seq,
+        kind: if del { EntryKind::Delete } else { EntryKind::Put },
+        value: if del {
+            Bytes::new()
+        } else {
+            Bytes::from(format!("v{seq}-{}", "x".repeat((seq % 40) as usize)))
+        },
+        expiry,
+    }
+}
+
+fn sorted(mut v: Vec<Entry>) -> Vec<Entry> {
+    v.sort_by(|a, b| cmp_internal(&a.key, a.seq, &b.key, b.seq));
+    v.dedup_by(|a, b| a.key == b.key && a.seq == b.seq);
+    v
+}
+
+fn bound(b: &Option<(Vec<u8>, bool)>) -> Bound<Bytes> {
+    match b {
+        None => Bound::Unbounded,
+        Some((k, true)) => Bound::Included(Bytes::from(k.clone())),
+        Some((k, false)) => Bound::Excluded(Bytes::from(k.clone())),
+    }
+}
+
+fn in_bounds(k: &[u8], lo: &Bound<Bytes>, hi: &Bound<Bytes>) -> bool {
+    (match lo {
+        Bound::Included(b) => k >= b.as_ref(),
+        Bound::Excluded(b) => k > b.as_ref(),
+        Bound::Unbounded => true,
+    }) && (match hi {
+        Bound::Included(b) => k <= b.as_ref(),
+        Bound::Excluded(b) => k < b.as_ref(),
+        Bound::Unbounded => true,
+    })
+}
+
+#[test]
+fn round_trip_with_many_blocks_versions_and_tombstones() {
+    let fs = MemoryFs::new();
+    let mut v = Vec::new();
+    for i in 0..2000u64 {
+        let k = format!("key{:05}", i / 3);
+        v.push(entry(
+            k.as_bytes(),
+            10_000 - i,
+            i % 7 == 0,
+            (i % 5 == 0).then_some(i),
+        ));
+    }
+    let v = sorted(v);
+    let tombs = vec![RangeTombstone {
+        start: Bytes::from("a"),
+        end: Bytes::from("key00010"),
+        seq: 5,
+    }];
+    let meta = build(&fs, "t.sst", &v, &tombs, 256);
+    assert_eq!(meta.entries, v.len() as u64);
+    assert_eq!(
+        meta.smallest_key,
+        Bytes::from("a"),
+        "key range covers range tombstones"
+    );
+    let r = Arc::new(open(&fs, "t.sst", true).unwrap());
+    assert_eq!(r.range_tombstones(), &tombs[..]);
+    let stats = r.verify().unwrap();
+    assert!(stats.data_blocks > 20, "small blocks produce many blocks");
+    let all: Vec<Entry> = SstIter::new(r.clone(), Bound::Unbounded, Bound::Unbounded, false)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(all, v);
+    let mut rev: Vec<Entry> = SstIter::new(r.clone(), Bound::Unbounded, Bound::Unbounded, true)
+        .map(Result::unwrap)
+        .collect();
+    rev.reverse();
+    assert_eq!(rev, v);
+    for e in v.iter().step_by(37) {
+        assert_eq!(
+            r.get(&e.key, u64::MAX).unwrap().unwrap().key,
+            e.key,
+            "bloom has no false negatives"
+        );
+    }
+    assert!(r.get(b"nope", u64::MAX).unwrap().is_none());
+}
+
+#[test]
+fn out_of_order_adds_are_rejected_and_tombstone_only_tables_work() {
+    let fs = MemoryFs::new();
+    let f = fs.open("x.sst", OpenMode::CreateNew).unwrap();
+    let mut w = SstWriter::new(f, "x.sst".into(), opts(4096));
+    w.add(&entry(b"b", 5, false, None)).unwrap();
+    assert!(w.add(&entry(b"a", 9, false, None)).is_err());
+    assert!(
+        w.add(&entry(b"b", 6, false, None)).is_err(),
+        "same key must have a lower seq"
+    );
+    let meta = build(
+        &fs,
+        "t.sst",
+        &[],
+        &[RangeTombstone {
+            start: Bytes::from("c"),
+            end: Bytes::from("f"),
+            seq: 3,
+        }],
+        4096,
+    );
+    assert_eq!(meta.entries, 0);
+    let r = open(&fs, "t.sst", false).unwrap();
+    assert_eq!(r.range_tombstones().len(), 1);
+    assert!(r.get(b"d", 10).unwrap().is_none());
+    r.verify().unwrap();
+}
+
+#[test]
+fn every_single_byte_flip_is_detected_or_harmless() {
+    let fs = MemoryFs::new();
+    let v = sorted(
+        (0..60u64)
+            .map(|i| entry(format!("k{i:03}").as_bytes(), 100 + i, i % 9 == 0, None))
+            .collect(),
+    );
+    build(
+        &fs,
+        "t.sst",
+        &v,
+        &[RangeTombstone {
+            start: Bytes::from("k010"),
+            end: Bytes::from("k020"),
+            seq: 1,
+        }],
+        300,
+    );
+    let f = fs.open("t.sst", OpenMode::ReadWrite).unwrap();
+    let pristine = f.read_all().unwrap();
+    for i in 0..pristine.len() {
+        let mut d = pristine.clone();
+        d[i] ^= 0x10;
+        f.write_at(0, &d).unwrap();
+        let Ok(r) = open(&fs, "t.sst", false) else {
+            continue;
+        };
+        let r = Arc::new(r);
+        let verified = r.verify();
+        let scanned: Result<Vec<Entry>, _> =
+            SstIter::new(r.clone(), Bound::Unbounded, Bound::Unbounded, false).collect();
+        match (verified, scanned) {
+            (Ok(_), Ok(rows)) => assert_eq!(rows, v, "a flip at {i} changed data without detection"),
+            (Err(e), _) | (_, Err(e)) => assert!(
+                matches!(
+                    e,
+                    crate::MidgeError::Corruption(_) | crate::MidgeError::CompatibilityError(_)
+                ),
+                "flip at {i}: {e}"
+            ),
+        }
+        for e in &v {
+            if let Ok(Some(got)) = r.get(&e.key, u64::MAX) {
+                assert_eq!(&got, e, "flip at {i} returned a wrong value");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn gets_and_cursors_match_a_model(
+        raw in prop::collection::vec((prop::collection::vec(0u8..6, 1..4), 1u64..50, any::<bool>()), 1..200),
+        lo in prop::option::of((prop::collection::vec(0u8..6, 1..3), any::<bool>())),
+        hi in prop::option::of((prop::collection::vec(0u8..6, 1..3), any::<bool>())),
+        snapshot in 0u64..60,
+        block in 64usize..600,
+    ) {
+        let fs = MemoryFs::new();
+        let v = sorted(raw.iter().map(|(k, s, d)| entry(k, *s, *d, None)).collect());
+        build(&fs, "p.sst", &v, &[], block);
+        let r = Arc::new(open(&fs, "p.sst", block % 2 == 0).unwrap());
+        let (lo, hi) = (bound(&lo), bound(&hi));
+        let want: Vec<Entry> = v.iter().filter(|e| in_bounds(&e.key, &lo, &hi)).cloned().collect();
+        let got: Vec<Entry> = SstIter::new(r.clone(), lo.clone(), hi.clone(), false).map(Result::unwrap).collect();
+        prop_assert_eq!(&got, &want);
+        let mut rev: Vec<Entry> = SstIter::new(r.clone(), lo, hi, true).map(Result::unwrap).collect();
+        rev.reverse();
+        prop_assert_eq!(&rev, &want);
+        for (k, _, _) in &raw {
+            let expect = v.iter().find(|e| e.key.as_ref() == k.as_slice() && e.seq <= snapshot).cloned();
+            prop_assert_eq!(r.get(k, snapshot).unwrap(), expect);
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Writes one SST: data blocks, then bloom, range-tombstone, meta and index blocks, then the footer.
+
+use super::block::{DataBlockBuilder, seal};
+use super::bloom::BloomBuilder;
+use super::{FOOTER_LEN, MAGIC, VERSION};
+use crate::codec::{Put, crc32};
+use crate::error::{MidgeError, MidgeResult};
+use crate::storage::File;
+use crate::types::{Entry, RangeTombstone, Seq, cmp_internal};
+use bytes::Bytes;
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+/// How to build an SST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SstOptions {
+    pub block_size: usize,
+    pub compress: bool,
+    pub bloom_bits_per_key: u32,
+}
+
+/// What a finished SST holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct SstMeta {
+    pub size: u64,
+    pub entries: u64,
+    pub smallest_key: Bytes,
+    pub largest_key: Bytes,
+    pub smallest_seq: Seq,
+    pub largest_seq: Seq,
+    pub range_tombstones: u64,
+}
+
+impl SstMeta {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut o = Vec::new();
+        o.put_u64(self.entries);
+        o.put_slice32(&self.smallest_key);
+        o.put_slice32(&self.largest_key);
+        o.put_u64(self.smallest_seq);
+        o.put_u64(self.largest_seq);
+        o.put_u64(self.range_tombstones);
+        o
+    }
+}
+
+/// Streams sorted entries into an SST file.
+#[derive(Debug)]
+pub(crate) struct SstWriter {
+    file: Arc<dyn File>,
+    name: String,
+    opts: SstOptions,
+    offset: u64,
+    block: DataBlockBuilder,
+    index: Vec<u8>,
+    index_count: u32,
+    bloom: BloomBuilder,
+    tombstones: Vec<RangeTombstone>,
+    last: Option<(Bytes, Seq)>,
+    meta: SstMeta,
+    seqs: Option<(Seq, Seq)>,
+}
+
+impl SstWriter {
+    pub fn new(file: Arc<dyn File>, name: String, opts: SstOptions) -> SstWriter {
+        SstWriter {
+            file,
+            name,
+            opts,
+            offset: 0,
+            block: DataBlockBuilder::default(),
+            index: Vec::new(),
+            index_count: 0,
+            bloom: BloomBuilder::default(),
+            tombstones: Vec::new(),
+            last: None,
+            meta: SstMeta::default(),
+            seqs: None,
+        }
+    }
+
+    fn io(&self, e: std::io::Error) -> MidgeError {
+        MidgeError::from_io(&self.name, e)
+    }
+
+    fn note_key(&mut self, key: &Bytes, seq: Seq) {
+        if self.seqs.is_none() {
+            self.meta.smallest_key = key.clone();
+            self.meta.largest_key = key.clone();
+        } else {
+            if *key < self.meta.smallest_key {
+                self.meta.smallest_key = key.clone();
+            }
+            if *key > self.meta.largest_key {
+                self.meta.largest_key = key.clone();
+            }
+        }
+        self.seqs = Some(match self.seqs {
+            None => (seq, seq),
+            Some((lo, hi)) => (lo.min(seq), hi.max(seq)),
+        });
+    }
+
+    /// Adds one version; versions must arrive in internal order (key asc, seq desc).
+    pub fn add(&mut self, e: &Entry) -> MidgeResult<()> {
+        if let Some((k, s)) = &self.last
+            && cmp_internal(k, *s, &e.key, e.seq) != Ordering::Less
+        {
+            return Err(MidgeError::Internal(format!(
+                "{}: entries added out of order",
+                self.name
+            )));
+        }
+        if self.last.as_ref().is_none_or(|(k, _)| *k != e.key) {
+            self.bloom.add(&e.key);
+        }
+        self.note_key(&e.key, e.seq);
+        self.meta.entries += 1;
+        self.block.add(e);
+        self.last = Some((e.key.clone(), e.seq));
+        if self.block.size() >= self.opts.block_size {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
+    /// Adds a range tombstone (any order).
+    pub fn add_range_tombstone(&mut self, t: RangeTombstone) {
+        let end = t.end.clone();
+        self.note_key(&t.start, t.seq);
+        self.note_key(&end, t.seq);
+        self.meta.range_tombstones += 1;
+        self.tombstones.push(t);
+    }
+
+    /// Bytes written so far plus the pending block.
+    pub fn estimated_size(&self) -> u64 {
+        self.offset + self.block.size() as u64
+    }
+
+    fn write(&mut self, data: &[u8]) -> MidgeResult<(u64, u64)> {
+        let at = self.offset;
+        self.file.write_at(at, data).map_err(|e| self.io(e))?;
+        self.offset += data.len() as u64;
+        Ok((at, data.len() as u64))
+    }
+
+    fn flush_block(&mut self) -> MidgeResult<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let payload = self.block.finish();
+        let stored = seal(&payload, self.opts.compress);
+        let (off, len) = self.write(&stored)?;
+        let (k, s) = self.last.clone().unwrap_or_default();
+        self.index.put_slice32(&k);
+        self.index.put_u64(s);
+        self.index.put_u64(off);
+        self.index.put_u64(len);
+        self.index_count += 1;
+        Ok(())
+    }
+
+    /// Writes the remaining blocks and footer, then `sync_all`: the file is durable when this returns.
+    pub fn finish(mut self) -> MidgeResult<SstMeta> {
+        self.flush_block()?;
+        let bloom = seal(&self.bloom.finish(self.opts.bloom_bits_per_key), false);
+        let bloom_h = self.write(&bloom)?;
+        let mut tb = Vec::new();
+        tb.put_u32(self.tombstones.len() as u32);
+        for t in &self.tombstones {
+            tb.put_slice32(&t.start);
+            tb.put_slice32(&t.end);
+            tb.put_u64(t.seq);
+        }
+        let tomb_h = self.write(&seal(&tb, false))?;
+        if let Some((lo, hi)) = self.seqs {
+            self.meta.smallest_seq = lo;
+            self.meta.largest_seq = hi;
+        }
+        let meta_h = self.write(&seal(&self.meta.encode(), false))?;
+        let mut ib = Vec::with_capacity(self.index.len() + 4);
+        ib.put_u32(self.index_count);
+        ib.extend_from_slice(&self.index);
+        let index_h = self.write(&seal(&ib, false))?;
+        let mut footer = Vec::with_capacity(FOOTER_LEN);
+        for (o, l) in [index_h, bloom_h, tomb_h, meta_h] {
+            footer.put_u64(o);
+            footer.put_u64(l);
+        }
+        footer.put_u32(VERSION);
+        footer.put_u64(MAGIC);
+        let crc = crc32(&footer);
+        footer.put_u32(crc);
+        self.write(&footer)?;
+        self.file
+            .sync_all()
+            .map_err(|e| MidgeError::Poisoned(format!("{}: fsync failed: {e}", self.name)))?;
+        self.meta.size = self.offset;
+        Ok(self.meta)
+    }
+}
