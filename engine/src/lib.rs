@@ -130,7 +130,6 @@
 
 mod api;
 mod codec;
-#[allow(dead_code)] // wired to the flush/compaction workers when SST files land
 mod compaction;
 mod core;
 mod error;
@@ -140,7 +139,6 @@ mod memtable;
 mod metrics;
 mod options;
 pub mod runtime;
-#[allow(dead_code)] // wired into flush/compaction next
 mod sst;
 pub mod storage;
 mod txn;

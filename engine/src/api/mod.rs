@@ -9,7 +9,7 @@ use crate::core::{CommitRequest, Core};
 use crate::error::{MidgeError, MidgeResult};
 use crate::metrics::{
     ReadAmpMetricsSnapshot, RecoveryMetricsSnapshot, RuntimeMetricsSnapshot, SnapshotPinSnapshot,
-    StorageLayoutSnapshot, StorageVerificationReport,
+    StorageFileLayout, StorageLayoutLevel, StorageLayoutSnapshot, StorageVerificationReport,
 };
 use crate::options::{IntoOpenOptions, WriteOptions};
 use crate::txn::{ConflictPolicy, Own, TransactionMode, WriteSet, check_key, check_value};
@@ -117,6 +117,48 @@ impl Engine {
         Transaction::begin(self.core.clone(), cf, mode)
     }
 
+    /// Freezes the column family's memtable and writes it to an L0 SST, durably, before returning.
+    pub fn flush_cf(&self, cf: &ColumnFamilyHandle) -> MidgeResult<()> {
+        self.core.flush_cf(cf.id)
+    }
+
+    /// Compacts until no level is over its threshold (L0 is merged down whenever it holds any file).
+    pub fn compact_all(&self) -> MidgeResult<()> {
+        self.core.compact_all()
+    }
+
+    /// Waits until writes to `cf` are no longer stalled; `Ok(false)` if `timeout` passed first.
+    pub fn wait_for_write_stall_clear(
+        &self,
+        cf: &ColumnFamilyHandle,
+        timeout: Duration,
+    ) -> MidgeResult<bool> {
+        let deadline = self
+            .core
+            .clock
+            .monotonic_nanos()
+            .saturating_add(timeout.as_nanos() as u64);
+        loop {
+            self.core.check_writable()?;
+            if !self.core.write_stalled() {
+                return Ok(true);
+            }
+            if self.core.executor.is_inline()
+                && let Some(state) = self.core.cf(cf.id)
+            {
+                self.core.background_work(&state)?;
+                if self.core.write_stalled() {
+                    return Ok(false);
+                }
+                continue;
+            }
+            if self.core.clock.monotonic_nanos() >= deadline {
+                return Ok(false);
+            }
+            self.core.executor.sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Makes every buffered commit durable now (one fsync).
     pub fn sync_wal(&self) -> MidgeResult<()> {
         self.core.check_writable()?;
@@ -169,7 +211,34 @@ impl Engine {
             health: self.core.health(),
             manifest_last_persisted_sequence: s.last_seq,
             manifest_next_wal_seq: s.next_file_id,
-            levels: Vec::new(),
+            levels: {
+                let mut levels: Vec<StorageLayoutLevel> = Vec::new();
+                let mut files: Vec<_> = s.files.values().collect();
+                files.sort_by_key(|f| (f.level, f.cf, f.smallest_key.clone()));
+                for f in files {
+                    if levels.last().is_none_or(|l| l.level != f.level) {
+                        levels.push(StorageLayoutLevel {
+                            level: f.level,
+                            ..Default::default()
+                        });
+                    }
+                    if let Some(l) = levels.last_mut() {
+                        l.file_count += 1;
+                        l.total_bytes += f.size;
+                        l.files.push(StorageFileLayout {
+                            name: crate::core::lsm::sst_path(f.id),
+                            level: f.level,
+                            cf_id: f.cf,
+                            size_bytes: f.size,
+                            smallest_key: f.smallest_key.to_vec(),
+                            largest_key: f.largest_key.to_vec(),
+                            smallest_seq: f.smallest_seq,
+                            largest_seq: f.largest_seq,
+                        });
+                    }
+                }
+                levels
+            },
             active_snapshots: self
                 .core
                 .snapshots

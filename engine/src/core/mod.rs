@@ -5,6 +5,7 @@
 //! The public facades in `api/` call into this module; it reaches storage only through `storage::`, background
 //! work only through `runtime::`, and file formats only through `wal/` and `manifest/`.
 
+pub(crate) mod lsm;
 pub(crate) mod open;
 mod read;
 
@@ -36,6 +37,9 @@ pub(crate) struct CfMems {
     pub active: Arc<Memtable>,
     /// Frozen generations awaiting flush, oldest first.
     pub immutable: Vec<Arc<Memtable>>,
+    /// Live SSTs of this column family (all levels). Swapped together with memtables so a reader never
+    /// sees a flushed memtable twice or not at all.
+    pub tables: Vec<Arc<lsm::Table>>,
 }
 
 /// In-memory state of one column family.
@@ -54,6 +58,7 @@ impl CfState {
             mems: RwLock::new(CfMems {
                 active: Arc::new(Memtable::new()),
                 immutable: Vec::new(),
+                tables: Vec::new(),
             }),
         }
     }
@@ -89,6 +94,14 @@ pub(crate) struct Counters {
     pub conflicts_range: AtomicU64,
     pub no_space: AtomicU64,
     pub durable_seq: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_failures: AtomicU64,
+    pub flush_build_ns: AtomicU64,
+    pub compactions: AtomicU64,
+    pub compaction_bytes: AtomicU64,
+    pub stalls: AtomicU64,
+    pub stalls_memory: AtomicU64,
+    pub stalls_l0: AtomicU64,
 }
 
 /// Everything the engine shares between the facade, transactions and background work.
@@ -112,8 +125,14 @@ pub(crate) struct Core {
     closed: AtomicBool,
     poison: Mutex<Option<String>>,
     pub salvage: bool,
+    /// A weak handle to ourselves, for scheduling background work from `&self` methods.
+    pub me: std::sync::Weak<Core>,
     pub recovery: RecoveryMetricsSnapshot,
     pub counters: Counters,
+    pub block_cache: Arc<crate::sst::BlockCache>,
+    pub sst_stats: Arc<crate::sst::SstStats>,
+    flush_lock: Mutex<()>,
+    compaction_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Core {
@@ -167,7 +186,7 @@ impl Core {
     }
 
     /// Maps a durability error, poisoning the engine when it means an unknown amount was lost.
-    fn durability_failed(&self, e: MidgeError) -> MidgeError {
+    pub(crate) fn durability_failed(&self, e: MidgeError) -> MidgeError {
         match &e {
             MidgeError::NoSpace(_) => {
                 self.counters.no_space.fetch_add(1, Ordering::Relaxed);
@@ -241,6 +260,9 @@ impl Core {
             .cf(req.cf)
             .ok_or_else(|| MidgeError::InvalidArgument(format!("column family {} was dropped", req.cf)))?;
         self.check_conflicts(&req)?;
+        if !ops.is_empty() {
+            self.check_stall(&cf)?;
+        }
         if ops.is_empty() {
             drop(c);
             // Assertion-only or empty commits allocate no sequence but honour the durability barrier.
@@ -265,7 +287,12 @@ impl Core {
             }
         };
         c.last_seq = commit_seq;
-        apply_record(&cf.mems.read().unwrap_or_else(|p| p.into_inner()).active, &record);
+        let active = cf.mems.read().unwrap_or_else(|p| p.into_inner()).active.clone();
+        apply_record(&active, &record);
+        let rotated = active.approximate_bytes() >= self.opts.memtable_flush_threshold;
+        if rotated && let Err(e) = self.rotate_locked(&cf) {
+            return Err(self.durability_failed(e));
+        }
         drop(c);
         let durable = match policy {
             DurabilityPolicy::Sync if !cfg!(feature = "canary-ack-before-sync") => self.wal.sync_to(lsn),
@@ -287,7 +314,48 @@ impl Core {
         }
         self.publish(begin, commit_seq)?;
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        if rotated && let Some(me) = self.me.upgrade() {
+            me.schedule(cf);
+        }
         Ok(())
+    }
+
+    /// Writes are refused before touching the WAL while memtables or L0 are over their ceilings.
+    fn check_stall(&self, cf: &CfState) -> MidgeResult<()> {
+        let v = cf.mems.read().unwrap_or_else(|p| p.into_inner());
+        let frozen = v.immutable.len();
+        let l0 = v.tables.iter().filter(|t| t.meta.level == 0).count();
+        drop(v);
+        let (why, counter) = if frozen > self.opts.max_immutable_memtables {
+            (
+                format!("{frozen} memtables await flush"),
+                &self.counters.stalls_memory,
+            )
+        } else if l0 >= self.opts.l0_stall_ceiling {
+            (
+                format!("{l0} L0 files await compaction"),
+                &self.counters.stalls_l0,
+            )
+        } else {
+            return Ok(());
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.counters.stalls.fetch_add(1, Ordering::Relaxed);
+        if let Some(me) = self.me.upgrade()
+            && let Some(cf) = self.cf(cf.id)
+        {
+            me.schedule(cf);
+        }
+        Err(MidgeError::WriteStall(why))
+    }
+
+    /// Whether any column family is over a stall ceiling now.
+    pub fn write_stalled(&self) -> bool {
+        self.list_cfs().iter().any(|cf| {
+            let v = cf.mems.read().unwrap_or_else(|p| p.into_inner());
+            v.immutable.len() > self.opts.max_immutable_memtables
+                || v.tables.iter().filter(|t| t.meta.level == 0).count() >= self.opts.l0_stall_ceiling
+        })
     }
 
     /// Makes `[begin, commit]` visible once every earlier commit is visible.
@@ -415,11 +483,16 @@ impl Core {
             .collect();
         let edit = Edit {
             drop_cf: vec![id],
-            remove_files: files,
+            remove_files: files.clone(),
             ..Default::default()
         };
         m.apply(edit).map_err(|e| self.durability_failed(e))?;
+        drop(m);
         self.cfs.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        // Live readers keep their open handles; a crash before these removals leaves orphans, removed at open.
+        for f in files {
+            let _ = self.fs.remove(&lsm::sst_path(f));
+        }
         Ok(())
     }
 
@@ -486,7 +559,7 @@ impl Core {
             total_memtable_bytes: bytes,
             memtable_size_limit: self.opts.memtable_size_limit,
             memtable_flush_threshold: self.opts.memtable_flush_threshold,
-            write_stalled: false,
+            write_stalled: self.write_stalled(),
             wal_current_segment_id: self.wal.active_segment_id(),
             wal_pending_bytes: self.wal.appended_lsn() - self.wal.synced_lsn(),
             wal_local_durable_seq: self.counters.durable_seq.load(Ordering::Relaxed),
@@ -512,6 +585,20 @@ impl Core {
             wal_fsync_ns_max: ws.fsync_ns_max.load(Ordering::Relaxed),
             durability_waiters_fanned_out_total: ws.sync_waiters_covered.load(Ordering::Relaxed),
             commits_total: self.counters.commits.load(Ordering::Relaxed),
+            write_stalls_total: self.counters.stalls.load(Ordering::Relaxed),
+            write_stalls_memory_total: self.counters.stalls_memory.load(Ordering::Relaxed),
+            write_stalls_compaction_total: self.counters.stalls_l0.load(Ordering::Relaxed),
+            compactions_run: self.counters.compactions.load(Ordering::Relaxed),
+            compaction_bytes_rewritten: self.counters.compaction_bytes.load(Ordering::Relaxed),
+            cache_hits: self.block_cache.hits.load(Ordering::Relaxed),
+            cache_misses: self.block_cache.misses.load(Ordering::Relaxed),
+            sst_bloom_checks_total: self.sst_stats.bloom_checks.load(Ordering::Relaxed),
+            sst_bloom_rejects_total: self.sst_stats.bloom_rejects.load(Ordering::Relaxed),
+            sst_data_blocks_read_total: self.sst_stats.blocks_read.load(Ordering::Relaxed),
+            flush_queue_depth: immutable,
+            flush_publish_count: self.counters.flushes.load(Ordering::Relaxed),
+            flush_failures_total: self.counters.flush_failures.load(Ordering::Relaxed),
+            flush_build_ns_total: self.counters.flush_build_ns.load(Ordering::Relaxed),
             wal_recovery_records_replayed: self.recovery.wal_recovery_records_replayed,
             wal_recovery_bytes_replayed: self.recovery.wal_recovery_bytes_replayed,
             intent_log_replay_runs: self.recovery.intent_log_replay_runs,
@@ -525,6 +612,8 @@ impl Core {
             EngineHealth::Poisoned
         } else if self.salvage {
             EngineHealth::SalvageMode
+        } else if self.write_stalled() {
+            EngineHealth::WriteStalled
         } else {
             EngineHealth::Healthy
         }

@@ -1,6 +1,6 @@
 //! Open and recovery: lock → format marker → manifest → WAL replay → fresh manifest snapshot → new WAL segment.
 
-use super::{CfState, CommitState, Core, Counters, Visibility, apply_record};
+use super::{CfState, CommitState, Core, Counters, Visibility, apply_record, lock};
 use crate::error::{MidgeError, MidgeResult};
 use crate::manifest::{self, CURRENT, Manifest, ManifestState};
 use crate::metrics::RecoveryMetricsSnapshot;
@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 pub(crate) const FORMAT: &str = "FORMAT";
 pub(crate) const FORMAT_VERSION: u32 = 1;
-pub(crate) const SST_DIR: &str = "sst";
+pub(crate) use super::lsm::SST_DIR;
 const LOCK: &str = "LOCK";
 
 fn io(ctx: &str) -> impl Fn(std::io::Error) -> MidgeError + '_ {
@@ -140,9 +140,10 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         .collect();
     let flushed: BTreeMap<_, _> = state.cfs.values().map(|c| (c.id, c.flushed_seq)).collect();
     let report = wal::replay(&fs, opts.recovery_policy, true, |rec| {
-        // Records of dropped column families, or already covered by published SSTs, are skipped.
+        // Records of dropped column families, or already covered by published SSTs, are skipped. `flushed` is
+        // the highest operation sequence in a flushed memtable; a transaction's last op is commit_seq - 1.
         if let (Some(cf), Some(&f)) = (cfs.get(&rec.cf), flushed.get(&rec.cf))
-            && rec.commit_seq() > f
+            && rec.commit_seq() - 1 > f
         {
             apply_record(&cf.mems.read().unwrap_or_else(|p| p.into_inner()).active, rec);
         }
@@ -158,16 +159,29 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         report.next_segment_id,
         &report.segments,
     )?;
+    // Orphans (outputs of unpublished flushes or compactions, inputs whose deletion was interrupted) are
+    // never trusted: remove them before anything allocates a file id. This is the intent replay of the
+    // publication protocol: the manifest edit is the commit point, so finishing means deleting the leftovers.
+    let live: std::collections::BTreeSet<u64> = manifest.state().files.keys().copied().collect();
+    let orphans = super::lsm::remove_orphans(&fs, &live)?;
     let salvage = opts.recovery_policy == RecoveryPolicy::Salvage;
     let recovery = RecoveryMetricsSnapshot {
         wal_recovery_records_replayed: report.records,
         wal_recovery_bytes_replayed: report.bytes,
         wal_torn_tail_bytes_truncated: report.torn_tail_bytes,
+        orphan_files_removed: orphans,
+        intent_log_replay_runs: u64::from(orphans > 0),
+        intent_log_entries_replayed: orphans,
         salvage_report: report.salvaged.clone(),
-        ..Default::default()
     };
     let executor = opts.executor.clone().unwrap_or_else(default_executor);
-    Ok(Arc::new(Core {
+    let block_cache = Arc::new(crate::sst::BlockCache::new(opts.block_cache_bytes));
+    let core = Arc::new_cyclic(|me| Core {
+        me: me.clone(),
+        block_cache,
+        sst_stats: Arc::default(),
+        flush_lock: Mutex::new(()),
+        compaction_lock: Mutex::new(()),
         clock: opts.ttl_clock.clone(),
         executor,
         in_memory,
@@ -192,5 +206,21 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         counters: Counters::default(),
         fs,
         opts,
-    }))
+    });
+    let files: Vec<_> = lock(&core.manifest).state().files.values().cloned().collect();
+    for meta in files {
+        let cf = core.cf(meta.cf).ok_or_else(|| {
+            MidgeError::Corruption(format!(
+                "manifest lists SST {} of unknown column family {}",
+                meta.id, meta.cf
+            ))
+        })?;
+        let table = core.open_table(meta)?;
+        cf.mems
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .tables
+            .push(table);
+    }
+    Ok(core)
 }

@@ -1,38 +1,78 @@
-//! The read path: point lookups and scan sources over a column family's memtables (newest first).
+//! The read path: point lookups, conflict probes and scan sources over a column family's memtables (newest
+//! first) and SSTs (by descending sequence).
 
 use super::Core;
+use super::lsm::Table;
 use crate::error::{MidgeError, MidgeResult};
 use crate::iter::{Source, VisibleIter};
+use crate::memtable::Memtable;
+use crate::sst::SstIter;
 use crate::types::{ColumnFamilyId, Entry, RangeTombstone, Seq};
 use bytes::Bytes;
 use std::ops::Bound;
+use std::sync::Arc;
+
+/// One consistent view of a column family's sources.
+struct View {
+    mems: Vec<Arc<Memtable>>,
+    tables: Vec<Arc<Table>>,
+}
 
 impl Core {
-    fn cf_or_err(&self, cf: ColumnFamilyId) -> MidgeResult<std::sync::Arc<super::CfState>> {
-        self.cf(cf)
-            .ok_or_else(|| MidgeError::InvalidArgument(format!("unknown or dropped column family {cf}")))
+    fn view(&self, cf: ColumnFamilyId) -> MidgeResult<View> {
+        let cf = self
+            .cf(cf)
+            .ok_or_else(|| MidgeError::InvalidArgument(format!("unknown or dropped column family {cf}")))?;
+        let v = cf.mems.read().unwrap_or_else(|p| p.into_inner());
+        let mems = std::iter::once(v.active.clone())
+            .chain(v.immutable.iter().rev().cloned())
+            .collect();
+        let mut tables = v.tables.clone();
+        drop(v);
+        tables.sort_by_key(|t| std::cmp::Reverse(t.meta.largest_seq));
+        Ok(View { mems, tables })
     }
 
     /// The newest version of `key` at or below `snapshot` and the newest covering range tombstone.
     fn lookup(&self, cf: ColumnFamilyId, key: &[u8], snapshot: Seq) -> MidgeResult<(Option<Entry>, Seq)> {
-        let cf = self.cf_or_err(cf)?;
+        let view = self.view(cf)?;
         let mut best: Option<Entry> = None;
         let mut tomb: Seq = 0;
-        for mem in cf.memtables() {
-            let floor = best.as_ref().map_or(0, |b| b.seq).max(tomb);
-            if mem.max_seq() < floor {
+        let consider =
+            |e: Option<Entry>, rts: &[RangeTombstone], best: &mut Option<Entry>, tomb: &mut Seq| {
+                if let Some(e) = e
+                    && best.as_ref().is_none_or(|b| e.seq > b.seq)
+                {
+                    *best = Some(e);
+                }
+                for rt in rts {
+                    if rt.seq <= snapshot && rt.covers(key) {
+                        *tomb = (*tomb).max(rt.seq);
+                    }
+                }
+            };
+        for mem in &view.mems {
+            consider(
+                mem.get(key, snapshot),
+                &mem.range_tombstones(),
+                &mut best,
+                &mut tomb,
+            );
+        }
+        for t in &view.tables {
+            // Nothing in this or any later (older) table can beat what we have.
+            if t.meta.largest_seq < best.as_ref().map_or(0, |b| b.seq).max(tomb) {
                 break;
             }
-            if let Some(e) = mem.get(key, snapshot)
-                && best.as_ref().is_none_or(|b| e.seq > b.seq)
-            {
-                best = Some(e);
+            if key < t.meta.smallest_key.as_ref() || key > t.meta.largest_key.as_ref() {
+                continue;
             }
-            for rt in mem.range_tombstones() {
-                if rt.seq <= snapshot && rt.covers(key) {
-                    tomb = tomb.max(rt.seq);
-                }
-            }
+            consider(
+                t.reader.get(key, snapshot)?,
+                t.reader.range_tombstones(),
+                &mut best,
+                &mut tomb,
+            );
         }
         Ok((best, tomb))
     }
@@ -66,8 +106,10 @@ impl Core {
         end: &Bytes,
         snapshot: Seq,
     ) -> MidgeResult<bool> {
-        let cf = self.cf_or_err(cf)?;
-        for mem in cf.memtables() {
+        let view = self.view(cf)?;
+        let lo = Bound::Included(start.clone());
+        let hi = Bound::Excluded(end.clone());
+        for mem in &view.mems {
             if mem.max_seq() <= snapshot {
                 continue;
             }
@@ -78,11 +120,21 @@ impl Core {
             {
                 return Ok(true);
             }
-            for e in mem.cursor(
-                Bound::Included(start.clone()),
-                Bound::Excluded(end.clone()),
-                false,
-            ) {
+            for e in mem.cursor(lo.clone(), hi.clone(), false) {
+                if e?.seq > snapshot {
+                    return Ok(true);
+                }
+            }
+        }
+        for t in view.tables.iter().filter(|t| t.meta.largest_seq > snapshot) {
+            if t.reader
+                .range_tombstones()
+                .iter()
+                .any(|r| r.seq > snapshot && r.start < *end && *start < r.end)
+            {
+                return Ok(true);
+            }
+            for e in SstIter::new(t.reader.clone(), lo.clone(), hi.clone(), false) {
                 if e?.seq > snapshot {
                     return Ok(true);
                 }
@@ -101,12 +153,28 @@ impl Core {
         snapshot: Seq,
         read_time: u64,
     ) -> MidgeResult<VisibleIter> {
-        let cf = self.cf_or_err(cf)?;
+        let view = self.view(cf)?;
         let mut sources: Vec<Source> = Vec::new();
         let mut tombstones: Vec<RangeTombstone> = Vec::new();
-        for mem in cf.memtables() {
+        for mem in &view.mems {
             tombstones.extend(mem.range_tombstones());
             sources.push(Box::new(mem.cursor(lo.clone(), hi.clone(), reverse)));
+        }
+        for t in &view.tables {
+            tombstones.extend(t.reader.range_tombstones().iter().cloned());
+            let outside = match (&lo, &hi) {
+                (Bound::Included(l) | Bound::Excluded(l), _) if t.meta.largest_key < *l => true,
+                (_, Bound::Included(h) | Bound::Excluded(h)) if t.meta.smallest_key > *h => true,
+                _ => false,
+            };
+            if !outside {
+                sources.push(Box::new(SstIter::new(
+                    t.reader.clone(),
+                    lo.clone(),
+                    hi.clone(),
+                    reverse,
+                )));
+            }
         }
         Ok(VisibleIter::new(
             sources, reverse, snapshot, read_time, tombstones,

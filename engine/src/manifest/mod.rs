@@ -466,6 +466,14 @@ impl Manifest {
         Ok(())
     }
 
+    /// Allocates a file id. It becomes durable with the edit that adds the file; an id reserved by a
+    /// publication that never happened names an orphan, which open removes before allocating again.
+    pub fn reserve_file_id(&mut self) -> u64 {
+        let id = self.state.next_file_id;
+        self.state.next_file_id += 1;
+        id
+    }
+
     pub fn number(&self) -> u64 {
         self.number
     }

@@ -38,6 +38,7 @@ pub(crate) struct Memtable {
     ranges: RwLock<Vec<RangeTombstone>>,
     bytes: AtomicU64,
     max_seq: AtomicU64,
+    min_seq: AtomicU64,
 }
 
 impl Default for Memtable {
@@ -47,6 +48,7 @@ impl Default for Memtable {
             ranges: RwLock::new(Vec::new()),
             bytes: AtomicU64::new(0),
             max_seq: AtomicU64::new(0),
+            min_seq: AtomicU64::new(Seq::MAX),
         }
     }
 }
@@ -63,6 +65,7 @@ impl Memtable {
             Ordering::Relaxed,
         );
         self.max_seq.fetch_max(e.seq, Ordering::Relaxed);
+        self.min_seq.fetch_min(e.seq, Ordering::Relaxed);
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         m.insert(
             IKey {
@@ -84,6 +87,7 @@ impl Memtable {
             Ordering::Relaxed,
         );
         self.max_seq.fetch_max(rt.seq, Ordering::Relaxed);
+        self.min_seq.fetch_min(rt.seq, Ordering::Relaxed);
         self.ranges.write().unwrap_or_else(|p| p.into_inner()).push(rt);
     }
 
@@ -95,6 +99,12 @@ impl Memtable {
     /// Highest sequence held (0 when empty).
     pub fn max_seq(&self) -> Seq {
         self.max_seq.load(Ordering::Relaxed)
+    }
+
+    /// Lowest sequence held (`None` when empty).
+    pub fn min_seq(&self) -> Option<Seq> {
+        let s = self.min_seq.load(Ordering::Relaxed);
+        (s != Seq::MAX).then_some(s)
     }
 
     /// Newest version of `key` with `seq <= snapshot`.

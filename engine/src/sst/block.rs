@@ -21,7 +21,7 @@ pub(crate) struct DataBlockBuilder {
 
 impl DataBlockBuilder {
     pub fn add(&mut self, e: &Entry) {
-        let shared = if self.count % RESTART_INTERVAL == 0 {
+        let shared = if self.count.is_multiple_of(RESTART_INTERVAL) {
             self.restarts.push(self.buf.len() as u32);
             0
         } else {
@@ -89,7 +89,7 @@ pub(crate) fn decode_data(payload: &[u8]) -> Result<Vec<Entry>, DecodeError> {
     while !r.is_empty() {
         let at = r.pos();
         let shared = r.u32("shared len")? as usize;
-        if shared > key.len() || (out.len() % RESTART_INTERVAL == 0 && shared != 0) {
+        if shared > key.len() || (out.len().is_multiple_of(RESTART_INTERVAL) && shared != 0) {
             return Err(bad("bad shared prefix", at));
         }
         let suffix = r.slice32("key suffix")?;

@@ -86,9 +86,4 @@ impl BlockCache {
             }
         }
     }
-
-    /// Bytes currently held.
-    pub fn used(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).bytes
-    }
 }

@@ -12,7 +12,7 @@ mod writer;
 
 pub(crate) use cache::BlockCache;
 pub(crate) use reader::{SstIter, SstReader};
-pub(crate) use writer::{SstMeta, SstOptions, SstWriter};
+pub(crate) use writer::{SstOptions, SstWriter};
 
 /// Footer magic ("midgeSST" as little-endian bytes).
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"midgeSST");

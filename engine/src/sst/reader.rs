@@ -143,10 +143,6 @@ impl SstReader {
         Ok(r)
     }
 
-    pub fn meta(&self) -> &SstMeta {
-        &self.meta
-    }
-
     pub fn range_tombstones(&self) -> &[RangeTombstone] {
         &self.tombstones
     }

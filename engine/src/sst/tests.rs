@@ -15,7 +15,13 @@ fn opts(block: usize) -> SstOptions {
     }
 }
 
-fn build(fs: &MemoryFs, name: &str, entries: &[Entry], tombs: &[RangeTombstone], block: usize) -> SstMeta {
+fn build(
+    fs: &MemoryFs,
+    name: &str,
+    entries: &[Entry],
+    tombs: &[RangeTombstone],
+    block: usize,
+) -> writer::SstMeta {
     let f = fs.open(name, OpenMode::CreateNew).unwrap();
     let mut w = SstWriter::new(f, name.into(), opts(block));
     for t in tombs {

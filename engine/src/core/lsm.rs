@@ -1,0 +1,490 @@
+//! The LSM workers: memtable rotation, flush to L0 SSTs, compaction execution, orphan cleanup and WAL release.
+//!
+//! Publication protocol (flush and compaction alike): write every output SST and fsync it → fsync `sst/` →
+//! one manifest edit (fsynced) that adds the outputs, removes the inputs and records the flushed sequence →
+//! swap the in-memory version → delete inputs / release covered WAL segments. The manifest edit is the commit
+//! point: a crash before it leaves orphan outputs (deleted at open, never trusted); a crash after it leaves
+//! orphan inputs (deleted at open).
+
+use super::{CfState, Core, lock};
+use crate::compaction::{Choice, PickerConfig, choose};
+use crate::error::{MidgeError, MidgeResult};
+use crate::iter::{MergeIter, Source};
+use crate::manifest::{Edit, FileMeta};
+use crate::memtable::Memtable;
+use crate::sst::{SstIter, SstOptions, SstReader, SstWriter};
+use crate::storage::OpenMode;
+use crate::types::{ColumnFamilyId, Entry, EntryKind, RangeTombstone, Seq};
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+pub(crate) const SST_DIR: &str = "sst";
+
+pub(crate) fn sst_path(id: u64) -> String {
+    format!("{SST_DIR}/{id:020}.sst")
+}
+
+pub(crate) fn parse_sst_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".sst")?;
+    if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+        stem.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// A live SST: its manifest record and an open reader.
+#[derive(Debug)]
+pub(crate) struct Table {
+    pub meta: FileMeta,
+    pub reader: Arc<SstReader>,
+}
+
+impl Core {
+    pub(crate) fn sst_options(&self) -> SstOptions {
+        SstOptions {
+            block_size: self.opts.block_size,
+            compress: self.opts.compression,
+            bloom_bits_per_key: 10,
+        }
+    }
+
+    pub(crate) fn open_table(&self, meta: FileMeta) -> MidgeResult<Arc<Table>> {
+        let path = sst_path(meta.id);
+        let file = self
+            .fs
+            .open(&path, OpenMode::Read)
+            .map_err(|e| MidgeError::from_io(&path, e))?;
+        let reader = SstReader::open(
+            file,
+            path,
+            meta.id,
+            Some(self.block_cache.clone()),
+            self.sst_stats.clone(),
+        )?;
+        Ok(Arc::new(Table {
+            meta,
+            reader: Arc::new(reader),
+        }))
+    }
+
+    /// Freezes the active memtable of `cf` (caller holds the commit lock) so a flush can write it out.
+    pub(crate) fn rotate_locked(&self, cf: &CfState) -> MidgeResult<()> {
+        let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
+        if v.active.approximate_bytes() == 0 {
+            return Ok(());
+        }
+        self.wal.rotate()?;
+        let old = std::mem::replace(&mut v.active, Arc::new(Memtable::new()));
+        v.immutable.push(old);
+        Ok(())
+    }
+
+    /// Writes `entries` (internal order) and `tombstones` to one new SST; returns its manifest record.
+    fn write_table(
+        &self,
+        cf: ColumnFamilyId,
+        level: u32,
+        entries: &mut dyn Iterator<Item = MidgeResult<Entry>>,
+        tombstones: &[RangeTombstone],
+        limit: u64,
+    ) -> MidgeResult<Option<FileMeta>> {
+        let id = {
+            let mut m = lock(&self.manifest);
+            m.reserve_file_id()
+        };
+        let path = sst_path(id);
+        let file = self
+            .fs
+            .open(&path, OpenMode::CreateNew)
+            .map_err(|e| MidgeError::from_io(&path, e))?;
+        let mut w = SstWriter::new(file, path.clone(), self.sst_options());
+        let mut any = false;
+        for t in tombstones {
+            w.add_range_tombstone(t.clone());
+            any = true;
+        }
+        let mut last_key: Option<bytes::Bytes> = None;
+        for e in &mut *entries {
+            let e = e?;
+            let boundary = last_key.as_ref().is_some_and(|k| *k != e.key);
+            w.add(&e)?;
+            any = true;
+            last_key = Some(e.key.clone());
+            if boundary && w.estimated_size() >= limit {
+                break;
+            }
+        }
+        if !any {
+            drop(w);
+            let _ = self.fs.remove(&path);
+            return Ok(None);
+        }
+        let sm = w.finish()?;
+        Ok(Some(FileMeta {
+            id,
+            cf,
+            level,
+            size: sm.size,
+            entries: sm.entries,
+            smallest_key: sm.smallest_key,
+            largest_key: sm.largest_key,
+            smallest_seq: sm.smallest_seq,
+            largest_seq: sm.largest_seq,
+        }))
+    }
+
+    /// Flushes the oldest frozen memtable of `cf`, if any. Returns whether one was flushed.
+    pub(crate) fn flush_one(&self, cf: &Arc<CfState>) -> MidgeResult<bool> {
+        let _guard = lock(&self.flush_lock);
+        let mem = {
+            let v = cf.mems.read().unwrap_or_else(|p| p.into_inner());
+            match v.immutable.first() {
+                Some(m) => m.clone(),
+                None => return Ok(false),
+            }
+        };
+        self.wait_visible(mem.max_seq())?;
+        let started = self.clock.monotonic_nanos();
+        let mut cursor = mem.cursor(Bound::Unbounded, Bound::Unbounded, false);
+        let tombs = mem.range_tombstones();
+        let mut metas = Vec::new();
+        let mut first = true;
+        loop {
+            let t: &[RangeTombstone] = if first { &tombs } else { &[] };
+            first = false;
+            match self.write_table(cf.id, 0, &mut cursor, t, u64::MAX)? {
+                Some(m) => metas.push(m),
+                None => break,
+            }
+        }
+        self.fs
+            .sync_dir(SST_DIR)
+            .map_err(|e| MidgeError::from_io("sync sst dir", e))?;
+        self.counters
+            .flush_build_ns
+            .fetch_add(self.clock.monotonic_nanos() - started, Ordering::Relaxed);
+        let tables: Vec<Arc<Table>> = metas
+            .iter()
+            .map(|m| self.open_table(m.clone()))
+            .collect::<MidgeResult<_>>()?;
+        let edit = Edit {
+            add_files: metas,
+            flushed: vec![(cf.id, mem.max_seq())],
+            last_seq: Some(mem.max_seq()),
+            ..Default::default()
+        };
+        lock(&self.manifest)
+            .apply(edit)
+            .map_err(|e| self.durability_failed(e))?;
+        {
+            let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
+            v.tables.extend(tables);
+            v.immutable.retain(|m| !Arc::ptr_eq(m, &mem));
+        }
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        self.release_wal()?;
+        Ok(true)
+    }
+}
+
+/// Drops versions no snapshot can see: for each key keeps every version above `horizon` and the newest at or
+/// below it (unless, at the bottom level, that one is a tombstone or expired), and drops versions hidden by a
+/// range tombstone at or below the horizon.
+struct GcIter {
+    inner: MergeIter,
+    horizon: Seq,
+    bottommost: bool,
+    now_ms: u64,
+    drop_expired: bool,
+    tombstones: Vec<RangeTombstone>,
+    current: Option<bytes::Bytes>,
+    kept_floor: bool,
+}
+
+impl Iterator for GcIter {
+    type Item = MidgeResult<Entry>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let e = match self.inner.next()? {
+                Ok(e) => e,
+                Err(err) => return Some(Err(err)),
+            };
+            if self.current.as_ref() != Some(&e.key) {
+                self.current = Some(e.key.clone());
+                self.kept_floor = false;
+            }
+            if e.seq > self.horizon {
+                return Some(Ok(e));
+            }
+            if self.kept_floor {
+                continue; // shadowed by a newer version every snapshot sees
+            }
+            self.kept_floor = true;
+            let hidden = self
+                .tombstones
+                .iter()
+                .any(|t| t.seq <= self.horizon && e.seq < t.seq && t.covers(&e.key));
+            if hidden {
+                continue;
+            }
+            let dead = e.kind == EntryKind::Delete
+                || (self.drop_expired && e.expiry.is_some_and(|x| x <= self.now_ms));
+            if self.bottommost && dead {
+                continue;
+            }
+            return Some(Ok(e));
+        }
+    }
+}
+
+impl Core {
+    pub(crate) fn picker_config(&self, force_l0: bool) -> PickerConfig {
+        PickerConfig {
+            l0_trigger: if force_l0 {
+                1
+            } else {
+                self.opts.l0_compaction_trigger
+            },
+            l0_critical: self
+                .opts
+                .l0_stall_ceiling
+                .saturating_sub(2)
+                .max(self.opts.l0_compaction_trigger),
+            base_level_bytes: self.opts.target_sst_size.saturating_mul(4),
+            multiplier: 10,
+            max_level: 6,
+        }
+    }
+
+    /// Runs one compaction step for `cf` if the picker finds work. Returns whether anything changed.
+    pub(crate) fn compact_once(&self, cf: &Arc<CfState>, force_l0: bool) -> MidgeResult<bool> {
+        self.check_writable()?;
+        let _guard = lock(&self.compaction_lock);
+        let tables: Vec<Arc<Table>> = cf.mems.read().unwrap_or_else(|p| p.into_inner()).tables.clone();
+        let metas: Vec<FileMeta> = tables.iter().map(|t| t.meta.clone()).collect();
+        let choice = choose(&metas, &self.picker_config(force_l0), &BTreeSet::new());
+        let find = |id: u64| tables.iter().find(|t| t.meta.id == id).cloned();
+        match choice {
+            Choice::Nothing => Ok(false),
+            Choice::Move { files, to_level } => {
+                let moved: Vec<FileMeta> = files
+                    .iter()
+                    .filter_map(|id| find(*id))
+                    .map(|t| FileMeta {
+                        level: to_level,
+                        ..t.meta.clone()
+                    })
+                    .collect();
+                let edit = Edit {
+                    remove_files: files.clone(),
+                    add_files: moved.clone(),
+                    ..Default::default()
+                };
+                lock(&self.manifest)
+                    .apply(edit)
+                    .map_err(|e| self.durability_failed(e))?;
+                let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
+                for t in v.tables.iter_mut() {
+                    if let Some(m) = moved.iter().find(|m| m.id == t.meta.id) {
+                        *t = Arc::new(Table {
+                            meta: m.clone(),
+                            reader: t.reader.clone(),
+                        });
+                    }
+                }
+                Ok(true)
+            }
+            Choice::Merge {
+                inputs,
+                overlapping,
+                output_level,
+                bottommost,
+                ..
+            } => {
+                let ids: Vec<u64> = inputs.iter().chain(&overlapping).copied().collect();
+                let ins: Vec<Arc<Table>> = ids.iter().filter_map(|id| find(*id)).collect();
+                let visible = self.visible_seq();
+                let horizon = self.snapshots.oldest().map_or(visible, |o| o.min(visible));
+                let mut tombs: Vec<RangeTombstone> = ins
+                    .iter()
+                    .flat_map(|t| t.reader.range_tombstones().to_vec())
+                    .collect();
+                tombs.sort_by(|a, b| a.start.cmp(&b.start).then(b.seq.cmp(&a.seq)));
+                tombs.dedup();
+                let sources: Vec<Source> = ins
+                    .iter()
+                    .map(|t| {
+                        Box::new(SstIter::new(
+                            t.reader.clone(),
+                            Bound::Unbounded,
+                            Bound::Unbounded,
+                            false,
+                        )) as Source
+                    })
+                    .collect();
+                let mut gc = GcIter {
+                    inner: MergeIter::new(sources, false),
+                    horizon,
+                    bottommost,
+                    now_ms: self.clock.now_millis(),
+                    drop_expired: self.snapshots.count() == 0,
+                    tombstones: tombs.clone(),
+                    current: None,
+                    kept_floor: false,
+                };
+                // Range tombstones are carried unless nothing below can hold what they hide. Carried tombstones
+                // go into a single output so files in a level never overlap.
+                let carry: Vec<RangeTombstone> = tombs
+                    .into_iter()
+                    .filter(|t| !(bottommost && t.seq <= horizon))
+                    .collect();
+                let limit = if carry.is_empty() {
+                    self.opts.target_sst_size
+                } else {
+                    u64::MAX
+                };
+                let mut outputs = Vec::new();
+                let mut first = true;
+                loop {
+                    let t: &[RangeTombstone] = if first { &carry } else { &[] };
+                    first = false;
+                    match self.write_table(cf.id, output_level, &mut gc, t, limit)? {
+                        Some(m) => outputs.push(m),
+                        None => break,
+                    }
+                }
+                self.fs
+                    .sync_dir(SST_DIR)
+                    .map_err(|e| MidgeError::from_io("sync sst dir", e))?;
+                let new_tables: Vec<Arc<Table>> = outputs
+                    .iter()
+                    .map(|m| self.open_table(m.clone()))
+                    .collect::<MidgeResult<_>>()?;
+                let written: u64 = outputs.iter().map(|m| m.size).sum();
+                let edit = Edit {
+                    remove_files: ids.clone(),
+                    add_files: outputs,
+                    ..Default::default()
+                };
+                lock(&self.manifest)
+                    .apply(edit)
+                    .map_err(|e| self.durability_failed(e))?;
+                {
+                    let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
+                    v.tables.retain(|t| !ids.contains(&t.meta.id));
+                    v.tables.extend(new_tables);
+                }
+                // Open readers keep serving live scans; the files go now (a crash leaves orphans, removed at open).
+                for id in &ids {
+                    let _ = self.fs.remove(&sst_path(*id));
+                }
+                let _ = self.fs.sync_dir(SST_DIR);
+                self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .compaction_bytes
+                    .fetch_add(written, Ordering::Relaxed);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Blocks until every commit up to `seq` is visible (flush never writes a half-published commit).
+    pub(crate) fn wait_visible(&self, seq: Seq) -> MidgeResult<()> {
+        let mut v = lock(&self.vis);
+        while v.visible < seq {
+            if let Some(p) = lock(&self.poison).as_ref() {
+                return Err(MidgeError::Poisoned(p.clone()));
+            }
+            v = self.vis_cv.wait(v).unwrap_or_else(|p| p.into_inner());
+        }
+        Ok(())
+    }
+
+    /// Deletes WAL segments whose every record is in published SSTs.
+    pub(crate) fn release_wal(&self) -> MidgeResult<()> {
+        let floor = self
+            .list_cfs()
+            .iter()
+            .filter_map(|cf| cf.memtables().iter().filter_map(|m| m.min_seq()).min())
+            .min()
+            .unwrap_or_else(|| self.visible_seq() + 1);
+        self.wal.release_upto(floor.saturating_sub(1))?;
+        Ok(())
+    }
+
+    /// Flushes every frozen memtable of `cf`, then compacts while the picker finds work (if enabled).
+    pub(crate) fn background_work(&self, cf: &Arc<CfState>) -> MidgeResult<()> {
+        while self.flush_one(cf)? {}
+        if self.opts.background_compaction {
+            while self.compact_once(cf, false)? {}
+        }
+        Ok(())
+    }
+
+    /// Runs [`Core::background_work`] on the executor (inline on wasm32); failures poison the engine.
+    pub(crate) fn schedule(self: &Arc<Self>, cf: Arc<CfState>) {
+        let weak = Arc::downgrade(self);
+        self.executor.spawn(
+            "flush",
+            Box::new(move || {
+                if let Some(core) = weak.upgrade()
+                    && let Err(e) = core.background_work(&cf)
+                    && !matches!(e, MidgeError::Poisoned(_))
+                {
+                    core.counters.flush_failures.fetch_add(1, Ordering::Relaxed);
+                    core.poison(&format!("background flush/compaction failed: {e}"));
+                }
+            }),
+        );
+    }
+}
+
+/// Removes files in `sst/` that the manifest does not list (outputs of unpublished flushes/compactions and
+/// inputs whose deletion was interrupted) and leftover temp files. Returns how many were removed.
+pub(crate) fn remove_orphans(fs: &crate::storage::SharedFs, live: &BTreeSet<u64>) -> MidgeResult<u64> {
+    let names = match fs.list(SST_DIR) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(MidgeError::from_io("list sst", e)),
+    };
+    let mut removed = 0;
+    for n in names {
+        if parse_sst_name(&n).is_none_or(|id| !live.contains(&id)) {
+            let p = format!("{SST_DIR}/{n}");
+            fs.remove(&p).map_err(|e| MidgeError::from_io(&p, e))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        fs.sync_dir(SST_DIR)
+            .map_err(|e| MidgeError::from_io("sync sst dir", e))?;
+    }
+    Ok(removed)
+}
+
+impl Core {
+    /// Freezes `cf`'s active memtable and writes every frozen memtable to L0, synchronously.
+    pub(crate) fn flush_cf(&self, id: ColumnFamilyId) -> MidgeResult<()> {
+        self.check_writable()?;
+        let cf = self
+            .cf(id)
+            .ok_or_else(|| MidgeError::InvalidArgument(format!("unknown column family {id}")))?;
+        {
+            let _c = lock(&self.commit);
+            self.rotate_locked(&cf).map_err(|e| self.durability_failed(e))?;
+        }
+        while self.flush_one(&cf)? {}
+        Ok(())
+    }
+
+    /// Compacts every column family until the picker (with an L0 trigger of one file) finds nothing to do.
+    pub(crate) fn compact_all(&self) -> MidgeResult<()> {
+        for cf in self.list_cfs() {
+            while self.compact_once(&cf, true)? {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,299 @@
+//! LSM behaviour: flush to L0, leveled compaction, reads across memtable/L0/L1+, reopen from SSTs with WAL
+//! released, verification, corruption detection, orphan cleanup, and write stalls.
+#![allow(clippy::disallowed_methods)] // tests drive real threads, files and clocks
+
+use cntryl_midge::prelude::*;
+use cntryl_midge::{Bytes, EngineHealth, MidgeError};
+use std::path::Path;
+use std::sync::Arc;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir_in(std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into())).unwrap()
+}
+
+fn tiny(path: &Path) -> OpenOptions {
+    OpenOptions::local(path)
+        .with_memtable_size_limit(16 << 10)
+        .with_l0_compaction_trigger(3)
+        .with_target_sst_size(32 << 10)
+        .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
+        .build()
+        .unwrap()
+}
+
+fn load(engine: &Engine, n: u32, round: u32) {
+    for chunk in 0..(n / 50) {
+        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+        for i in chunk * 50..(chunk + 1) * 50 {
+            let k = format!("key{:06}", (i * 7919) % n);
+            tx.put(
+                k.into_bytes(),
+                format!("v{round}-{i}-{}", "x".repeat(40)).into_bytes(),
+                None,
+            )
+            .unwrap();
+        }
+        tx.commit(WriteOptions::buffered()).unwrap();
+    }
+}
+
+fn all_rows(engine: &Engine) -> Vec<(Bytes, Bytes)> {
+    let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    tx.scan(&Query::new()).unwrap().try_collect().unwrap()
+}
+
+#[test]
+fn flush_and_compaction_keep_every_row_and_survive_reopen() {
+    let dir = tmp();
+    let n = 4000;
+    let expected;
+    {
+        let engine = Engine::open(tiny(dir.path())).unwrap();
+        load(&engine, n, 1);
+        load(&engine, n, 2);
+        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+        tx.delete_range(b"key001000".to_vec(), b"key002000".to_vec())
+            .unwrap();
+        tx.delete(b"key000007".to_vec()).unwrap();
+        tx.commit(WriteOptions::sync()).unwrap();
+        let m = engine.get_runtime_metrics().unwrap();
+        assert!(
+            m.flush_publish_count > 5,
+            "tiny memtables flush often: {}",
+            m.flush_publish_count
+        );
+        assert!(m.compactions_run > 0, "L0 trigger 3 forces compactions");
+        let layout = engine.get_storage_layout().unwrap();
+        assert!(
+            layout.levels.iter().any(|l| l.level >= 1),
+            "data moved below L0: {:?}",
+            layout
+                .levels
+                .iter()
+                .map(|l| (l.level, l.file_count))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            m.wal_segments <= 3,
+            "flushed WAL segments are released: {}",
+            m.wal_segments
+        );
+        expected = all_rows(&engine);
+        assert_eq!(expected.len(), n as usize - 1000 - 1);
+        assert!(
+            expected.iter().all(|(_, v)| v.starts_with(b"v2-")),
+            "newest version wins"
+        );
+        let rev: Vec<_> = {
+            let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+            tx.scan(&Query::new().reverse()).unwrap().try_collect().unwrap()
+        };
+        assert_eq!(rev.into_iter().rev().collect::<Vec<_>>(), expected);
+        engine.compact_all().unwrap();
+        assert_eq!(all_rows(&engine), expected, "compact_all changes no visible row");
+        let layout = engine.get_storage_layout().unwrap();
+        assert!(
+            layout.levels.iter().all(|l| l.level != 0),
+            "compact_all empties L0"
+        );
+        let report = engine.verify_storage(std::time::Duration::from_secs(30)).unwrap();
+        assert_eq!(report.health, EngineHealth::Healthy, "{:?}", report.problems);
+        assert!(report.sst_files_verified > 0 && report.data_blocks_verified > report.sst_files_verified);
+    }
+    let engine = Engine::open(tiny(dir.path())).unwrap();
+    assert_eq!(all_rows(&engine), expected);
+    let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    assert_eq!(
+        tx.get(b"key001500").unwrap(),
+        None,
+        "range delete persisted through compaction"
+    );
+    assert_eq!(tx.get(b"key000007").unwrap(), None);
+    assert!(tx.get(b"key003999").unwrap().unwrap().starts_with(b"v2-"));
+    let m = engine.get_runtime_metrics().unwrap();
+    assert!(m.sst_bloom_checks_total > 0);
+    assert!(
+        m.wal_recovery_records_replayed < 10,
+        "reopen replays only the unflushed tail"
+    );
+}
+
+#[test]
+fn snapshots_keep_their_view_across_flush_and_compaction() {
+    let dir = tmp();
+    let engine = Engine::open(tiny(dir.path())).unwrap();
+    load(&engine, 1000, 1);
+    let old = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    let before: Vec<_> = old.scan(&Query::new()).unwrap().try_collect().unwrap();
+    load(&engine, 1000, 2);
+    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    tx.delete_range(b"key000000".to_vec(), b"key000500".to_vec())
+        .unwrap();
+    tx.commit(WriteOptions::sync()).unwrap();
+    engine
+        .flush_cf(&engine.get_column_family("default").unwrap())
+        .unwrap();
+    engine.compact_all().unwrap();
+    let after: Vec<_> = old.scan(&Query::new()).unwrap().try_collect().unwrap();
+    assert_eq!(before, after, "a live snapshot still sees exactly its versions");
+    assert_eq!(old.get(b"key000001").unwrap().unwrap(), before[1].1);
+    drop(old);
+    assert_eq!(all_rows(&engine).len(), 500);
+}
+
+#[test]
+fn corrupt_sst_bytes_are_reported_by_verify_and_reads_never_return_wrong_values() {
+    let dir = tmp();
+    {
+        let engine = Engine::open(tiny(dir.path())).unwrap();
+        load(&engine, 2000, 1);
+        engine
+            .flush_cf(&engine.get_column_family("default").unwrap())
+            .unwrap();
+        engine.compact_all().unwrap();
+    }
+    let good = {
+        let engine = Engine::open(tiny(dir.path())).unwrap();
+        all_rows(&engine)
+    };
+    let sst = std::fs::read_dir(dir.path().join("sst"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let pristine = std::fs::read(&sst).unwrap();
+    for (n, at) in (0..pristine.len()).step_by(pristine.len() / 40 + 1).enumerate() {
+        let mut data = pristine.clone();
+        data[at] ^= 0x5a;
+        std::fs::write(&sst, &data).unwrap();
+        let report = Engine::verify_path(dir.path()).unwrap();
+        assert_eq!(
+            report.health,
+            EngineHealth::Corrupt,
+            "flip {n} at {at} undetected by verify"
+        );
+        match Engine::open(tiny(dir.path())) {
+            Err(e) => assert!(
+                matches!(e, MidgeError::Corruption(_) | MidgeError::CompatibilityError(_)),
+                "{e}"
+            ),
+            Ok(engine) => {
+                let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+                let mut it = tx.scan(&Query::new()).unwrap();
+                let rows: Vec<_> = it.by_ref().collect();
+                if it.status().is_ok() {
+                    assert_eq!(rows, good, "flip {n} at {at} silently changed data");
+                } else {
+                    assert!(matches!(it.status(), Err(MidgeError::Corruption(_))));
+                    assert_eq!(it.state(), IteratorState::Failed);
+                    assert!(
+                        it.try_next().is_err(),
+                        "the failure is replayed, never a clean end"
+                    );
+                }
+                for (k, v) in good.iter().step_by(97) {
+                    match tx.get(k) {
+                        Ok(Some(got)) => assert_eq!(&got, v, "wrong value after flip at {at}"),
+                        Ok(None) => panic!("flip at {at}: a row vanished without an error"),
+                        Err(e) => assert!(matches!(e, MidgeError::Corruption(_)), "{e}"),
+                    }
+                }
+            }
+        }
+    }
+    std::fs::write(&sst, &pristine).unwrap();
+    assert_eq!(
+        Engine::verify_path(dir.path()).unwrap().health,
+        EngineHealth::Healthy
+    );
+}
+
+#[test]
+fn orphan_ssts_are_never_trusted_and_removed_at_open() {
+    let dir = tmp();
+    {
+        let engine = Engine::open(tiny(dir.path())).unwrap();
+        load(&engine, 500, 1);
+        engine
+            .flush_cf(&engine.get_column_family("default").unwrap())
+            .unwrap();
+    }
+    let orphan = dir.path().join("sst").join(format!("{:020}.sst", 999_999));
+    let any = std::fs::read_dir(dir.path().join("sst"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::copy(any, &orphan).unwrap();
+    let report = Engine::verify_path(dir.path()).unwrap();
+    assert_eq!(report.health, EngineHealth::Degraded);
+    assert!(orphan.exists(), "verification never repairs");
+    let engine = Engine::open(tiny(dir.path())).unwrap();
+    assert!(!orphan.exists());
+    let r = engine.get_recovery_metrics().unwrap();
+    assert_eq!(r.orphan_files_removed, 1);
+    assert_eq!(r.intent_log_entries_replayed, 1);
+    assert_eq!(all_rows(&engine).len(), 500);
+}
+
+#[test]
+fn dropping_a_flushed_column_family_removes_its_files() {
+    let dir = tmp();
+    let engine = Engine::open(tiny(dir.path())).unwrap();
+    let cf = engine.create_column_family("tmp").unwrap();
+    let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite).unwrap();
+    for i in 0..300 {
+        tx.put(format!("k{i}").into_bytes(), vec![7; 100], None).unwrap();
+    }
+    tx.commit(WriteOptions::sync()).unwrap();
+    engine.flush_cf(&cf).unwrap();
+    let files = || std::fs::read_dir(dir.path().join("sst")).unwrap().count();
+    assert!(files() > 0);
+    engine.drop_column_family(cf.id()).unwrap();
+    assert_eq!(files(), 0);
+    drop(engine);
+    let engine = Engine::open(tiny(dir.path())).unwrap();
+    assert!(engine.get_column_family("tmp").is_none());
+}
+
+#[test]
+fn writes_stall_before_the_wal_when_flushes_fall_behind_and_recover() {
+    // A threaded engine whose flushes cannot keep up with a burst of large commits stalls some of them.
+    let dir = tmp();
+    let engine = Engine::open(
+        OpenOptions::local(dir.path())
+            .with_memtable_size_limit(4 << 10)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let cf = engine.get_column_family("default").unwrap();
+    let mut stalled = 0;
+    let mut committed = 0u32;
+    for i in 0..400u32 {
+        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+        tx.put(format!("k{i:05}").into_bytes(), vec![1; 3000], None)
+            .unwrap();
+        match tx.commit(WriteOptions::buffered()) {
+            Ok(()) => committed += 1,
+            Err(MidgeError::WriteStall(_)) => {
+                stalled += 1;
+                assert!(
+                    engine
+                        .wait_for_write_stall_clear(&cf, std::time::Duration::from_secs(20))
+                        .unwrap()
+                );
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let m = engine.get_runtime_metrics().unwrap();
+    assert_eq!(m.write_stalls_total, stalled);
+    assert_eq!(
+        all_rows(&engine).len() as u32,
+        committed,
+        "a stalled write never happened"
+    );
+}
