@@ -9,13 +9,28 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "MIDGE_CRASH_CHILD_DIR";
+/// When set, the child uses tiny memtables with inline flush/compaction, so kills land inside them.
+const LSM_ENV: &str = "MIDGE_CRASH_CHILD_LSM";
+
+fn child_options(dir: &str) -> OpenOptions {
+    let b = OpenOptions::local(dir);
+    let b = if std::env::var(LSM_ENV).is_ok() {
+        b.with_memtable_size_limit(8 << 10)
+            .with_l0_compaction_trigger(2)
+            .with_target_sst_size(16 << 10)
+            .executor(std::sync::Arc::new(cntryl_midge::runtime::InlineExecutor))
+    } else {
+        b
+    };
+    b.build().unwrap()
+}
 
 /// The writer half. Runs only when the parent re-executes this test binary with `--ignored`.
 #[test]
 #[ignore = "helper process for sigkill_during_sync_commits_loses_no_acknowledged_transaction"]
 fn crash_child_writer() {
     let dir = std::env::var(CHILD_ENV).expect("run by the parent test");
-    let engine = Engine::open(OpenOptions::local(&dir).build()).unwrap();
+    let engine = Engine::open(child_options(&dir)).unwrap();
     let start: u64 = {
         let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
         tx.scan(&Query::new()).unwrap().count() as u64 / 3
@@ -39,6 +54,15 @@ fn crash_child_writer() {
 
 #[test]
 fn sigkill_during_sync_commits_loses_no_acknowledged_transaction() {
+    sigkill_sweep(false);
+}
+
+#[test]
+fn sigkill_during_flush_and_compaction_loses_no_acknowledged_transaction() {
+    sigkill_sweep(true);
+}
+
+fn sigkill_sweep(lsm: bool) {
     let iterations: u64 = std::env::var("MIDGE_CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -62,6 +86,7 @@ fn sigkill_during_sync_commits_loses_no_acknowledged_transaction() {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, dir.path())
+            .env(if lsm { LSM_ENV } else { "MIDGE_CRASH_CHILD_PLAIN" }, "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -90,7 +115,7 @@ fn sigkill_during_sync_commits_loses_no_acknowledged_transaction() {
         if let Some(&last) = acks.last() {
             max_acked = Some(max_acked.map_or(last, |m| m.max(last)));
         }
-        let engine = Engine::open(OpenOptions::local(dir.path()).build()).unwrap();
+        let engine = Engine::open(child_options(dir.path().to_str().unwrap())).unwrap();
         let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
         let rows = tx.scan(&Query::new()).unwrap().try_collect().unwrap();
         assert_eq!(

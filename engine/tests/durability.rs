@@ -3,13 +3,13 @@
 //! bad directories or files produce typed errors.
 #![allow(clippy::disallowed_methods)] // tests drive real threads, files and clocks
 
+mod common;
+
 use cntryl_midge::prelude::*;
-use cntryl_midge::storage::memory::MemoryFs;
-use cntryl_midge::storage::{File, FileSystem, LockGuard, OpenMode, SharedFs};
+use cntryl_midge::storage::SharedFs;
 use cntryl_midge::{EngineHealth, RecoveryPolicy};
-use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -172,84 +172,11 @@ fn mid_log_corruption_fails_strict_and_salvage_keeps_the_verified_prefix() {
     }
 }
 
-/// A file system whose syncs start failing when told to.
-#[derive(Debug, Clone)]
-struct FlakyFs {
-    inner: MemoryFs,
-    fail: Arc<AtomicBool>,
-}
-
-#[derive(Debug)]
-struct FlakyFile {
-    inner: Arc<dyn File>,
-    fail: Arc<AtomicBool>,
-}
-
-impl File for FlakyFile {
-    fn read_at(&self, o: u64, b: &mut [u8]) -> io::Result<usize> {
-        self.inner.read_at(o, b)
-    }
-    fn write_at(&self, o: u64, d: &[u8]) -> io::Result<()> {
-        self.inner.write_at(o, d)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, l: u64) -> io::Result<()> {
-        self.inner.set_len(l)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        if self.fail.load(Ordering::SeqCst) {
-            Err(io::Error::other("injected EIO"))
-        } else {
-            self.inner.sync_data()
-        }
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.sync_data()
-    }
-}
-
-impl FileSystem for FlakyFs {
-    fn open(&self, p: &str, m: OpenMode) -> io::Result<Arc<dyn File>> {
-        Ok(Arc::new(FlakyFile {
-            inner: self.inner.open(p, m)?,
-            fail: self.fail.clone(),
-        }))
-    }
-    fn rename(&self, a: &str, b: &str) -> io::Result<()> {
-        self.inner.rename(a, b)
-    }
-    fn remove(&self, p: &str) -> io::Result<()> {
-        self.inner.remove(p)
-    }
-    fn list(&self, d: &str) -> io::Result<Vec<String>> {
-        self.inner.list(d)
-    }
-    fn mkdir_all(&self, d: &str) -> io::Result<()> {
-        self.inner.mkdir_all(d)
-    }
-    fn sync_dir(&self, d: &str) -> io::Result<()> {
-        self.inner.sync_dir(d)
-    }
-    fn exists(&self, p: &str) -> io::Result<bool> {
-        self.inner.exists(p)
-    }
-    fn lock(&self, p: &str) -> io::Result<Box<dyn LockGuard>> {
-        self.inner.lock(p)
-    }
-    fn describe(&self) -> String {
-        "flaky".into()
-    }
-}
-
 #[test]
 fn a_failed_fsync_is_never_acknowledged_and_poisons_the_engine() {
-    let fail = Arc::new(AtomicBool::new(false));
-    let fs: SharedFs = Arc::new(FlakyFs {
-        inner: MemoryFs::new(),
-        fail: fail.clone(),
-    });
+    let fault = common::FaultFs::new();
+    let fail = fault.fail_syncs.clone();
+    let fs: SharedFs = Arc::new(fault);
     let engine = Engine::open(OpenOptions::with_file_system(fs.clone()).build()).unwrap();
     put(&engine, "before", "1", WriteOptions::sync()).unwrap();
     fail.store(true, Ordering::SeqCst);

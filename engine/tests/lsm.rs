@@ -112,6 +112,17 @@ fn flush_and_compaction_keep_every_row_and_survive_reopen() {
     assert!(tx.get(b"key003999").unwrap().unwrap().starts_with(b"v2-"));
     let m = engine.get_runtime_metrics().unwrap();
     assert!(m.sst_bloom_checks_total > 0);
+    for i in (0..4000).step_by(13) {
+        let _ = tx.get(format!("key{i:06}").as_bytes()).unwrap();
+    }
+    let ra = engine.get_read_amp_metrics().unwrap();
+    let files = engine.get_runtime_metrics().unwrap().sst_count as f64;
+    assert!(ra.reads_total > 300);
+    assert!(ra.avg_ssts_per_read <= files, "{ra:?}");
+    assert!(
+        ra.avg_l0_ssts_per_read <= 3.0,
+        "L0 stays bounded by the trigger: {ra:?}"
+    );
     assert!(
         m.wal_recovery_records_replayed < 10,
         "reopen replays only the unflushed tail"
@@ -296,4 +307,74 @@ fn writes_stall_before_the_wal_when_flushes_fall_behind_and_recover() {
         committed,
         "a stalled write never happened"
     );
+}
+
+mod common;
+
+/// Fails every mutating I/O operation of a flush + full compaction in turn. Whatever fails, the engine never
+/// acknowledges a write it cannot keep, and reopening (the process-crash image) yields exactly the committed
+/// rows: the whole old file set or the whole new one.
+#[test]
+fn an_io_failure_at_any_publication_step_never_loses_or_invents_data() {
+    let rows = |engine: &Engine| all_rows(engine);
+    let open = |fs: &common::FaultFs| {
+        Engine::open(
+            OpenOptions::with_file_system(Arc::new(fs.clone()))
+                .with_memtable_size_limit(1 << 20)
+                .with_l0_compaction_trigger(2)
+                .with_target_sst_size(8 << 10)
+                .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
+                .build()
+                .unwrap(),
+        )
+    };
+    // Learn how many mutating operations the step performs.
+    let setup = |fs: &common::FaultFs| -> (Engine, Vec<(Bytes, Bytes)>) {
+        let engine = open(fs).unwrap();
+        let cf = engine.get_column_family("default").unwrap();
+        for round in 0..3u32 {
+            load(&engine, 300, round);
+            engine.flush_cf(&cf).unwrap();
+        }
+        load(&engine, 300, 9);
+        let expected = rows(&engine);
+        (engine, expected)
+    };
+    let probe = common::FaultFs::new();
+    let (engine, _) = setup(&probe);
+    let before = probe.ops();
+    engine
+        .flush_cf(&engine.get_column_family("default").unwrap())
+        .unwrap();
+    engine.compact_all().unwrap();
+    let total = probe.ops() - before;
+    assert!(total > 10, "the step must do real I/O ({total} ops)");
+    drop(engine);
+    for n in 0..total {
+        let fs = common::FaultFs::new();
+        let (engine, expected) = setup(&fs);
+        fs.arm(n);
+        let cf = engine.get_column_family("default").unwrap();
+        let result = engine.flush_cf(&cf).and_then(|()| engine.compact_all());
+        if result.is_err() {
+            // Nothing more is acknowledged after a failed durability step.
+            let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+            tx.put(b"late".to_vec(), b"x".to_vec(), None).unwrap();
+            assert!(
+                tx.commit(WriteOptions::sync()).is_err(),
+                "op {n}: acknowledged after a failure"
+            );
+        }
+        assert_eq!(rows(&engine), expected, "op {n}: live view changed");
+        drop(engine);
+        fs.disarm();
+        let engine = open(&fs).unwrap_or_else(|e| panic!("op {n}: reopen failed: {e}"));
+        assert_eq!(
+            rows(&engine),
+            expected,
+            "op {n}: recovered state differs ({result:?})"
+        );
+        let report = engine.verify_storage(std::time::Duration::from_secs(10)).unwrap();
+        assert!(report.problems.is_empty(), "op {n}: {:?}", report.problems);
+    }
 }

@@ -199,7 +199,21 @@ impl Engine {
 
     /// Read amplification of point reads so far.
     pub fn get_read_amp_metrics(&self) -> MidgeResult<ReadAmpMetricsSnapshot> {
-        Ok(ReadAmpMetricsSnapshot::default())
+        let c = &self.core.counters;
+        let reads = c.reads.load(Ordering::Relaxed);
+        let ssts = c.reads_ssts.load(Ordering::Relaxed);
+        let l0 = c.reads_l0.load(Ordering::Relaxed);
+        let blocks = self.core.sst_stats.blocks_read.load(Ordering::Relaxed);
+        let avg = |n: u64| if reads == 0 { 0.0 } else { n as f64 / reads as f64 };
+        Ok(ReadAmpMetricsSnapshot {
+            reads_total: reads,
+            ssts_touched_total: ssts,
+            l0_ssts_touched_total: l0,
+            blocks_read_total: blocks,
+            avg_ssts_per_read: avg(ssts),
+            avg_l0_ssts_per_read: avg(l0),
+            avg_blocks_per_read: avg(blocks),
+        })
     }
 
     /// Levels, files, live snapshots.

@@ -476,14 +476,19 @@ impl Core {
             let _c = lock(&self.commit);
             self.rotate_locked(&cf).map_err(|e| self.durability_failed(e))?;
         }
-        while self.flush_one(&cf)? {}
+        // A flush that cannot publish leaves memory growing and the WAL unreleasable; like a failed fsync it
+        // stops all acknowledgements until reopen (recovery replays the WAL).
+        while self.flush_one(&cf).map_err(|e| self.durability_failed(e))? {}
         Ok(())
     }
 
     /// Compacts every column family until the picker (with an L0 trigger of one file) finds nothing to do.
     pub(crate) fn compact_all(&self) -> MidgeResult<()> {
         for cf in self.list_cfs() {
-            while self.compact_once(&cf, true)? {}
+            while self
+                .compact_once(&cf, true)
+                .map_err(|e| self.durability_failed(e))?
+            {}
         }
         Ok(())
     }

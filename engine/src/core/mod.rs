@@ -102,6 +102,9 @@ pub(crate) struct Counters {
     pub stalls: AtomicU64,
     pub stalls_memory: AtomicU64,
     pub stalls_l0: AtomicU64,
+    pub reads: AtomicU64,
+    pub reads_ssts: AtomicU64,
+    pub reads_l0: AtomicU64,
 }
 
 /// Everything the engine shares between the facade, transactions and background work.

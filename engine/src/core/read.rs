@@ -11,6 +11,7 @@ use crate::types::{ColumnFamilyId, Entry, RangeTombstone, Seq};
 use bytes::Bytes;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// One consistent view of a column family's sources.
 struct View {
@@ -67,6 +68,10 @@ impl Core {
             if key < t.meta.smallest_key.as_ref() || key > t.meta.largest_key.as_ref() {
                 continue;
             }
+            self.counters.reads_ssts.fetch_add(1, Ordering::Relaxed);
+            if t.meta.level == 0 {
+                self.counters.reads_l0.fetch_add(1, Ordering::Relaxed);
+            }
             consider(
                 t.reader.get(key, snapshot)?,
                 t.reader.range_tombstones(),
@@ -74,6 +79,7 @@ impl Core {
                 &mut tomb,
             );
         }
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
         Ok((best, tomb))
     }
 

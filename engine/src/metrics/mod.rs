@@ -147,7 +147,9 @@ pub struct RuntimeMetricsSnapshot {
     pub intent_log_entries_replayed: u64,
 }
 
-/// Read amplification of successful point reads.
+/// Read amplification of point lookups (reads and conflict probes). `ssts_touched` counts files whose key
+/// range and sequence could hold the key (the bloom filter may still rule them out without a block read);
+/// `blocks_read_total` counts data blocks read from storage by all reads (cache misses).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReadAmpMetricsSnapshot {
     /// Point reads served.
