@@ -378,3 +378,82 @@ fn an_io_failure_at_any_publication_step_never_loses_or_invents_data() {
         assert!(report.problems.is_empty(), "op {n}: {:?}", report.problems);
     }
 }
+
+#[test]
+fn ttl_range_deletes_and_tombstones_hide_rows_across_memtable_l0_and_deeper_levels() {
+    let dir = tmp();
+    let clock = cntryl_midge::ManualClock::new(1_000_000);
+    let engine = Engine::open(
+        OpenOptions::local(dir.path())
+            .with_memtable_size_limit(16 << 10)
+            .with_l0_compaction_trigger(3)
+            .ttl_clock(clock.clone())
+            .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let cf = engine.get_column_family("default").unwrap();
+    let put = |k: &str, ttl: Option<u64>| {
+        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+        tx.put(k.as_bytes().to_vec(), k.as_bytes().to_vec(), ttl).unwrap();
+        tx.commit(WriteOptions::sync()).unwrap();
+    };
+    // Deep level: short and long TTLs, a plain value, rows to be range-deleted and point-deleted later.
+    for i in 0..50 {
+        put(&format!("deep-short-{i:02}"), Some(5));
+        put(&format!("deep-long-{i:02}"), Some(3600));
+        put(&format!("deep-plain-{i:02}"), None);
+    }
+    engine.flush_cf(&cf).unwrap();
+    engine.compact_all().unwrap();
+    // L0: more TTL rows and deletes covering deep rows.
+    for i in 0..20 {
+        put(&format!("l0-short-{i:02}"), Some(5));
+    }
+    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    tx.delete_range(b"deep-plain-10".to_vec(), b"deep-plain-20".to_vec())
+        .unwrap();
+    tx.delete(b"deep-long-00".to_vec()).unwrap();
+    tx.commit(WriteOptions::sync()).unwrap();
+    engine.flush_cf(&cf).unwrap();
+    // Memtable: overwrite a short-TTL deep row with a permanent value.
+    put("deep-short-07", None);
+    clock.advance_millis(6_000);
+    let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    let fwd: Vec<String> = tx
+        .scan(&Query::new())
+        .unwrap()
+        .try_collect()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+        .collect();
+    let mut want: Vec<String> = (1..50).map(|i| format!("deep-long-{i:02}")).collect();
+    want.extend(
+        (0..50)
+            .filter(|i| !(10..20).contains(i))
+            .map(|i| format!("deep-plain-{i:02}")),
+    );
+    want.push("deep-short-07".into());
+    want.sort();
+    assert_eq!(fwd, want);
+    let mut rev: Vec<String> = tx
+        .scan(&Query::new().reverse())
+        .unwrap()
+        .try_collect()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+        .collect();
+    rev.reverse();
+    assert_eq!(rev, want);
+    assert_eq!(tx.get(b"deep-short-03").unwrap(), None, "expired in a deep level");
+    assert_eq!(tx.get(b"l0-short-03").unwrap(), None, "expired in L0");
+    assert_eq!(tx.get(b"deep-plain-15").unwrap(), None, "range-deleted");
+    drop(tx);
+    // Compaction may now drop the expired and deleted versions physically; the view is unchanged.
+    engine.compact_all().unwrap();
+    let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    assert_eq!(tx.scan(&Query::new()).unwrap().count(), want.len());
+}
