@@ -362,7 +362,7 @@ fn run(ops: Vec<Op>, local: bool, policy: ConflictPolicy, shape: Shape) -> Resul
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn model_in_memory_last_write_wins(ops in prop::collection::vec(op(), 1..60)) {

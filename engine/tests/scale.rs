@@ -120,7 +120,10 @@ fn loading_many_small_keys_stays_within_the_memory_budget_with_bounded_l0_and_re
         l0_files(&engine) < 4,
         "background compaction drained L0 below its trigger"
     );
-    assert!((max_l0 as f64) < ceiling, "L0 stays bounded: {max_l0}");
+    assert!(
+        (max_l0 as f64) <= ceiling,
+        "L0 stays bounded by the stall ceiling: {max_l0}"
+    );
     assert!(
         ra.avg_ssts_per_read <= ceiling + levels,
         "read amplification is bounded: {ra:?}"

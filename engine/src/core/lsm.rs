@@ -139,6 +139,9 @@ impl Core {
     /// Flushes the oldest frozen memtable of `cf`, if any. Returns whether one was flushed.
     pub(crate) fn flush_one(&self, cf: &Arc<CfState>) -> MidgeResult<bool> {
         let _guard = lock(&self.flush_lock);
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         let mem = {
             let v = cf.mems.read().unwrap_or_else(|p| p.into_inner());
             match v.immutable.first() {
@@ -261,8 +264,11 @@ impl Core {
 
     /// Runs one compaction step for `cf` if the picker finds work. Returns whether anything changed.
     pub(crate) fn compact_once(&self, cf: &Arc<CfState>, force_l0: bool) -> MidgeResult<bool> {
-        self.check_writable()?;
         let _guard = lock(&self.compaction_lock);
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.check_writable()?;
         let tables: Vec<Arc<Table>> = cf.mems.read().unwrap_or_else(|p| p.into_inner()).tables.clone();
         let metas: Vec<FileMeta> = tables.iter().map(|t| t.meta.clone()).collect();
         let choice = choose(&metas, &self.picker_config(force_l0), &BTreeSet::new());
@@ -417,6 +423,9 @@ impl Core {
 
     /// Flushes every frozen memtable of `cf`, then compacts while the picker finds work (if enabled).
     pub(crate) fn background_work(&self, cf: &Arc<CfState>) -> MidgeResult<()> {
+        if self.closing.load(Ordering::Acquire) {
+            return Ok(());
+        }
         while self.flush_one(cf)? {}
         if self.opts.background_compaction {
             while self.compact_once(cf, false)? {}

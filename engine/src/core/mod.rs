@@ -518,6 +518,10 @@ impl Core {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // Never release the directory lock while a flush or compaction may still write: wait for the one in
+        // flight (they hold these locks while writing); later ones see `closed` and stand down.
+        let _flush = lock(&self.flush_lock);
+        let _compaction = lock(&self.compaction_lock);
         let r = if self.is_poisoned() {
             Ok(())
         } else {
