@@ -129,6 +129,7 @@
 #![warn(missing_docs)]
 
 mod api;
+mod cloud;
 mod codec;
 mod compaction;
 mod core;
@@ -157,8 +158,8 @@ pub use metrics::{
     StorageVerificationReport,
 };
 pub use options::{
-    BlockCachePolicy, DurabilityPolicy, Goal, IntoOpenOptions, MemoryBudget, OpenOptions, OpenOptionsBuilder,
-    RecoveryPolicy, Storage, WorkloadProfile, WriteOptions,
+    BlockCachePolicy, CloudCache, DurabilityPolicy, Goal, IntoOpenOptions, MemoryBudget, OpenOptions,
+    OpenOptionsBuilder, RecoveryPolicy, Storage, WorkloadProfile, WriteOptions,
 };
 pub use runtime::{Clock, ManualClock, SystemClock};
 pub use txn::{ConflictPolicy, TransactionMode};

@@ -313,6 +313,7 @@ pub struct Transaction {
 impl Transaction {
     fn begin(core: Arc<Core>, cf: ColumnFamilyId, mode: TransactionMode) -> MidgeResult<Transaction> {
         core.check_open()?;
+        core.check_fenced()?;
         if core.cf(cf).is_none() {
             return Err(MidgeError::InvalidArgument(format!("unknown column family {cf}")));
         }
@@ -438,6 +439,7 @@ impl Transaction {
     /// Reads `key`: this transaction's own latest write if any, else the snapshot. Missing keys are `Ok(None)`.
     pub fn get(&self, key: &[u8]) -> MidgeResult<Option<Bytes>> {
         self.core.check_open()?;
+        self.core.check_fenced()?;
         if let Own::Value(v) = self.writes.own(key) {
             return Ok(v);
         }

@@ -123,6 +123,10 @@ impl Core {
             return Ok(None);
         }
         let sm = w.finish()?;
+        if let Some(cloud) = &self.cloud {
+            // The object store is the source of truth: an SST is uploaded before any edit publishes it.
+            cloud.upload_sst(&self.fs, id)?;
+        }
         Ok(Some(FileMeta {
             id,
             cf,
@@ -179,9 +183,7 @@ impl Core {
             last_seq: Some(mem.max_seq()),
             ..Default::default()
         };
-        lock(&self.manifest)
-            .apply(edit)
-            .map_err(|e| self.durability_failed(e))?;
+        self.apply_edit(&mut lock(&self.manifest), edit)?;
         {
             let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
             v.tables.extend(tables);
@@ -289,9 +291,7 @@ impl Core {
                     add_files: moved.clone(),
                     ..Default::default()
                 };
-                lock(&self.manifest)
-                    .apply(edit)
-                    .map_err(|e| self.durability_failed(e))?;
+                self.apply_edit(&mut lock(&self.manifest), edit)?;
                 let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
                 for t in v.tables.iter_mut() {
                     if let Some(m) = moved.iter().find(|m| m.id == t.meta.id) {
@@ -375,9 +375,7 @@ impl Core {
                     add_files: outputs,
                     ..Default::default()
                 };
-                lock(&self.manifest)
-                    .apply(edit)
-                    .map_err(|e| self.durability_failed(e))?;
+                self.apply_edit(&mut lock(&self.manifest), edit)?;
                 {
                     let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
                     v.tables.retain(|t| !ids.contains(&t.meta.id));

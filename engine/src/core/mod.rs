@@ -136,6 +136,10 @@ pub(crate) struct Core {
     pub sst_stats: Arc<crate::sst::SstStats>,
     flush_lock: Mutex<()>,
     compaction_lock: Mutex<()>,
+    /// Cloud-backed storage, when configured.
+    pub cloud: Option<crate::cloud::Cloud>,
+    /// Serialises sealing + upload + catalog publication (cloud group commit).
+    cloud_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Core {
@@ -167,10 +171,21 @@ impl Core {
 
     pub fn check_writable(&self) -> MidgeResult<()> {
         self.check_open()?;
+        self.check_fenced()?;
         if let Some(p) = lock(&self.poison).as_ref() {
             return Err(MidgeError::Poisoned(p.clone()));
         }
         Ok(())
+    }
+
+    /// `Fenced` once another writer took the cloud lease.
+    pub fn check_fenced(&self) -> MidgeResult<()> {
+        match &self.cloud {
+            Some(c) if c.is_fenced() => Err(MidgeError::Fenced(
+                "another writer holds the lease; this engine can no longer read or write".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Stops all acknowledgements until reopen.
@@ -198,7 +213,8 @@ impl Core {
             _ => {}
         }
         self.poison(&e.to_string());
-        if matches!(e, MidgeError::Poisoned(_)) {
+        // A fenced writer stays `Fenced` (its own severity class); everything else becomes `Poisoned`.
+        if matches!(e, MidgeError::Poisoned(_) | MidgeError::Fenced(_)) {
             e
         } else {
             MidgeError::Poisoned(e.to_string())
@@ -236,12 +252,45 @@ impl Core {
     }
 
     fn check_policy(&self, opts: WriteOptions) -> MidgeResult<()> {
-        match opts.policy() {
-            DurabilityPolicy::Sync | DurabilityPolicy::Buffered | DurabilityPolicy::BestEffort => Ok(()),
-            DurabilityPolicy::CloudAsync | DurabilityPolicy::CloudStrict => Err(MidgeError::InvalidArgument(
+        use DurabilityPolicy::*;
+        match (opts.policy(), self.cloud.is_some()) {
+            (BestEffort, _) | (Sync | Buffered, false) | (CloudAsync | CloudStrict, true) => Ok(()),
+            (CloudAsync | CloudStrict, false) => Err(MidgeError::InvalidArgument(
                 "cloud durability modes need cloud storage; use sync(), buffered() or best_effort()".into(),
             )),
+            (Sync | Buffered, true) => Err(MidgeError::InvalidArgument(
+                "cloud storage commits use cloud_strict(), cloud_async() or best_effort()".into(),
+            )),
         }
+    }
+
+    /// Applies a manifest edit durably and, on cloud storage, mirrors the new manifest before returning.
+    pub(crate) fn apply_edit(&self, m: &mut crate::manifest::Manifest, edit: Edit) -> MidgeResult<()> {
+        m.apply(edit).map_err(|e| self.durability_failed(e))?;
+        if let Some(cloud) = &self.cloud {
+            cloud
+                .upload_manifest(bytes::Bytes::from(m.snapshot_bytes()))
+                .map_err(|e| self.durability_failed(e))?;
+        }
+        Ok(())
+    }
+
+    /// Cloud group commit: seals the WAL through `lsn`, uploads and reads back every sealed segment, and
+    /// publishes them in the catalog. Returns once `lsn` is covered by a published segment.
+    pub(crate) fn cloud_sync(&self, lsn: u64) -> MidgeResult<()> {
+        let Some(cloud) = &self.cloud else { return Ok(()) };
+        if cloud.durable_lsn.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        let _g = lock(&self.cloud_lock);
+        if cloud.durable_lsn.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        let target = self.wal.appended_lsn();
+        self.wal.rotate()?;
+        cloud.publish_sealed(&self.fs, &self.wal.sealed_segments())?;
+        cloud.durable_lsn.fetch_max(target, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Commits a write set atomically with one contiguous sequence range.
@@ -269,8 +318,12 @@ impl Core {
         if ops.is_empty() {
             drop(c);
             // Assertion-only or empty commits allocate no sequence but honour the durability barrier.
-            if policy == DurabilityPolicy::Sync {
-                self.wal.sync_all().map_err(|e| self.durability_failed(e))?;
+            match policy {
+                DurabilityPolicy::Sync => self.wal.sync_all().map_err(|e| self.durability_failed(e))?,
+                DurabilityPolicy::CloudStrict => self
+                    .cloud_sync(self.wal.appended_lsn())
+                    .map_err(|e| self.durability_failed(e))?,
+                _ => {}
             }
             return Ok(());
         }
@@ -299,6 +352,17 @@ impl Core {
         drop(c);
         let durable = match policy {
             DurabilityPolicy::Sync if !cfg!(feature = "canary-ack-before-sync") => self.wal.sync_to(lsn),
+            DurabilityPolicy::CloudStrict if !cfg!(feature = "canary-ack-before-sync") => {
+                self.cloud_sync(lsn)
+            }
+            DurabilityPolicy::CloudAsync
+                if self.wal.buffered_sync_due(
+                    self.opts.cloud_seal_bytes,
+                    self.opts.cloud_seal_delay.as_nanos() as u64,
+                ) =>
+            {
+                self.cloud_sync(lsn)
+            }
             DurabilityPolicy::Buffered
                 if self.wal.buffered_sync_due(
                     self.opts.buffered_sync_bytes,
@@ -449,7 +513,7 @@ impl Core {
             next_cf_id: Some(id + 1),
             ..Default::default()
         };
-        m.apply(edit).map_err(|e| self.durability_failed(e))?;
+        self.apply_edit(&mut m, edit)?;
         let cf = Arc::new(CfState::new(id, name.to_string()));
         self.cfs
             .write()
@@ -489,7 +553,7 @@ impl Core {
             remove_files: files.clone(),
             ..Default::default()
         };
-        m.apply(edit).map_err(|e| self.durability_failed(e))?;
+        self.apply_edit(&mut m, edit)?;
         drop(m);
         self.cfs.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
         // Live readers keep their open handles; a crash before these removals leaves orphans, removed at open.
@@ -524,6 +588,8 @@ impl Core {
         let _compaction = lock(&self.compaction_lock);
         let r = if self.is_poisoned() {
             Ok(())
+        } else if self.cloud.is_some() {
+            self.cloud_sync(self.wal.appended_lsn())
         } else {
             self.wal.sync_all()
         };
@@ -570,6 +636,15 @@ impl Core {
             wal_current_segment_id: self.wal.active_segment_id(),
             wal_pending_bytes: self.wal.appended_lsn() - self.wal.synced_lsn(),
             wal_local_durable_seq: self.counters.durable_seq.load(Ordering::Relaxed),
+            wal_cloud_durable_seq: self
+                .cloud
+                .as_ref()
+                .map_or(0, |c| c.durable_seq.load(Ordering::Relaxed)),
+            cloud_wal_segments_uploaded: self
+                .cloud
+                .as_ref()
+                .map_or(0, |c| c.uploads.load(Ordering::Relaxed)),
+            cloud_object_puts_total: self.cloud.as_ref().map_or(0, |c| c.puts.load(Ordering::Relaxed)),
             wal_segments: self.wal.segment_count() as u64,
             active_snapshots: self.snapshots.count() as u64,
             oldest_snapshot_age_seconds: snaps
@@ -643,8 +718,16 @@ pub(crate) fn start_background(core: &Arc<Core>) {
                 if c.closed.load(Ordering::Acquire) {
                     return;
                 }
-                if !c.is_poisoned()
-                    && c.wal.buffered_sync_due(1, interval.as_nanos() as u64)
+                let due = |bytes: u64, age: std::time::Duration| {
+                    !c.is_poisoned() && c.wal.buffered_sync_due(bytes, age.as_nanos() as u64)
+                };
+                if c.cloud.is_some() {
+                    if due(1, c.opts.cloud_seal_delay)
+                        && let Err(e) = c.cloud_sync(c.wal.appended_lsn())
+                    {
+                        c.poison(&e.to_string());
+                    }
+                } else if due(1, interval)
                     && let Err(e) = c.wal.sync_all()
                 {
                     c.poison(&e.to_string());

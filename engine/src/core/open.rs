@@ -1,6 +1,7 @@
 //! Open and recovery: lock → format marker → manifest → WAL replay → fresh manifest snapshot → new WAL segment.
 
 use super::{CfState, CommitState, Core, Counters, Visibility, apply_record, lock};
+use crate::cloud::Cloud;
 use crate::error::{MidgeError, MidgeResult};
 use crate::manifest::{self, CURRENT, Manifest, ManifestState};
 use crate::metrics::RecoveryMetricsSnapshot;
@@ -38,9 +39,21 @@ pub(crate) fn file_system(opts: &OpenOptions) -> MidgeResult<SharedFs> {
             })?;
             Arc::new(fs)
         }
-        Storage::Custom { fs } => {
+        Storage::Custom { fs }
+        | Storage::Cloud {
+            local: crate::options::CloudCache::Fs(fs),
+            ..
+        } => {
             fs.mkdir_all("").map_err(io("create database root"))?;
             fs.clone()
+        }
+        Storage::Cloud {
+            local: crate::options::CloudCache::Path(path),
+            ..
+        } => {
+            let fs = LocalFs::new(path.clone());
+            crate::storage::FileSystem::mkdir_all(&fs, "").map_err(io("create cache directory"))?;
+            Arc::new(fs)
         }
     })
 }
@@ -58,6 +71,7 @@ pub(crate) fn check_format(fs: &SharedFs) -> MidgeResult<Option<u32>> {
                     || n.starts_with("MANIFEST-")
                     || n.as_str() == WAL_DIR
                     || n.as_str() == SST_DIR
+                    || n.as_str() == crate::cloud::CACHE_EPOCH
                     || n.ends_with(".tmp"))
             })
             .collect();
@@ -128,6 +142,10 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
             MidgeError::from_io("lock database", e)
         }
     })?;
+    let attached = match &opts.storage {
+        Storage::Cloud { store, prefix, .. } => Some(Cloud::attach(&fs, store.clone(), prefix)?),
+        _ => None,
+    };
     if check_format(&fs)?.is_none() {
         create(&fs)?;
     }
@@ -150,7 +168,18 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         Ok(())
     })?;
     let last_seq = report.max_seq.max(state.last_seq);
+    let (cloud, mut fetched) = match attached {
+        Some((c, r)) => (Some(c), r),
+        None => (None, Default::default()),
+    };
+    if let Some(c) = &cloud {
+        let ids: Vec<u64> = state.files.keys().copied().collect();
+        c.restore_ssts(&fs, &ids, &mut fetched)?;
+    }
     let manifest = Manifest::create(fs.clone(), loaded.number + 1, state, Some(loaded.number))?;
+    if let Some(c) = &cloud {
+        c.upload_manifest(bytes::Bytes::from(manifest.snapshot_bytes()))?;
+    }
     manifest::remove_stale(&fs, manifest.number())?;
     let wal = Wal::create(
         fs.clone(),
@@ -173,6 +202,10 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         intent_log_replay_runs: u64::from(orphans > 0),
         intent_log_entries_replayed: orphans,
         salvage_report: report.salvaged.clone(),
+        cloud_wal_segments_fetched: fetched.segments_fetched,
+        cloud_ssts_fetched: fetched.ssts_fetched,
+        cloud_bytes_fetched: fetched.bytes_fetched,
+        cloud_manifest_fetched: fetched.manifest_fetched,
     };
     let executor = opts.executor.clone().unwrap_or_else(default_executor);
     let block_cache = Arc::new(crate::sst::BlockCache::new(opts.block_cache_bytes));
@@ -182,6 +215,8 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         sst_stats: Arc::default(),
         flush_lock: Mutex::new(()),
         compaction_lock: Mutex::new(()),
+        cloud,
+        cloud_lock: Mutex::new(()),
         clock: opts.ttl_clock.clone(),
         executor,
         in_memory,

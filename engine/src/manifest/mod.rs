@@ -439,6 +439,11 @@ impl Manifest {
         &self.state
     }
 
+    /// The whole state as one manifest file image (a single snapshot frame), for mirroring.
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        encode_frame(&self.state.snapshot_edit().encode())
+    }
+
     /// Makes `edit` durable, then applies it. On error nothing was applied in memory; an fsync error means the
     /// caller must poison the engine (the edit may or may not be on disk).
     pub fn apply(&mut self, edit: Edit) -> MidgeResult<()> {

@@ -40,6 +40,14 @@ pub struct RecoveryMetricsSnapshot {
     pub orphan_files_removed: u64,
     /// Set when Salvage dropped a corrupt WAL suffix (what and where).
     pub salvage_report: Option<String>,
+    /// Cloud: WAL segments downloaded because the cache lacked them.
+    pub cloud_wal_segments_fetched: u64,
+    /// Cloud: SSTs downloaded because the cache lacked them.
+    pub cloud_ssts_fetched: u64,
+    /// Cloud: bytes downloaded during recovery.
+    pub cloud_bytes_fetched: u64,
+    /// Cloud: whether the manifest was restored from the object store.
+    pub cloud_manifest_fetched: bool,
 }
 
 /// What the engine is doing now. Counters are totals since open.
@@ -71,6 +79,12 @@ pub struct RuntimeMetricsSnapshot {
     pub wal_pending_bytes: u64,
     /// Highest sequence covered by a completed WAL fsync.
     pub wal_local_durable_seq: u64,
+    /// Cloud: highest sequence in a published (uploaded, read back, catalogued) WAL segment.
+    pub wal_cloud_durable_seq: u64,
+    /// Cloud: WAL segments uploaded and catalogued.
+    pub cloud_wal_segments_uploaded: u64,
+    /// Cloud: object PUTs issued (WAL, catalog, SSTs, manifest, lease).
+    pub cloud_object_puts_total: u64,
     /// WAL segment files on disk.
     pub wal_segments: u64,
     /// Live snapshots (transactions).

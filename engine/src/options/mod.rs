@@ -27,6 +27,33 @@ pub enum Storage {
         /// The backend.
         fs: SharedFs,
     },
+    /// Cloud-backed: the object store is the source of truth; `local` is a working cache.
+    Cloud {
+        /// The local cache directory (or file system).
+        local: CloudCache,
+        /// The object store.
+        store: crate::storage::object::SharedObjectStore,
+        /// Key prefix for every object of this database.
+        prefix: String,
+    },
+}
+
+/// Where a cloud-backed database keeps its local working cache.
+#[derive(Clone)]
+pub enum CloudCache {
+    /// A local directory.
+    Path(PathBuf),
+    /// Any file system (a WASI host import, the crash simulator…).
+    Fs(SharedFs),
+}
+
+impl fmt::Debug for CloudCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloudCache::Path(p) => p.fmt(f),
+            CloudCache::Fs(fs) => f.write_str(&fs.describe()),
+        }
+    }
 }
 
 impl fmt::Debug for Storage {
@@ -35,6 +62,11 @@ impl fmt::Debug for Storage {
             Storage::InMemory => f.write_str("InMemory"),
             Storage::Local { path } => f.debug_struct("Local").field("path", path).finish(),
             Storage::Custom { fs } => f.debug_struct("Custom").field("fs", &fs.describe()).finish(),
+            Storage::Cloud { local, prefix, .. } => f
+                .debug_struct("Cloud")
+                .field("local", local)
+                .field("prefix", prefix)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -130,6 +162,8 @@ pub struct OpenOptions {
     pub(crate) wal_segment_bytes: u64,
     pub(crate) buffered_sync_interval: Duration,
     pub(crate) buffered_sync_bytes: u64,
+    pub(crate) cloud_seal_bytes: u64,
+    pub(crate) cloud_seal_delay: Duration,
     pub(crate) ttl_clock: Arc<dyn Clock>,
     pub(crate) executor: Option<Arc<dyn Executor>>,
 }
@@ -158,6 +192,50 @@ impl OpenOptions {
     pub fn with_file_system(fs: SharedFs) -> OpenOptionsBuilder {
         OpenOptionsBuilder::new(Storage::Custom { fs })
     }
+    /// A cloud-backed database on `store` under `prefix`, with a local cache directory. Commits use
+    /// `cloud_strict()`, `cloud_async()` or `best_effort()`.
+    pub fn cloud(
+        local_cache_path: impl Into<PathBuf>,
+        store: crate::storage::object::SharedObjectStore,
+        prefix: impl Into<String>,
+    ) -> OpenOptionsBuilder {
+        OpenOptionsBuilder::new(Storage::Cloud {
+            local: CloudCache::Path(local_cache_path.into()),
+            store,
+            prefix: prefix.into(),
+        })
+    }
+
+    /// A cloud-backed database whose "bucket" is a local directory (deterministic tests and experiments).
+    pub fn cloud_simulated(
+        local_cache_path: impl Into<PathBuf>,
+        bucket: impl Into<PathBuf>,
+        prefix: impl Into<String>,
+    ) -> OpenOptionsBuilder {
+        let bucket = crate::storage::local::LocalFs::new(bucket.into());
+        let store = crate::storage::object::FsObjectStore::new(std::sync::Arc::new(bucket));
+        OpenOptions::cloud(local_cache_path, std::sync::Arc::new(store), prefix)
+    }
+
+    /// A cloud-backed database whose local cache is any file system (the component's host import, the
+    /// simulator).
+    pub fn cloud_with_file_system(
+        local: SharedFs,
+        store: crate::storage::object::SharedObjectStore,
+        prefix: impl Into<String>,
+    ) -> OpenOptionsBuilder {
+        OpenOptionsBuilder::new(Storage::Cloud {
+            local: CloudCache::Fs(local),
+            store,
+            prefix: prefix.into(),
+        })
+    }
+
+    /// True for cloud-backed storage.
+    pub fn is_cloud(&self) -> bool {
+        matches!(self.storage, Storage::Cloud { .. })
+    }
+
     /// Where the database lives.
     pub fn storage(&self) -> &Storage {
         &self.storage
@@ -461,6 +539,8 @@ impl OpenOptionsBuilder {
             wal_segment_bytes,
             buffered_sync_interval: Duration::from_millis(100),
             buffered_sync_bytes: 1 << 20,
+            cloud_seal_bytes: 16 << 20,
+            cloud_seal_delay: Duration::from_millis(500),
             ttl_clock: self.ttl_clock,
             executor: self.executor,
         })

@@ -178,7 +178,6 @@ impl SnapshotRegistry {
     }
 
     /// The oldest pinned sequence, if any (the garbage-collection horizon for compaction).
-    #[allow(dead_code)]
     pub fn oldest(&self) -> Option<Seq> {
         self.pins
             .lock()

@@ -382,8 +382,7 @@ impl Wal {
         Ok(lsn)
     }
 
-    /// Seals the active segment (fsync) and starts a new one.
-    #[allow(dead_code)] // driven by memtable flush, which releases covered segments Everything appended so far becomes durable.
+    /// Seals the active segment (fsync) and starts a new one. Everything appended so far becomes durable.
     pub fn rotate(&self) -> MidgeResult<()> {
         let mut a = lock(&self.active);
         if a.len == 0 {
@@ -498,7 +497,6 @@ impl Wal {
         lock(&self.active).id
     }
 
-    #[allow(dead_code)] // driven by memtable flush
     /// Deletes sealed segments whose every record is at or below `flushed` (covered by published SSTs).
     /// Returns how many were removed.
     pub fn release_upto(&self, flushed: Seq) -> MidgeResult<usize> {
@@ -523,6 +521,16 @@ impl Wal {
                 .map_err(|e| MidgeError::from_io("sync wal dir", e))?;
         }
         Ok(victims.len())
+    }
+
+    /// Sealed segments (below the active one) with the highest sequence each holds.
+    pub fn sealed_segments(&self) -> Vec<(u64, Seq)> {
+        let active = self.active_segment_id();
+        lock(&self.segments)
+            .iter()
+            .filter(|(id, _)| **id < active)
+            .map(|(id, m)| (*id, *m))
+            .collect()
     }
 
     /// Number of WAL segment files (sealed + active).
