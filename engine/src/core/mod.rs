@@ -711,7 +711,7 @@ pub(crate) fn start_background(core: &Arc<Core>) {
     let weak = Arc::downgrade(core);
     let interval = core.opts.buffered_sync_interval;
     core.executor.spawn(
-        "wal-sync",
+        "wal-sync-ticker",
         Box::new(move || {
             loop {
                 let Some(c) = weak.upgrade() else { return };

@@ -96,12 +96,21 @@ pub trait Executor: Send + Sync + Debug {
     fn sleep(&self, d: Duration);
 }
 
-/// Runs every job on a fresh named OS thread.
+/// Runs background jobs on one long-lived worker thread per executor (flush and compaction are serialised, as
+/// the engine expects), plus a dedicated thread for each periodic job named `*-ticker`. The worker exits when
+/// the executor is dropped.
 #[derive(Debug, Default)]
-pub struct ThreadExecutor;
+pub struct ThreadExecutor {
+    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+}
 
-impl Executor for ThreadExecutor {
-    fn spawn(&self, name: &str, job: Job) {
+impl ThreadExecutor {
+    /// A new executor; its worker starts with the first job.
+    pub fn new() -> ThreadExecutor {
+        ThreadExecutor::default()
+    }
+
+    fn start(name: &str, job: Job) {
         let spawned = std::thread::Builder::new()
             .name(format!("midge-{name}"))
             .spawn(job);
@@ -109,6 +118,34 @@ impl Executor for ThreadExecutor {
             // Thread exhaustion: surface it in logs; the job is lost, callers treat work as not done.
             tracing::error!("failed to spawn background thread {name}: {e}");
         }
+    }
+}
+
+impl Executor for ThreadExecutor {
+    fn spawn(&self, name: &str, job: Job) {
+        if name.ends_with("-ticker") {
+            ThreadExecutor::start(name, job);
+            return;
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let job = match q.as_ref() {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        ThreadExecutor::start(
+            "worker",
+            Box::new(move || {
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            }),
+        );
+        let _ = tx.send(job);
+        *q = Some(tx);
     }
     fn is_inline(&self) -> bool {
         false
@@ -140,7 +177,7 @@ pub fn default_executor() -> Arc<dyn Executor> {
     }
     #[cfg(not(target_family = "wasm"))]
     {
-        Arc::new(ThreadExecutor)
+        Arc::new(ThreadExecutor::new())
     }
 }
 
