@@ -1,0 +1,165 @@
+//! Midge, natively, through its public API only.
+
+use super::{Caps, Counters, Durability, KvEngine, KvRead, Op};
+use anyhow::Result;
+use cntryl_midge::prelude::*;
+use cntryl_midge::{Bytes, ColumnFamilyHandle};
+use std::path::Path;
+use std::sync::RwLock;
+use std::time::Duration;
+
+pub struct MidgeKv {
+    // `shutdown` needs `&mut Engine`; readers and writers share the read side (Engine is Send + Sync).
+    engine: RwLock<Option<Engine>>,
+    cf: ColumnFamilyHandle,
+}
+
+impl MidgeKv {
+    pub fn open(dir: &Path) -> Result<MidgeKv> {
+        let engine = Engine::open(OpenOptions::local(dir).build())?;
+        let cf = engine
+            .get_column_family("default")
+            .ok_or_else(|| anyhow::anyhow!("no default column family"))?;
+        Ok(MidgeKv {
+            engine: RwLock::new(Some(engine)),
+            cf,
+        })
+    }
+
+    fn with_engine<T>(&self, f: impl FnOnce(&Engine) -> Result<T>) -> Result<T> {
+        let guard = self
+            .engine
+            .read()
+            .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
+        f(guard.as_ref().ok_or_else(|| anyhow::anyhow!("engine closed"))?)
+    }
+}
+
+struct MidgeRead<'a> {
+    tx: &'a Transaction,
+}
+
+impl KvRead for MidgeRead<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<usize>> {
+        Ok(self.tx.get(key)?.map(|v| v.len()))
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<usize> {
+        let mut q = Query::new().start_key(Bytes::copy_from_slice(start));
+        if let Some(e) = end {
+            q = q.end_key(Bytes::copy_from_slice(e));
+        }
+        if limit != usize::MAX {
+            q = q.limit(limit);
+        }
+        if reverse {
+            q = q.reverse();
+        }
+        drain(self.tx.scan(&q)?, visit)
+    }
+
+    fn prefix(&self, prefix: &[u8], limit: usize, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize> {
+        let mut q = Query::new().prefix(Bytes::copy_from_slice(prefix));
+        if limit != usize::MAX {
+            q = q.limit(limit);
+        }
+        drain(self.tx.scan(&q)?, visit)
+    }
+}
+
+fn drain(mut it: ScanIterator<'_>, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize> {
+    let mut n = 0;
+    for (k, v) in it.by_ref() {
+        visit(&k, &v);
+        n += 1;
+    }
+    it.status()?;
+    Ok(n)
+}
+
+impl KvEngine for MidgeKv {
+    fn caps(&self) -> Caps {
+        Caps {
+            sync: true,
+            delete_range: true,
+            fsync_counter: true,
+        }
+    }
+
+    fn write(&self, ops: &[Op<'_>], durability: Durability) -> Result<()> {
+        self.with_engine(|e| {
+            let mut tx = e.begin_tx(self.cf.id(), TransactionMode::ReadWrite)?;
+            for op in ops {
+                match *op {
+                    Op::Put(k, v) => tx.put(k.to_vec(), v.to_vec(), None)?,
+                    Op::Delete(k) => tx.delete(k.to_vec())?,
+                    Op::DeleteRange(s, e) => tx.delete_range(s.to_vec(), e.to_vec())?,
+                }
+            }
+            tx.commit(match durability {
+                Durability::Sync => WriteOptions::sync(),
+                Durability::Buffered => WriteOptions::buffered(),
+            })?;
+            Ok(())
+        })
+    }
+
+    fn with_reader(&self, f: &mut dyn FnMut(&dyn KvRead) -> Result<()>) -> Result<()> {
+        self.with_engine(|e| {
+            let tx = e.begin_tx(self.cf.id(), TransactionMode::ReadOnly)?;
+            f(&MidgeRead { tx: &tx })?;
+            tx.rollback()?;
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        // `flush_cf` / `compact_all` land with the LSM storage issue; until then the memtable and WAL hold
+        // everything and "flush" makes the WAL durable.
+        self.with_engine(|e| Ok(e.sync_wal()?))
+    }
+
+    fn compact(&self) -> Result<()> {
+        self.flush()
+    }
+
+    fn counters(&self) -> Counters {
+        self.with_engine(|e| {
+            let m = e.get_runtime_metrics()?;
+            Ok(Counters {
+                fsyncs: m.wal_fsync_count,
+                wal_appends: m.wal_append_count,
+            })
+        })
+        .unwrap_or_default()
+    }
+
+    fn open_report(&self) -> serde_json::Value {
+        self.with_engine(|e| {
+            let r = e.get_recovery_metrics()?;
+            Ok(serde_json::json!({
+                "wal_recovery_records_replayed": r.wal_recovery_records_replayed,
+                "wal_recovery_bytes_replayed": r.wal_recovery_bytes_replayed,
+            }))
+        })
+        .unwrap_or(serde_json::Value::Null)
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        let mut guard = self
+            .engine
+            .write()
+            .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
+        if let Some(mut e) = guard.take() {
+            e.shutdown(Duration::from_secs(30))?;
+        }
+        Ok(())
+    }
+}
