@@ -159,7 +159,7 @@ fn run_parent(cli: &Cli) -> Result<()> {
     };
     let names = workloads::workload_names(&p);
     let bar = ProgressBar::with_draw_target(
-        Some(1 + (kinds.len() * names.len()) as u64),
+        Some(2 + (kinds.len() * names.len()) as u64),
         ProgressDrawTarget::stderr(),
     );
     bar.set_style(
@@ -194,15 +194,16 @@ fn run_parent(cli: &Cli) -> Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+    bar.set_message("device probe (again)");
+    let device_end = device::probe(&data.join("probe"), p.probe_unit).context("device probe")?;
+    bar.inc(1);
     bar.finish_and_clear();
     if !cli.keep_data {
         let _ = std::fs::remove_dir_all(data.join("probe"));
         let _ = std::fs::remove_dir(&data);
     }
 
-    report::compute_ratios(&mut records, device.fsync_limit());
-    records.iter_mut().for_each(Record::sanitize);
-    let results = Results {
+    let mut results = Results {
         meta: Meta {
             started: sys::iso_utc(now),
             git_sha: sys::git_sha(),
@@ -214,10 +215,14 @@ fn run_parent(cli: &Cli) -> Result<()> {
             total_secs: started.elapsed().as_secs_f64(),
         },
         device,
+        device_end: Some(device_end),
         profile: p,
         engines: summaries,
         records,
     };
+    let limit = report::fsync_limit(&results);
+    report::compute_ratios(&mut results.records, limit);
+    results.records.iter_mut().for_each(Record::sanitize);
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&results)?)?;
     let md = report::markdown(&results);
     std::fs::write(out.join("summary.md"), &md)?;
