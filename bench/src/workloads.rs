@@ -148,6 +148,14 @@ impl Phase {
             r.write_amp =
                 Some(p1.write_bytes.saturating_sub(self.p0.write_bytes) as f64 / self.user_bytes as f64);
         }
+        for (name, before, after) in [
+            ("write_stalls", self.c0.stalls, c1.stalls),
+            ("compactions", self.c0.compactions, c1.compactions),
+        ] {
+            if after > before {
+                r.extra.insert(name.into(), (after - before).into());
+            }
+        }
         if e.caps().fsync_counter && fsyncs > 0 && self.commits > 0 {
             r.commits_per_fsync = Some(self.commits as f64 / fsyncs as f64);
             r.extra.insert("fsyncs".into(), fsyncs.into());

@@ -35,6 +35,23 @@ impl MidgeKv {
     }
 }
 
+impl MidgeKv {
+    fn commit_once(&self, e: &Engine, ops: &[Op<'_>], durability: Durability) -> MidgeResult<()> {
+        let mut tx = e.begin_tx(self.cf.id(), TransactionMode::ReadWrite)?;
+        for op in ops {
+            match *op {
+                Op::Put(k, v) => tx.put(k.to_vec(), v.to_vec(), None)?,
+                Op::Delete(k) => tx.delete(k.to_vec())?,
+                Op::DeleteRange(s, e) => tx.delete_range(s.to_vec(), e.to_vec())?,
+            }
+        }
+        tx.commit(match durability {
+            Durability::Sync => WriteOptions::sync(),
+            Durability::Buffered => WriteOptions::buffered(),
+        })
+    }
+}
+
 struct MidgeRead<'a> {
     tx: &'a Transaction,
 }
@@ -95,19 +112,16 @@ impl KvEngine for MidgeKv {
 
     fn write(&self, ops: &[Op<'_>], durability: Durability) -> Result<()> {
         self.with_engine(|e| {
-            let mut tx = e.begin_tx(self.cf.id(), TransactionMode::ReadWrite)?;
-            for op in ops {
-                match *op {
-                    Op::Put(k, v) => tx.put(k.to_vec(), v.to_vec(), None)?,
-                    Op::Delete(k) => tx.delete(k.to_vec())?,
-                    Op::DeleteRange(s, e) => tx.delete_range(s.to_vec(), e.to_vec())?,
+            // A stalled write was refused before WAL admission: wait as a user would, then retry. The wait
+            // is part of this commit's latency.
+            loop {
+                match self.commit_once(e, ops, durability) {
+                    Err(MidgeError::WriteStall(_)) => {
+                        e.wait_for_write_stall_clear(&self.cf, Duration::from_secs(60))?;
+                    }
+                    other => return Ok(other?),
                 }
             }
-            tx.commit(match durability {
-                Durability::Sync => WriteOptions::sync(),
-                Durability::Buffered => WriteOptions::buffered(),
-            })?;
-            Ok(())
         })
     }
 
@@ -121,13 +135,15 @@ impl KvEngine for MidgeKv {
     }
 
     fn flush(&self) -> Result<()> {
-        // `flush_cf` / `compact_all` land with the LSM storage issue; until then the memtable and WAL hold
-        // everything and "flush" makes the WAL durable.
-        self.with_engine(|e| Ok(e.sync_wal()?))
+        self.with_engine(|e| Ok(e.flush_cf(&self.cf)?))
     }
 
     fn compact(&self) -> Result<()> {
-        self.flush()
+        self.with_engine(|e| {
+            e.flush_cf(&self.cf)?;
+            e.compact_all()?;
+            Ok(())
+        })
     }
 
     fn counters(&self) -> Counters {
@@ -136,6 +152,8 @@ impl KvEngine for MidgeKv {
             Ok(Counters {
                 fsyncs: m.wal_fsync_count,
                 wal_appends: m.wal_append_count,
+                stalls: m.write_stalls_total,
+                compactions: m.compactions_run,
             })
         })
         .unwrap_or_default()

@@ -56,6 +56,9 @@ pub struct Caps {
 pub struct Counters {
     pub fsyncs: u64,
     pub wal_appends: u64,
+    /// Commits refused with a write stall (and retried).
+    pub stalls: u64,
+    pub compactions: u64,
 }
 
 /// A consistent read view (a snapshot or read transaction) for a run of reads.
