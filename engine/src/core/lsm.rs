@@ -439,8 +439,9 @@ impl Core {
             Box::new(move || {
                 if let Some(core) = weak.upgrade()
                     && let Err(e) = core.background_work(&cf)
-                    && !matches!(e, MidgeError::Poisoned(_))
                 {
+                    // Whatever failed (an SST fsync reports itself as `Poisoned`), the engine stops
+                    // acknowledging: recovery from the WAL is the only trustworthy path.
                     core.counters.flush_failures.fetch_add(1, Ordering::Relaxed);
                     core.poison(&format!("background flush/compaction failed: {e}"));
                 }

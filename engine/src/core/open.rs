@@ -150,6 +150,13 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         create(&fs)?;
     }
     let loaded = manifest::load(&fs)?;
+    let manifest_torn = loaded.torn_tail;
+    if manifest_torn {
+        tracing::warn!(
+            "manifest MANIFEST-{:06} ended in an incomplete edit; it was dropped",
+            loaded.number
+        );
+    }
     let state = loaded.state;
     let cfs: BTreeMap<_, _> = state
         .cfs
@@ -198,6 +205,7 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         wal_recovery_records_replayed: report.records,
         wal_recovery_bytes_replayed: report.bytes,
         wal_torn_tail_bytes_truncated: report.torn_tail_bytes,
+        manifest_torn_edit_dropped: manifest_torn,
         orphan_files_removed: orphans,
         intent_log_replay_runs: u64::from(orphans > 0),
         intent_log_entries_replayed: orphans,

@@ -36,6 +36,9 @@ pub struct RecoveryMetricsSnapshot {
     pub intent_log_entries_replayed: u64,
     /// Bytes of torn WAL tail truncated.
     pub wal_torn_tail_bytes_truncated: u64,
+    /// The manifest ended in an incomplete edit (a crash during its append, or damage to its final frame),
+    /// which was dropped.
+    pub manifest_torn_edit_dropped: bool,
     /// Orphan SST files removed.
     pub orphan_files_removed: u64,
     /// Set when Salvage dropped a corrupt WAL suffix (what and where).
