@@ -16,6 +16,8 @@ cargo test -p cntryl-midge --target wasm32-wasip2 --lib --test api --test model 
   | tee -a "$MIDGE_CACHE/logs/test.log" | grep -E --line-buffered "^(test result|running|error)|panicked|FAILED" || true
 wasm_status=${PIPESTATUS[0]}
 [ "$wasm_status" -eq 0 ] || status=$wasm_status
+echo "== harness self-test: canary mutants must be caught"
+./scripts/canaries.sh || status=1
 echo "== summary"
 grep -E "^test result" "$MIDGE_CACHE/logs/test.log" | awk '
   { for (i=1;i<=NF;i++) { if ($(i)=="passed;") p+=$(i-1); if ($(i)=="failed;") f+=$(i-1); if ($(i)=="ignored;") s+=$(i-1) } }

@@ -5,7 +5,8 @@
 //! - the state equals the model after `k` acknowledged steps, with `acked <= k <= acked + 1` (every
 //!   acknowledged `sync()` commit present, no holes, no partial transactions, nothing invented or resurrected);
 //! - recovery itself is crash-safe: crashing at every op of the recovery and recovering again gives the same.
-//! Prints its figures as one JSON line (`MIDGE_SWEEP_SEEDS` sets seeds per random model; default 4).
+//!
+//! Prints its figures as one JSON line (`MIDGE_SWEEP_SEEDS` sets seeds per random model; default 16).
 
 use cntryl_midge::prelude::*;
 use cntryl_midge::storage::sim::{PersistenceModel, SimFs};
@@ -213,7 +214,7 @@ fn every_crash_point_under_every_persistence_model_recovers_an_acknowledged_boun
     let seeds: u64 = std::env::var("MIDGE_SWEEP_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(16);
     let mut fig = Figures::default();
     for (name, steps) in workloads() {
         fig.workloads += 1;
