@@ -1,7 +1,12 @@
-//! midge-guest: Midge compiled to `wasm32-wasip2`.
+//! midge-guest: Midge compiled to `wasm32-wasip2`, with no engine logic of its own.
 //!
-//! Today this crate builds the `midge-cmd` command component, run as
-//! `wasmtime run --dir <db>::/db midge-cmd.wasm <command> …`: it links `cntryl-midge` unchanged and reaches the
-//! host directory through std::fs over wasi:filesystem (the engine's `local` storage backend), so the bytes it
-//! writes and the fsyncs it issues are the engine's own. The same binary also builds natively, which is how the
-//! tests prove byte-identical databases. It holds no engine logic.
+//! - The `plugin` world (`wit/midge.wit`): wit-bindgen exports of the `engine` interface — `database`,
+//!   `transaction` and `scan-iterator` resources — each method delegating to `cntryl-midge`. Storage reaches the
+//!   host through wasi:filesystem (the engine's `local` backend over std::fs), so the bytes and fsyncs are the
+//!   engine's own.
+//! - The `midge-cmd` command (`src/bin/midge-cmd.rs`) for `wasmtime run` recovery tests.
+//!
+//! The crate also builds natively (without the plugin exports) so the command can run on both targets.
+
+#[cfg(target_arch = "wasm32")]
+mod plugin;

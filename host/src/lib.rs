@@ -1,1 +1,498 @@
-//! midge-host: the wasmtime embedding (filled in by the component work).
+//! midge-host: loads Midge's `plugin` component (`guest/`, world `cntryl:midge/plugin`) into wasmtime and
+//! exposes it as [`ComponentEngine`], a client with the native engine's method names and `MidgeResult` types,
+//! so switching between linking `cntryl_midge::Engine` and loading the sandboxed component is a one-line change.
+//!
+//! The sandbox gets one directory (preopened as `/db`), a memory cap, and nothing else. Guest errors arrive as
+//! the WIT `error` variant and become the same [`MidgeError`] variant; a trap becomes a typed error and marks
+//! the instance unusable. The host never panics on guest misbehaviour.
+
+use cntryl_midge::{
+    Bytes, ConflictPolicy, MidgeError, MidgeResult, Query, RecoveryMetricsSnapshot, TransactionMode,
+    WriteOptions,
+};
+use std::path::Path;
+use std::sync::Mutex;
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+mod bindings {
+    wasmtime::component::bindgen!({ path: "../wit", world: "plugin" });
+}
+
+use bindings::cntryl::midge::types as wt;
+
+/// Per-instance host state.
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A compiled plugin component, ready to instantiate many times.
+pub struct ComponentHost {
+    engine: wasmtime::Engine,
+    component: Component,
+    linker: Linker<State>,
+    memory_limit: usize,
+}
+
+impl std::fmt::Debug for ComponentHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentHost")
+            .field("memory_limit", &self.memory_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+fn host_err(what: &str, e: impl std::fmt::Display) -> MidgeError {
+    MidgeError::Internal(format!("{what}: {e}"))
+}
+
+impl ComponentHost {
+    /// Compiles the component at `wasm` (the `midge_guest.wasm` built for wasm32-wasip2).
+    pub fn load(wasm: &Path) -> MidgeResult<ComponentHost> {
+        let engine = wasmtime::Engine::default();
+        let component = Component::from_file(&engine, wasm).map_err(|e| host_err("load component", e))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| host_err("link wasi", e))?;
+        Ok(ComponentHost {
+            engine,
+            component,
+            linker,
+            memory_limit: 1 << 30,
+        })
+    }
+
+    /// Caps each instance's linear memory (default 1 GiB).
+    pub fn with_memory_limit(mut self, bytes: usize) -> ComponentHost {
+        self.memory_limit = bytes;
+        self
+    }
+
+    fn instantiate(&self, dir: Option<&Path>) -> MidgeResult<(Store<State>, bindings::Plugin)> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stderr();
+        if let Some(d) = dir {
+            wasi.preopened_dir(d, "/db", wasmtime_wasi::FsPerms::ReadWrite)
+                .map_err(|e| host_err("grant the database directory", e))?;
+        }
+        let state = State {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(self.memory_limit).build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let plugin = bindings::Plugin::instantiate(&mut store, &self.component, &self.linker)
+            .map_err(|e| host_err("instantiate component", e))?;
+        Ok((store, plugin))
+    }
+}
+
+/// Maps the WIT error variant back to the engine's error of the same name.
+fn from_wit(e: wt::Error) -> MidgeError {
+    use wt::Error as W;
+    match e {
+        W::Io(s) => MidgeError::Io(std::io::Error::other(s)),
+        W::NotFound => MidgeError::NotFound,
+        W::InvalidArgument(s) => MidgeError::InvalidArgument(s),
+        W::Corruption(s) => MidgeError::Corruption(s),
+        W::NotSupported(s) => MidgeError::NotSupported(s),
+        W::Internal(s) => MidgeError::Internal(s),
+        W::InvalidPath => MidgeError::InvalidPath,
+        W::NoSpace(s) => MidgeError::NoSpace(s),
+        W::RecoveryFailed(s) => MidgeError::RecoveryFailed(s),
+        W::CompatibilityError(s) => MidgeError::CompatibilityError(s),
+        W::WriteStall(s) => MidgeError::WriteStall(s),
+        W::MemoryModeViolation(s) => MidgeError::MemoryModeViolation(s),
+        W::Fenced(s) => MidgeError::Fenced(s),
+        W::LeaseHeld(s) => MidgeError::LeaseHeld(s),
+        W::LeaseUnavailable(s) => MidgeError::LeaseUnavailable(s),
+        W::LeaseIndeterminate(s) => MidgeError::LeaseIndeterminate(s),
+        W::LeaseEpochExhausted => MidgeError::LeaseEpochExhausted,
+        W::WriteConflict(s) => MidgeError::WriteConflict(s),
+        W::Aborted(s) => MidgeError::Aborted(s),
+        W::Busy(s) => MidgeError::Busy(s),
+        W::Timeout(s) => MidgeError::Timeout(s),
+        W::ResourceLimit(s) => MidgeError::ResourceLimit(s),
+        W::UnflushedDataPresent((cf_id, bytes)) => MidgeError::UnflushedDataPresent {
+            cf_id,
+            bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+        },
+        W::Poisoned(s) => MidgeError::Poisoned(s),
+    }
+}
+
+struct Inner {
+    store: Store<State>,
+    plugin: bindings::Plugin,
+    db: Option<ResourceAny>,
+    trapped: Option<String>,
+}
+
+/// Midge running inside a wasmtime sandbox, with the native [`cntryl_midge::Engine`] method names.
+///
+/// ```no_run
+/// use midge_host::{ComponentEngine, ComponentHost};
+/// use cntryl_midge::{TransactionMode, WriteOptions};
+/// let host = ComponentHost::load("midge_guest.wasm".as_ref())?;
+/// let engine = ComponentEngine::open(&host, "./db".as_ref())?;
+/// let cf = engine.get_column_family("default").unwrap();
+/// let mut tx = engine.begin_tx(cf, TransactionMode::ReadWrite)?;
+/// tx.put(b"k".to_vec(), b"v".to_vec(), None)?;
+/// tx.commit(WriteOptions::sync())?;
+/// # Ok::<(), cntryl_midge::MidgeError>(())
+/// ```
+pub struct ComponentEngine {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for ComponentEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ComponentEngine")
+    }
+}
+
+impl ComponentEngine {
+    fn start(
+        host: &ComponentHost,
+        dir: Option<&Path>,
+        memtable: Option<u64>,
+    ) -> MidgeResult<ComponentEngine> {
+        let (mut store, plugin) = host.instantiate(dir)?;
+        let db = {
+            let g = plugin.cntryl_midge_engine().database();
+            let r = match dir {
+                Some(_) => g.call_open_dir(&mut store, "/db", memtable),
+                None => g.call_open_in_memory(&mut store, memtable),
+            };
+            r.map_err(|e| host_err("component trapped", e))?
+                .map_err(from_wit)?
+        };
+        Ok(ComponentEngine {
+            inner: Mutex::new(Inner {
+                store,
+                plugin,
+                db: Some(db),
+                trapped: None,
+            }),
+        })
+    }
+
+    /// Opens (creating if needed) the database in `dir`, the only directory the sandbox can see.
+    pub fn open(host: &ComponentHost, dir: &Path) -> MidgeResult<ComponentEngine> {
+        ComponentEngine::start(host, Some(dir), None)
+    }
+
+    /// Like [`ComponentEngine::open`] with a memtable size limit (small values force flushes).
+    pub fn open_with_memtable(host: &ComponentHost, dir: &Path, bytes: u64) -> MidgeResult<ComponentEngine> {
+        ComponentEngine::start(host, Some(dir), Some(bytes))
+    }
+
+    /// A database that lives only in the component instance.
+    pub fn open_in_memory(host: &ComponentHost) -> MidgeResult<ComponentEngine> {
+        ComponentEngine::start(host, None, None)
+    }
+
+    /// Runs `f` against the instance; a trap marks it unusable and becomes `Internal`.
+    fn call<T>(
+        &self,
+        f: impl FnOnce(
+            &mut Store<State>,
+            &bindings::Plugin,
+            ResourceAny,
+        ) -> wasmtime::Result<Result<T, wt::Error>>,
+    ) -> MidgeResult<T> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = &g.trapped {
+            return Err(MidgeError::Internal(format!(
+                "component instance trapped earlier: {t}"
+            )));
+        }
+        let db =
+            g.db.ok_or_else(|| MidgeError::InvalidArgument("engine is shut down".into()))?;
+        let inner = &mut *g;
+        match f(&mut inner.store, &inner.plugin, db) {
+            Ok(r) => r.map_err(from_wit),
+            Err(trap) => {
+                let msg = trap.to_string();
+                inner.trapped = Some(msg.clone());
+                Err(MidgeError::Internal(format!("component trapped: {msg}")))
+            }
+        }
+    }
+
+    /// The id of the column family named `name`.
+    pub fn get_column_family(&self, name: &str) -> Option<u32> {
+        self.call(|s, p, db| {
+            p.cntryl_midge_engine()
+                .database()
+                .call_get_column_family(s, db, name)
+                .map(Ok)
+        })
+        .ok()?
+    }
+
+    /// Creates a column family; returns its id.
+    pub fn create_column_family(&self, name: &str) -> MidgeResult<u32> {
+        self.call(|s, p, db| {
+            p.cntryl_midge_engine()
+                .database()
+                .call_create_column_family(s, db, name)
+        })
+    }
+
+    /// All column families as `(id, name)`.
+    pub fn list_column_families(&self) -> MidgeResult<Vec<(u32, String)>> {
+        self.call(|s, p, db| {
+            p.cntryl_midge_engine()
+                .database()
+                .call_list_column_families(s, db)
+        })
+    }
+
+    /// Drops a column family.
+    pub fn drop_column_family(&self, id: u32) -> MidgeResult<()> {
+        self.call(|s, p, db| {
+            p.cntryl_midge_engine()
+                .database()
+                .call_drop_column_family(s, db, id)
+        })
+    }
+
+    /// Begins a transaction.
+    pub fn begin_tx(&self, cf: u32, mode: TransactionMode) -> MidgeResult<ComponentTransaction<'_>> {
+        let mode = match mode {
+            TransactionMode::ReadOnly => wt::TransactionMode::ReadOnly,
+            TransactionMode::ReadWrite => wt::TransactionMode::ReadWrite,
+        };
+        let tx = self.call(|s, p, db| p.cntryl_midge_engine().database().call_begin_tx(s, db, cf, mode))?;
+        Ok(ComponentTransaction {
+            engine: self,
+            tx: Some(tx),
+        })
+    }
+
+    /// Flushes a column family's memtable to an SST.
+    pub fn flush_cf(&self, cf: u32) -> MidgeResult<()> {
+        self.call(|s, p, db| p.cntryl_midge_engine().database().call_flush(s, db, cf))
+    }
+
+    /// Compacts until no level is over its threshold.
+    pub fn compact_all(&self) -> MidgeResult<()> {
+        self.call(|s, p, db| p.cntryl_midge_engine().database().call_compact_all(s, db))
+    }
+
+    /// What recovery did at open.
+    pub fn get_recovery_metrics(&self) -> MidgeResult<RecoveryMetricsSnapshot> {
+        let r = self.call(|s, p, db| p.cntryl_midge_engine().database().call_recovery_metrics(s, db))?;
+        Ok(RecoveryMetricsSnapshot {
+            wal_recovery_records_replayed: r.wal_records_replayed,
+            wal_recovery_bytes_replayed: r.wal_bytes_replayed,
+            intent_log_replay_runs: r.intent_log_replay_runs,
+            intent_log_entries_replayed: r.intent_log_entries_replayed,
+            wal_torn_tail_bytes_truncated: r.wal_torn_tail_bytes,
+            ..Default::default()
+        })
+    }
+
+    /// Shuts the database down inside the component.
+    pub fn shutdown(&mut self, _timeout: std::time::Duration) -> MidgeResult<()> {
+        self.call(|s, p, db| p.cntryl_midge_engine().database().call_shutdown(s, db))
+    }
+}
+
+/// A transaction inside the component; same methods as [`cntryl_midge::Transaction`].
+pub struct ComponentTransaction<'e> {
+    engine: &'e ComponentEngine,
+    tx: Option<ResourceAny>,
+}
+
+impl std::fmt::Debug for ComponentTransaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ComponentTransaction")
+    }
+}
+
+impl ComponentTransaction<'_> {
+    fn tx(&self) -> MidgeResult<ResourceAny> {
+        self.tx
+            .ok_or_else(|| MidgeError::InvalidArgument("transaction already finished".into()))
+    }
+
+    /// Buffers a put.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>, ttl_secs: Option<u64>) -> MidgeResult<()> {
+        let tx = self.tx()?;
+        self.engine.call(|s, p, _| {
+            p.cntryl_midge_engine()
+                .transaction()
+                .call_put(s, tx, &key, &value, ttl_secs)
+        })
+    }
+
+    /// Buffers many puts in one boundary crossing.
+    pub fn put_many(&mut self, rows: &[(Vec<u8>, Vec<u8>)]) -> MidgeResult<()> {
+        let tx = self.tx()?;
+        self.engine
+            .call(|s, p, _| p.cntryl_midge_engine().transaction().call_put_many(s, tx, rows))
+    }
+
+    /// Buffers an insert (fails at commit if the key exists).
+    pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>, ttl_secs: Option<u64>) -> MidgeResult<()> {
+        let tx = self.tx()?;
+        self.engine.call(|s, p, _| {
+            p.cntryl_midge_engine()
+                .transaction()
+                .call_insert(s, tx, &key, &value, ttl_secs)
+        })
+    }
+
+    /// Buffers a delete.
+    pub fn delete(&mut self, key: Vec<u8>) -> MidgeResult<()> {
+        let tx = self.tx()?;
+        self.engine
+            .call(|s, p, _| p.cntryl_midge_engine().transaction().call_delete(s, tx, &key))
+    }
+
+    /// Buffers a range delete of `[start, end)`.
+    pub fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) -> MidgeResult<()> {
+        let tx = self.tx()?;
+        self.engine.call(|s, p, _| {
+            p.cntryl_midge_engine()
+                .transaction()
+                .call_delete_range(s, tx, &start, &end)
+        })
+    }
+
+    /// Installs a compare-and-set guard checked at commit.
+    pub fn assert_value(&mut self, key: Vec<u8>, expected: Option<Vec<u8>>) -> MidgeResult<()> {
+        let tx = self.tx()?;
+        self.engine.call(|s, p, _| {
+            p.cntryl_midge_engine()
+                .transaction()
+                .call_assert_value(s, tx, &key, expected.as_deref())
+        })
+    }
+
+    /// Reads a key (own writes first, then the snapshot).
+    pub fn get(&self, key: &[u8]) -> MidgeResult<Option<Bytes>> {
+        let tx = self.tx()?;
+        let v = self
+            .engine
+            .call(|s, p, _| p.cntryl_midge_engine().transaction().call_get(s, tx, key))?;
+        Ok(v.map(Bytes::from))
+    }
+
+    /// Scans rows matching `query` (fetched in batches of 256 rows per boundary crossing).
+    pub fn scan(&self, query: &Query) -> MidgeResult<Vec<(Bytes, Bytes)>> {
+        let tx = self.tx()?;
+        let q = wt::Query {
+            start: query.start.as_ref().map(|b| b.to_vec()),
+            end: query.end.as_ref().map(|b| b.to_vec()),
+            prefix: query.prefix.as_ref().map(|b| b.to_vec()),
+            limit: query.limit.map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
+            reverse: query.direction == cntryl_midge::Direction::Reverse,
+        };
+        let it = self
+            .engine
+            .call(|s, p, _| p.cntryl_midge_engine().transaction().call_scan(s, tx, &q))?;
+        let mut out = Vec::new();
+        loop {
+            let batch = self.engine.call(|s, p, _| {
+                p.cntryl_midge_engine()
+                    .scan_iterator()
+                    .call_next_batch(s, it, 256)
+            })?;
+            let done = batch.len() < 256;
+            out.extend(batch.into_iter().map(|(k, v)| (Bytes::from(k), Bytes::from(v))));
+            if done {
+                break;
+            }
+        }
+        self.engine.drop_resource(it);
+        Ok(out)
+    }
+
+    /// Sets the conflict policy.
+    pub fn set_conflict_policy(&mut self, policy: ConflictPolicy) {
+        let policy = match policy {
+            ConflictPolicy::LastWriteWins => wt::ConflictPolicy::LastWriteWins,
+            ConflictPolicy::AbortOnWriteConflict => wt::ConflictPolicy::AbortOnWriteConflict,
+        };
+        if let Ok(tx) = self.tx() {
+            let _ = self.engine.call(|s, p, _| {
+                p.cntryl_midge_engine()
+                    .transaction()
+                    .call_set_conflict_policy(s, tx, policy)
+                    .map(Ok)
+            });
+        }
+    }
+
+    /// Commits with the chosen durability.
+    pub fn commit(mut self, opts: WriteOptions) -> MidgeResult<()> {
+        let tx = self.tx()?;
+        let d = match opts.policy() {
+            cntryl_midge::DurabilityPolicy::Sync => wt::Durability::Sync,
+            cntryl_midge::DurabilityPolicy::Buffered => wt::Durability::Buffered,
+            cntryl_midge::DurabilityPolicy::BestEffort => wt::Durability::BestEffort,
+            cntryl_midge::DurabilityPolicy::CloudAsync => wt::Durability::CloudAsync,
+            cntryl_midge::DurabilityPolicy::CloudStrict => wt::Durability::CloudStrict,
+        };
+        let r = self
+            .engine
+            .call(|s, p, _| p.cntryl_midge_engine().transaction().call_commit(s, tx, d));
+        self.tx = None;
+        self.engine.drop_resource(tx);
+        r
+    }
+
+    /// Discards the buffered writes.
+    pub fn rollback(mut self) -> MidgeResult<()> {
+        let tx = self.tx()?;
+        let r = self
+            .engine
+            .call(|s, p, _| p.cntryl_midge_engine().transaction().call_rollback(s, tx));
+        self.tx = None;
+        self.engine.drop_resource(tx);
+        r
+    }
+}
+
+impl Drop for ComponentTransaction<'_> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            self.engine.drop_resource(tx);
+        }
+    }
+}
+
+impl ComponentEngine {
+    fn drop_resource(&self, r: ResourceAny) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.trapped.is_none() {
+            let _ = r.resource_drop(&mut g.store);
+        }
+    }
+}
+
+impl Drop for ComponentEngine {
+    fn drop(&mut self) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = g.db.take()
+            && g.trapped.is_none()
+        {
+            let _ = db.resource_drop(&mut g.store);
+        }
+    }
+}

@@ -67,6 +67,44 @@ fn build(target_dir: &Path, target: Option<&str>) -> PathBuf {
     })
 }
 
+/// Builds (once per process) the `plugin` component (`midge_guest.wasm`) and returns its path.
+pub fn plugin_component() -> &'static PathBuf {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let base = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"));
+        let dir = base.join("guest-nested");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(workspace_root())
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "midge-guest",
+                "--lib",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
+            .arg(&dir);
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_BUILD_TARGET",
+            "RUSTC_WRAPPER",
+            "CARGO_TARGET_DIR",
+        ] {
+            cmd.env_remove(var);
+        }
+        assert!(
+            cmd.status().expect("run cargo").success(),
+            "building the plugin component failed"
+        );
+        dir.join("wasm32-wasip2/debug/midge_guest.wasm")
+    })
+}
+
 /// Builds (once per process) the guest command natively and as a component.
 pub fn guest_command() -> &'static GuestCommand {
     static CELL: OnceLock<GuestCommand> = OnceLock::new();

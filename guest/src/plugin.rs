@@ -1,0 +1,293 @@
+//! wit-bindgen exports of `cntryl:midge/engine`, delegating to `cntryl-midge`.
+#![allow(unsafe_code)] // only in the code `generate!` emits; the delegation below has none
+
+use cntryl_midge::{Bytes, MidgeError};
+use std::cell::RefCell;
+
+wit_bindgen::generate!({ world: "plugin", path: "../wit" });
+
+use cntryl::midge::types::{
+    ConflictPolicy as WitPolicy, Durability, Error as WitError, Query as WitQuery, RecoveryMetrics,
+    RuntimeMetrics, TransactionMode as WitMode,
+};
+use exports::cntryl::midge::engine::{
+    Database, Guest, GuestDatabase, GuestScanIterator, GuestTransaction, ScanIterator, Transaction,
+};
+
+struct Component;
+
+impl Guest for Component {
+    type Database = Db;
+    type Transaction = Tx;
+    type ScanIterator = Scan;
+}
+
+export!(Component);
+
+/// Maps every engine error to the WIT variant of the same name.
+fn err(e: MidgeError) -> WitError {
+    use MidgeError as M;
+    match e {
+        M::Io(e) => WitError::Io(e.to_string()),
+        M::NotFound => WitError::NotFound,
+        M::InvalidArgument(s) => WitError::InvalidArgument(s),
+        M::Corruption(s) => WitError::Corruption(s),
+        M::NotSupported(s) => WitError::NotSupported(s),
+        M::Internal(s) => WitError::Internal(s),
+        M::InvalidPath => WitError::InvalidPath,
+        M::NoSpace(s) => WitError::NoSpace(s),
+        M::RecoveryFailed(s) => WitError::RecoveryFailed(s),
+        M::CompatibilityError(s) => WitError::CompatibilityError(s),
+        M::WriteStall(s) => WitError::WriteStall(s),
+        M::MemoryModeViolation(s) => WitError::MemoryModeViolation(s),
+        M::Fenced(s) => WitError::Fenced(s),
+        M::LeaseHeld(s) => WitError::LeaseHeld(s),
+        M::LeaseUnavailable(s) => WitError::LeaseUnavailable(s),
+        M::LeaseIndeterminate(s) => WitError::LeaseIndeterminate(s),
+        M::LeaseEpochExhausted => WitError::LeaseEpochExhausted,
+        M::WriteConflict(s) => WitError::WriteConflict(s),
+        M::Aborted(s) => WitError::Aborted(s),
+        M::Busy(s) => WitError::Busy(s),
+        M::Timeout(s) => WitError::Timeout(s),
+        M::ResourceLimit(s) => WitError::ResourceLimit(s),
+        M::UnflushedDataPresent { cf_id, bytes } => WitError::UnflushedDataPresent((cf_id, bytes as u64)),
+        M::Poisoned(s) => WitError::Poisoned(s),
+        other => WitError::Internal(other.to_string()),
+    }
+}
+
+fn finished() -> WitError {
+    WitError::InvalidArgument("the transaction was already committed or rolled back".into())
+}
+
+fn closed() -> WitError {
+    WitError::InvalidArgument("the database was shut down".into())
+}
+
+/// The `database` resource.
+pub struct Db {
+    engine: RefCell<Option<cntryl_midge::Engine>>,
+}
+
+fn open(builder: cntryl_midge::OpenOptionsBuilder, memtable: Option<u64>) -> Result<Database, WitError> {
+    let builder = match memtable {
+        Some(b) => builder.with_memtable_size_limit(b),
+        None => builder,
+    };
+    let engine = cntryl_midge::Engine::open(builder.build()).map_err(err)?;
+    Ok(Database::new(Db {
+        engine: RefCell::new(Some(engine)),
+    }))
+}
+
+impl Db {
+    fn with<T>(&self, f: impl FnOnce(&cntryl_midge::Engine) -> Result<T, MidgeError>) -> Result<T, WitError> {
+        let e = self.engine.borrow();
+        f(e.as_ref().ok_or_else(closed)?).map_err(err)
+    }
+}
+
+impl GuestDatabase for Db {
+    fn open_in_memory(memtable_bytes: Option<u64>) -> Result<Database, WitError> {
+        open(cntryl_midge::OpenOptions::in_memory(), memtable_bytes)
+    }
+
+    fn open_dir(path: String, memtable_bytes: Option<u64>) -> Result<Database, WitError> {
+        open(cntryl_midge::OpenOptions::local(path), memtable_bytes)
+    }
+
+    fn create_column_family(&self, name: String) -> Result<u32, WitError> {
+        self.with(|e| e.create_column_family(&name).map(|c| c.id()))
+    }
+
+    fn get_column_family(&self, name: String) -> Option<u32> {
+        self.engine
+            .borrow()
+            .as_ref()?
+            .get_column_family(&name)
+            .map(|c| c.id())
+    }
+
+    fn list_column_families(&self) -> Result<Vec<(u32, String)>, WitError> {
+        self.with(|e| {
+            Ok(e.list_column_families()?
+                .into_iter()
+                .map(|c| (c.id(), c.name().to_string()))
+                .collect())
+        })
+    }
+
+    fn drop_column_family(&self, id: u32) -> Result<(), WitError> {
+        self.with(|e| e.drop_column_family(id))
+    }
+
+    fn begin_tx(&self, cf: u32, mode: WitMode) -> Result<Transaction, WitError> {
+        let mode = match mode {
+            WitMode::ReadOnly => cntryl_midge::TransactionMode::ReadOnly,
+            WitMode::ReadWrite => cntryl_midge::TransactionMode::ReadWrite,
+        };
+        let tx = self.with(|e| e.begin_tx(cf, mode))?;
+        Ok(Transaction::new(Tx {
+            tx: RefCell::new(Some(tx)),
+        }))
+    }
+
+    fn flush(&self, cf: u32) -> Result<(), WitError> {
+        self.with(|e| {
+            let handle = e
+                .list_column_families()?
+                .into_iter()
+                .find(|c| c.id() == cf)
+                .ok_or_else(|| MidgeError::InvalidArgument(format!("unknown column family {cf}")))?;
+            e.flush_cf(&handle)
+        })
+    }
+
+    fn compact_all(&self) -> Result<(), WitError> {
+        self.with(|e| e.compact_all())
+    }
+
+    fn recovery_metrics(&self) -> Result<RecoveryMetrics, WitError> {
+        self.with(|e| {
+            let r = e.get_recovery_metrics()?;
+            Ok(RecoveryMetrics {
+                wal_records_replayed: r.wal_recovery_records_replayed,
+                wal_bytes_replayed: r.wal_recovery_bytes_replayed,
+                intent_log_replay_runs: r.intent_log_replay_runs,
+                intent_log_entries_replayed: r.intent_log_entries_replayed,
+                wal_torn_tail_bytes: r.wal_torn_tail_bytes_truncated,
+            })
+        })
+    }
+
+    fn runtime_metrics(&self) -> Result<RuntimeMetrics, WitError> {
+        self.with(|e| {
+            let m = e.get_runtime_metrics()?;
+            Ok(RuntimeMetrics {
+                current_sequence: m.current_sequence,
+                commits: m.commits_total,
+                wal_fsyncs: m.wal_fsync_count,
+                sst_count: m.sst_count,
+                flushes: m.flush_publish_count,
+                compactions: m.compactions_run,
+                write_stalled: m.write_stalled,
+            })
+        })
+    }
+
+    fn shutdown(&self) -> Result<(), WitError> {
+        let mut slot = self.engine.borrow_mut();
+        let engine = slot.as_mut().ok_or_else(closed)?;
+        engine.shutdown(std::time::Duration::from_secs(5)).map_err(err)?;
+        *slot = None;
+        Ok(())
+    }
+}
+
+/// The `transaction` resource.
+pub struct Tx {
+    tx: RefCell<Option<cntryl_midge::Transaction>>,
+}
+
+impl Tx {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut cntryl_midge::Transaction) -> Result<T, MidgeError>,
+    ) -> Result<T, WitError> {
+        let mut t = self.tx.borrow_mut();
+        f(t.as_mut().ok_or_else(finished)?).map_err(err)
+    }
+}
+
+impl GuestTransaction for Tx {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>, ttl_secs: Option<u64>) -> Result<(), WitError> {
+        self.with(|t| t.put(key, value, ttl_secs))
+    }
+
+    fn put_many(&self, rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), WitError> {
+        self.with(|t| rows.into_iter().try_for_each(|(k, v)| t.put(k, v, None)))
+    }
+
+    fn insert(&self, key: Vec<u8>, value: Vec<u8>, ttl_secs: Option<u64>) -> Result<(), WitError> {
+        self.with(|t| t.insert(key, value, ttl_secs))
+    }
+
+    fn delete(&self, key: Vec<u8>) -> Result<(), WitError> {
+        self.with(|t| t.delete(key))
+    }
+
+    fn delete_range(&self, start: Vec<u8>, end: Vec<u8>) -> Result<(), WitError> {
+        self.with(|t| t.delete_range(start, end))
+    }
+
+    fn assert_value(&self, key: Vec<u8>, expected: Option<Vec<u8>>) -> Result<(), WitError> {
+        self.with(|t| t.assert_value(key, expected))
+    }
+
+    fn get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, WitError> {
+        self.with(|t| Ok(t.get(&key)?.map(|b| b.to_vec())))
+    }
+
+    fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, WitError> {
+        self.with(|t| keys.iter().map(|k| Ok(t.get(k)?.map(|b| b.to_vec()))).collect())
+    }
+
+    fn scan(&self, q: WitQuery) -> Result<ScanIterator, WitError> {
+        let mut query = cntryl_midge::Query::new();
+        if let Some(s) = q.start {
+            query = query.start_key(Bytes::from(s));
+        }
+        if let Some(e) = q.end {
+            query = query.end_key(Bytes::from(e));
+        }
+        if let Some(p) = q.prefix {
+            query = query.prefix(Bytes::from(p));
+        }
+        if let Some(l) = q.limit {
+            query = query.limit(l as usize);
+        }
+        if q.reverse {
+            query = query.reverse();
+        }
+        let it = self.with(|t| t.scan_owned(&query))?;
+        Ok(ScanIterator::new(Scan { it: RefCell::new(it) }))
+    }
+
+    fn set_conflict_policy(&self, policy: WitPolicy) {
+        if let Some(t) = self.tx.borrow_mut().as_mut() {
+            t.set_conflict_policy(match policy {
+                WitPolicy::LastWriteWins => cntryl_midge::ConflictPolicy::LastWriteWins,
+                WitPolicy::AbortOnWriteConflict => cntryl_midge::ConflictPolicy::AbortOnWriteConflict,
+            });
+        }
+    }
+
+    fn commit(&self, durability: Durability) -> Result<(), WitError> {
+        let tx = self.tx.borrow_mut().take().ok_or_else(finished)?;
+        let opts = match durability {
+            Durability::Sync => cntryl_midge::WriteOptions::sync(),
+            Durability::Buffered => cntryl_midge::WriteOptions::buffered(),
+            Durability::BestEffort => cntryl_midge::WriteOptions::best_effort(),
+            Durability::CloudAsync => cntryl_midge::WriteOptions::cloud_async(),
+            Durability::CloudStrict => cntryl_midge::WriteOptions::cloud_strict(),
+        };
+        tx.commit(opts).map_err(err)
+    }
+
+    fn rollback(&self) -> Result<(), WitError> {
+        let tx = self.tx.borrow_mut().take().ok_or_else(finished)?;
+        tx.rollback().map_err(err)
+    }
+}
+
+/// The `scan-iterator` resource.
+pub struct Scan {
+    it: RefCell<cntryl_midge::OwnedScanIterator>,
+}
+
+impl GuestScanIterator for Scan {
+    fn next_batch(&self, max: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>, WitError> {
+        let rows = self.it.borrow_mut().next_batch(max as usize).map_err(err)?;
+        Ok(rows.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+    }
+}

@@ -1,0 +1,424 @@
+//! One conformance suite, two drivers: every case is written once against [`Driver`] and expanded by
+//! `conformance!` for the native engine and for the WASI component in wasmtime. A case missing from a driver
+//! does not compile, because the macro generates both.
+#![allow(clippy::disallowed_methods)]
+
+use cntryl_midge::prelude::*;
+use cntryl_midge::{Bytes, MidgeError};
+use midge_host::{ComponentEngine, ComponentHost};
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// The operations a conformance case needs, over either target.
+trait Driver {
+    fn open(dir: &Path) -> MidgeResult<Self>
+    where
+        Self: Sized;
+    fn cf(&self, name: &str) -> Option<u32>;
+    fn create_cf(&self, name: &str) -> MidgeResult<u32>;
+    fn drop_cf(&self, id: u32) -> MidgeResult<()>;
+    fn cf_names(&self) -> MidgeResult<Vec<String>>;
+    /// Runs `writes` in one transaction and commits with `opts`.
+    fn write(&self, cf: u32, policy: ConflictPolicy, writes: &[W], opts: WriteOptions) -> MidgeResult<()>;
+    fn get(&self, cf: u32, key: &[u8]) -> MidgeResult<Option<Bytes>>;
+    fn scan(&self, cf: u32, q: &Query) -> MidgeResult<Vec<(Bytes, Bytes)>>;
+    fn write_read_only(&self, cf: u32) -> MidgeResult<()>;
+    fn records_replayed(&self) -> MidgeResult<u64>;
+    fn flush(&self, cf: u32) -> MidgeResult<()>;
+    fn compact(&self) -> MidgeResult<()>;
+    fn shutdown(&mut self) -> MidgeResult<()>;
+    fn begin_after_shutdown(&self) -> MidgeResult<()>;
+}
+
+#[derive(Debug, Clone)]
+enum W {
+    Put(Vec<u8>, Vec<u8>),
+    Insert(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    Range(Vec<u8>, Vec<u8>),
+    Assert(Vec<u8>, Option<Vec<u8>>),
+}
+
+struct Native(Engine);
+
+impl Driver for Native {
+    fn open(dir: &Path) -> MidgeResult<Self> {
+        Ok(Native(Engine::open(
+            OpenOptions::local(dir).with_memtable_size_limit(64 << 10).build(),
+        )?))
+    }
+    fn cf(&self, name: &str) -> Option<u32> {
+        self.0.get_column_family(name).map(|c| c.id())
+    }
+    fn create_cf(&self, name: &str) -> MidgeResult<u32> {
+        Ok(self.0.create_column_family(name)?.id())
+    }
+    fn drop_cf(&self, id: u32) -> MidgeResult<()> {
+        self.0.drop_column_family(id)
+    }
+    fn cf_names(&self) -> MidgeResult<Vec<String>> {
+        Ok(self
+            .0
+            .list_column_families()?
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect())
+    }
+    fn write(&self, cf: u32, policy: ConflictPolicy, writes: &[W], opts: WriteOptions) -> MidgeResult<()> {
+        let mut tx = self.0.begin_tx(cf, TransactionMode::ReadWrite)?;
+        tx.set_conflict_policy(policy);
+        for w in writes {
+            match w.clone() {
+                W::Put(k, v) => tx.put(k, v, None)?,
+                W::Insert(k, v) => tx.insert(k, v, None)?,
+                W::Delete(k) => tx.delete(k)?,
+                W::Range(a, b) => tx.delete_range(a, b)?,
+                W::Assert(k, v) => tx.assert_value(k, v)?,
+            }
+        }
+        tx.commit(opts)
+    }
+    fn get(&self, cf: u32, key: &[u8]) -> MidgeResult<Option<Bytes>> {
+        self.0.begin_tx(cf, TransactionMode::ReadOnly)?.get(key)
+    }
+    fn scan(&self, cf: u32, q: &Query) -> MidgeResult<Vec<(Bytes, Bytes)>> {
+        self.0
+            .begin_tx(cf, TransactionMode::ReadOnly)?
+            .scan(q)?
+            .try_collect()
+    }
+    fn write_read_only(&self, cf: u32) -> MidgeResult<()> {
+        self.0
+            .begin_tx(cf, TransactionMode::ReadOnly)?
+            .put(b"k".to_vec(), b"v".to_vec(), None)
+    }
+    fn records_replayed(&self) -> MidgeResult<u64> {
+        Ok(self.0.get_recovery_metrics()?.wal_recovery_records_replayed)
+    }
+    fn flush(&self, cf: u32) -> MidgeResult<()> {
+        let h = self
+            .0
+            .list_column_families()?
+            .into_iter()
+            .find(|c| c.id() == cf)
+            .ok_or(MidgeError::NotFound)?;
+        self.0.flush_cf(&h)
+    }
+    fn compact(&self) -> MidgeResult<()> {
+        self.0.compact_all()
+    }
+    fn shutdown(&mut self) -> MidgeResult<()> {
+        self.0.shutdown(std::time::Duration::from_secs(5))
+    }
+    fn begin_after_shutdown(&self) -> MidgeResult<()> {
+        self.0.begin_tx(0, TransactionMode::ReadOnly).map(|_| ())
+    }
+}
+
+fn host() -> &'static ComponentHost {
+    static HOST: OnceLock<ComponentHost> = OnceLock::new();
+    HOST.get_or_init(|| ComponentHost::load(midge_conformance::plugin_component()).expect("load the plugin"))
+}
+
+struct Wasm(ComponentEngine);
+
+impl Driver for Wasm {
+    fn open(dir: &Path) -> MidgeResult<Self> {
+        Ok(Wasm(ComponentEngine::open_with_memtable(host(), dir, 64 << 10)?))
+    }
+    fn cf(&self, name: &str) -> Option<u32> {
+        self.0.get_column_family(name)
+    }
+    fn create_cf(&self, name: &str) -> MidgeResult<u32> {
+        self.0.create_column_family(name)
+    }
+    fn drop_cf(&self, id: u32) -> MidgeResult<()> {
+        self.0.drop_column_family(id)
+    }
+    fn cf_names(&self) -> MidgeResult<Vec<String>> {
+        Ok(self
+            .0
+            .list_column_families()?
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect())
+    }
+    fn write(&self, cf: u32, policy: ConflictPolicy, writes: &[W], opts: WriteOptions) -> MidgeResult<()> {
+        let mut tx = self.0.begin_tx(cf, TransactionMode::ReadWrite)?;
+        tx.set_conflict_policy(policy);
+        for w in writes {
+            match w.clone() {
+                W::Put(k, v) => tx.put(k, v, None)?,
+                W::Insert(k, v) => tx.insert(k, v, None)?,
+                W::Delete(k) => tx.delete(k)?,
+                W::Range(a, b) => tx.delete_range(a, b)?,
+                W::Assert(k, v) => tx.assert_value(k, v)?,
+            }
+        }
+        tx.commit(opts)
+    }
+    fn get(&self, cf: u32, key: &[u8]) -> MidgeResult<Option<Bytes>> {
+        self.0.begin_tx(cf, TransactionMode::ReadOnly)?.get(key)
+    }
+    fn scan(&self, cf: u32, q: &Query) -> MidgeResult<Vec<(Bytes, Bytes)>> {
+        self.0.begin_tx(cf, TransactionMode::ReadOnly)?.scan(q)
+    }
+    fn write_read_only(&self, cf: u32) -> MidgeResult<()> {
+        self.0
+            .begin_tx(cf, TransactionMode::ReadOnly)?
+            .put(b"k".to_vec(), b"v".to_vec(), None)
+    }
+    fn records_replayed(&self) -> MidgeResult<u64> {
+        Ok(self.0.get_recovery_metrics()?.wal_recovery_records_replayed)
+    }
+    fn flush(&self, cf: u32) -> MidgeResult<()> {
+        self.0.flush_cf(cf)
+    }
+    fn compact(&self) -> MidgeResult<()> {
+        self.0.compact_all()
+    }
+    fn shutdown(&mut self) -> MidgeResult<()> {
+        self.0.shutdown(std::time::Duration::from_secs(5))
+    }
+    fn begin_after_shutdown(&self) -> MidgeResult<()> {
+        self.0.begin_tx(0, TransactionMode::ReadOnly).map(|_| ())
+    }
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir_in(std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into())).unwrap()
+}
+
+fn b(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+fn keys(rows: &[(Bytes, Bytes)]) -> Vec<String> {
+    rows.iter()
+        .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+        .collect()
+}
+
+const LWW: ConflictPolicy = ConflictPolicy::LastWriteWins;
+
+fn reads_writes_and_scans<D: Driver>() {
+    let dir = tmp();
+    let e = D::open(dir.path()).unwrap();
+    let cf = e.cf("default").unwrap();
+    let rows: Vec<W> = ["user:1", "user:2", "user:3", "order:1", "z"]
+        .iter()
+        .map(|k| W::Put(b(k), b(k)))
+        .collect();
+    e.write(cf, LWW, &rows, WriteOptions::sync()).unwrap();
+    e.write(
+        cf,
+        LWW,
+        &[W::Delete(b("z")), W::Range(b("user:2"), b("user:3"))],
+        WriteOptions::buffered(),
+    )
+    .unwrap();
+    assert_eq!(e.get(cf, b"user:1").unwrap().as_deref(), Some(&b"user:1"[..]));
+    assert_eq!(e.get(cf, b"user:2").unwrap(), None);
+    assert_eq!(
+        keys(&e.scan(cf, &Query::new()).unwrap()),
+        ["order:1", "user:1", "user:3"]
+    );
+    assert_eq!(
+        keys(
+            &e.scan(cf, &Query::new().prefix(Bytes::from("user:")).reverse().limit(1))
+                .unwrap()
+        ),
+        ["user:3"]
+    );
+    let err = e
+        .scan(
+            cf,
+            &Query::new().start_key(Bytes::from("b")).end_key(Bytes::from("a")),
+        )
+        .unwrap_err();
+    assert!(matches!(err, MidgeError::InvalidArgument(_)), "{err}");
+}
+
+fn error_variants_cross_the_boundary<D: Driver>() {
+    let dir = tmp();
+    let e = D::open(dir.path()).unwrap();
+    let cf = e.cf("default").unwrap();
+    e.write(cf, LWW, &[W::Put(b("k"), b("1"))], WriteOptions::sync())
+        .unwrap();
+    let err = e
+        .write(cf, LWW, &[W::Insert(b("k"), b("2"))], WriteOptions::sync())
+        .unwrap_err();
+    assert!(
+        matches!(err, MidgeError::InvalidArgument(_)),
+        "insert on an existing key: {err}"
+    );
+    let err = e
+        .write(cf, LWW, &[W::Assert(b("k"), Some(b("9")))], WriteOptions::sync())
+        .unwrap_err();
+    assert!(matches!(err, MidgeError::WriteConflict(_)), "{err}");
+    let err = e
+        .write(cf, LWW, &[W::Put(b("x"), b("y"))], WriteOptions::cloud_strict())
+        .unwrap_err();
+    assert!(
+        matches!(err, MidgeError::InvalidArgument(_)),
+        "cloud mode on local storage: {err}"
+    );
+    let err = e.write_read_only(cf).unwrap_err();
+    assert!(matches!(err, MidgeError::InvalidArgument(_)), "{err}");
+    let err = e
+        .write(cf, LWW, &[W::Put(vec![], b("v"))], WriteOptions::sync())
+        .unwrap_err();
+    assert!(matches!(err, MidgeError::InvalidArgument(_)), "empty key: {err}");
+    let err = e.get(999, b"k").unwrap_err();
+    assert!(
+        matches!(err, MidgeError::InvalidArgument(_)),
+        "unknown column family: {err}"
+    );
+    let c = e.create_cf("c").unwrap();
+    e.write(c, LWW, &[W::Put(b("a"), b("b"))], WriteOptions::sync())
+        .unwrap();
+    let err = e.drop_cf(c).unwrap_err();
+    assert!(matches!(err, MidgeError::UnflushedDataPresent { .. }), "{err}");
+    assert!(matches!(e.drop_cf(0), Err(MidgeError::InvalidArgument(_))));
+}
+
+fn conflict_policy_aborts_on_concurrent_writes<D: Driver>() {
+    let dir = tmp();
+    let e = D::open(dir.path()).unwrap();
+    let cf = e.cf("default").unwrap();
+    e.write(
+        cf,
+        ConflictPolicy::AbortOnWriteConflict,
+        &[W::Put(b("k"), b("1"))],
+        WriteOptions::sync(),
+    )
+    .unwrap();
+    // A guard on a value that changed since the snapshot must abort, whatever the policy.
+    let err = e
+        .write(
+            cf,
+            ConflictPolicy::AbortOnWriteConflict,
+            &[W::Assert(b("k"), None), W::Put(b("k"), b("2"))],
+            WriteOptions::sync(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, MidgeError::WriteConflict(_)));
+    assert_eq!(
+        e.get(cf, b"k").unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "a rejected commit wrote nothing"
+    );
+}
+
+fn column_families_and_recovery_metrics_survive_reopen<D: Driver>() {
+    let dir = tmp();
+    {
+        let mut e = D::open(dir.path()).unwrap();
+        let users = e.create_cf("users").unwrap();
+        for i in 0..30 {
+            e.write(
+                users,
+                LWW,
+                &[W::Put(format!("u{i:02}").into_bytes(), vec![b'x'; 100])],
+                WriteOptions::sync(),
+            )
+            .unwrap();
+        }
+        e.flush(users).unwrap();
+        for i in 30..40 {
+            e.write(
+                users,
+                LWW,
+                &[W::Put(format!("u{i:02}").into_bytes(), vec![b'y'; 100])],
+                WriteOptions::sync(),
+            )
+            .unwrap();
+        }
+        e.compact().unwrap();
+        e.shutdown().unwrap();
+        assert!(
+            e.begin_after_shutdown().is_err(),
+            "a shut-down engine refuses work"
+        );
+    }
+    let e = D::open(dir.path()).unwrap();
+    assert_eq!(e.cf_names().unwrap(), ["default", "users"]);
+    let users = e.cf("users").unwrap();
+    assert_eq!(e.scan(users, &Query::new()).unwrap().len(), 40);
+    assert_eq!(
+        e.records_replayed().unwrap(),
+        10,
+        "only the unflushed tail is replayed"
+    );
+}
+
+fn large_keys_and_values_cross_the_boundary<D: Driver>() {
+    let dir = tmp();
+    let e = D::open(dir.path()).unwrap();
+    let cf = e.cf("default").unwrap();
+    let key = vec![7u8; 64 * 1024];
+    let value: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    e.write(
+        cf,
+        LWW,
+        &[W::Put(key.clone(), value.clone())],
+        WriteOptions::sync(),
+    )
+    .unwrap();
+    assert_eq!(e.get(cf, &key).unwrap().as_deref(), Some(&value[..]));
+    let err = e
+        .write(
+            cf,
+            LWW,
+            &[W::Put(vec![1u8; 64 * 1024 + 1], b("v"))],
+            WriteOptions::sync(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, MidgeError::InvalidArgument(_)));
+    let many: Vec<W> = (0..3000)
+        .map(|i| W::Put(format!("m{i:05}").into_bytes(), vec![1; 10]))
+        .collect();
+    e.write(cf, LWW, &many, WriteOptions::sync()).unwrap();
+    assert_eq!(
+        e.scan(cf, &Query::new().prefix(Bytes::from("m"))).unwrap().len(),
+        3000,
+        "scans cross in batches"
+    );
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod native {
+            $( #[test] fn $case() { super::$case::<super::Native>(); } )*
+        }
+        mod component {
+            $( #[test] fn $case() { super::$case::<super::Wasm>(); } )*
+        }
+    };
+}
+
+conformance!(
+    reads_writes_and_scans,
+    error_variants_cross_the_boundary,
+    conflict_policy_aborts_on_concurrent_writes,
+    column_families_and_recovery_metrics_survive_reopen,
+    large_keys_and_values_cross_the_boundary,
+);
+
+#[test]
+fn a_database_written_natively_opens_in_the_component_and_vice_versa() {
+    let dir = tmp();
+    {
+        let n = Native::open(dir.path()).unwrap();
+        n.write(0, LWW, &[W::Put(b("from"), b("native"))], WriteOptions::sync())
+            .unwrap();
+    }
+    {
+        let w = Wasm::open(dir.path()).unwrap();
+        assert_eq!(w.get(0, b"from").unwrap().as_deref(), Some(&b"native"[..]));
+        w.write(0, LWW, &[W::Put(b("back"), b("component"))], WriteOptions::sync())
+            .unwrap();
+    }
+    let n = Native::open(dir.path()).unwrap();
+    assert_eq!(n.get(0, b"back").unwrap().as_deref(), Some(&b"component"[..]));
+}
