@@ -125,6 +125,33 @@ fn apply(state: &mut State, step: &Step) {
     }
 }
 
+/// Executes one workload step against an open engine.
+fn exec(engine: &Engine, step: &Step) -> MidgeResult<()> {
+    let cf = |name: &str| engine.get_column_family(name);
+    match step {
+        Step::Commit(name, ops, ttl) => {
+            let cf = cf(name).ok_or(MidgeError::NotFound)?;
+            let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite)?;
+            for op in ops {
+                match op {
+                    Op::Put(k, v) => tx.put(k.clone(), v.clone(), *ttl)?,
+                    Op::Del(k) => tx.delete(k.clone())?,
+                    Op::Range(a, b) => tx.delete_range(a.clone(), b.clone())?,
+                }
+            }
+            tx.commit(WriteOptions::sync())
+        }
+        Step::CreateCf(name) => engine.create_column_family(name).map(|_| ()),
+        Step::DropCf(name) => cf(name)
+            .ok_or(MidgeError::NotFound)
+            .and_then(|c| engine.drop_column_family_discarding_unflushed(c.id())),
+        Step::Flush(name) => cf(name)
+            .ok_or(MidgeError::NotFound)
+            .and_then(|c| engine.flush_cf(&c)),
+        Step::Compact => engine.compact_all(),
+    }
+}
+
 /// Runs the workload until the first error; returns how many steps were acknowledged.
 fn run(fs: &SimFs, steps: &[Step]) -> usize {
     let Ok(engine) = Engine::open(options(fs)) else {
@@ -132,29 +159,7 @@ fn run(fs: &SimFs, steps: &[Step]) -> usize {
     };
     let mut acked = 0;
     for step in steps {
-        let cf = |name: &str| engine.get_column_family(name);
-        let r: MidgeResult<()> = match step {
-            Step::Commit(name, ops, ttl) => (|| {
-                let cf = cf(name).ok_or(MidgeError::NotFound)?;
-                let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite)?;
-                for op in ops {
-                    match op {
-                        Op::Put(k, v) => tx.put(k.clone(), v.clone(), *ttl)?,
-                        Op::Del(k) => tx.delete(k.clone())?,
-                        Op::Range(a, b) => tx.delete_range(a.clone(), b.clone())?,
-                    }
-                }
-                tx.commit(WriteOptions::sync())
-            })(),
-            Step::CreateCf(name) => engine.create_column_family(name).map(|_| ()),
-            Step::DropCf(name) => cf(name)
-                .ok_or(MidgeError::NotFound)
-                .and_then(|c| engine.drop_column_family_discarding_unflushed(c.id())),
-            Step::Flush(name) => cf(name)
-                .ok_or(MidgeError::NotFound)
-                .and_then(|c| engine.flush_cf(&c)),
-            Step::Compact => engine.compact_all(),
-        };
+        let r = exec(&engine, step);
         if r.is_err() {
             break;
         }
@@ -382,29 +387,7 @@ fn acked_until_error(fs: &SimFs, steps: &[Step], fig: &mut Figures, label: &str)
             .failed_kinds()
             .iter()
             .any(|k| matches!(*k, "sync" | "write" | "create" | "set_len"));
-        let cf = |name: &str| engine.get_column_family(name);
-        let r: MidgeResult<()> = match step {
-            Step::Commit(name, ops, ttl) => (|| {
-                let cf = cf(name).ok_or(MidgeError::NotFound)?;
-                let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite)?;
-                for op in ops {
-                    match op {
-                        Op::Put(k, v) => tx.put(k.clone(), v.clone(), *ttl)?,
-                        Op::Del(k) => tx.delete(k.clone())?,
-                        Op::Range(a, b) => tx.delete_range(a.clone(), b.clone())?,
-                    }
-                }
-                tx.commit(WriteOptions::sync())
-            })(),
-            Step::CreateCf(name) => engine.create_column_family(name).map(|_| ()),
-            Step::DropCf(name) => cf(name)
-                .ok_or(MidgeError::NotFound)
-                .and_then(|c| engine.drop_column_family_discarding_unflushed(c.id())),
-            Step::Flush(name) => cf(name)
-                .ok_or(MidgeError::NotFound)
-                .and_then(|c| engine.flush_cf(&c)),
-            Step::Compact => engine.compact_all(),
-        };
+        let r = exec(&engine, step);
         match r {
             Ok(()) if failed_before => {
                 fig.violations.push(format!(

@@ -189,28 +189,11 @@ impl FileSystem for MemoryFs {
         if !st.dirs.contains(dir) {
             return Err(not_found(dir));
         }
-        let mut out: Vec<String> = st
-            .files
-            .keys()
-            .chain(st.dirs.iter())
-            .filter(|p| !p.is_empty() && parent_dir(p) == dir)
-            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok(out)
+        Ok(super::children(st.files.keys().chain(st.dirs.iter()), dir))
     }
 
     fn mkdir_all(&self, dir: &str) -> io::Result<()> {
-        let mut st = self.lock_state();
-        let mut cur = String::new();
-        for c in dir.split('/').filter(|c| !c.is_empty()) {
-            if !cur.is_empty() {
-                cur.push('/');
-            }
-            cur.push_str(c);
-            st.dirs.insert(cur.clone());
-        }
+        self.lock_state().dirs.extend(super::ancestry(dir));
         Ok(())
     }
 

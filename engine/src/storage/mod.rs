@@ -107,6 +107,31 @@ pub(crate) fn parent_dir(path: &str) -> &str {
     }
 }
 
+/// Names (not paths) of the entries directly inside `dir`, among `paths` (files and directories), sorted.
+pub(crate) fn children<'a>(paths: impl Iterator<Item = &'a String>, dir: &str) -> Vec<String> {
+    let mut out: Vec<String> = paths
+        .filter(|p| !p.is_empty() && parent_dir(p) == dir)
+        .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `dir` and each of its ancestors, shallowest first (`"a/b"` → `["a", "a/b"]`).
+pub(crate) fn ancestry(dir: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in dir.split('/').filter(|c| !c.is_empty()) {
+        if !cur.is_empty() {
+            cur.push('/');
+        }
+        cur.push_str(c);
+        out.push(cur.clone());
+    }
+    out
+}
+
 /// Writes `data` to `path` with the publish protocol: write a temp file, fsync it, rename over `path`, fsync
 /// the directory. After `Ok`, a crash leaves either the old file or the new one, never a mix.
 pub(crate) fn publish_file(fs: &dyn FileSystem, path: &str, data: &[u8]) -> io::Result<()> {

@@ -513,29 +513,15 @@ impl FileSystem for SimFs {
         if !s.dirs.contains(dir) {
             return Err(not_found(dir));
         }
-        let mut out: Vec<String> = s
-            .visible
-            .keys()
-            .chain(s.dirs.iter())
-            .filter(|p| !p.is_empty() && parent_dir(p) == dir)
-            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok(out)
+        Ok(super::children(s.visible.keys().chain(s.dirs.iter()), dir))
     }
 
     fn mkdir_all(&self, dir: &str) -> io::Result<()> {
         let mut s = self.lock();
-        let mut cur = String::new();
-        for c in dir.split('/').filter(|c| !c.is_empty()) {
-            if !cur.is_empty() {
-                cur.push('/');
-            }
-            cur.push_str(c);
-            if !s.dirs.contains(&cur) {
-                s.step("mkdir", &cur, 0, &[])?;
-                s.dirs.insert(cur.clone());
+        for d in super::ancestry(dir) {
+            if !s.dirs.contains(&d) {
+                s.step("mkdir", &d, 0, &[])?;
+                s.dirs.insert(d);
             }
         }
         Ok(())
