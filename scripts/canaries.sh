@@ -5,7 +5,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-canaries=(canary-ack-before-sync canary-skip-dir-fsync canary-rename-before-fsync canary-retry-fsync canary-ignore-checksum)
+canaries=(canary-ack-before-sync canary-skip-dir-fsync canary-rename-before-fsync canary-retry-fsync canary-ignore-checksum
+  canary-trust-listing)
 caught=0
 for c in "${canaries[@]}"; do
   if cargo test -q -p cntryl-midge --features "$c" --test crash_sweep --test durability >"$MIDGE_CACHE/logs/$c.log" 2>&1; then

@@ -143,6 +143,11 @@ impl SstReader {
         Ok(r)
     }
 
+    /// The table's metadata block (entry count, key and sequence ranges).
+    pub fn meta(&self) -> &SstMeta {
+        &self.meta
+    }
+
     pub fn range_tombstones(&self) -> &[RangeTombstone] {
         &self.tombstones
     }
