@@ -198,6 +198,15 @@ fn check(img: &SimFs, states: &[State], acked: usize, what: &str, fig: &mut Figu
         }
     };
     let got = read_all(&engine);
+    // Recovery metrics must agree with what could have been replayed: never more WAL records than commits
+    // issued, and bytes exactly when records.
+    let r = engine.get_recovery_metrics().unwrap();
+    let issued = states.len() as u64; // an upper bound on commit records in any image
+    if r.wal_recovery_records_replayed > issued
+        || (r.wal_recovery_records_replayed == 0) != (r.wal_recovery_bytes_replayed == 0)
+    {
+        fig.violations.push(format!("{what}: recovery metrics inconsistent: {r:?}"));
+    }
     let hi = (acked + 1).min(states.len() - 1);
     let ok = (acked..=hi).any(|k| states[k] == got);
     if !ok {
