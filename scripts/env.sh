@@ -17,3 +17,12 @@ ensure_wasm_tools() {
       --no-default-features --features run,cranelift,component-model,cache,parallel-compilation
   fi
 }
+
+# Installs the local S3-compatible server the cloud tests start on 127.0.0.1 (moto honours If-None-Match and
+# If-Match, which fencing needs).
+ensure_moto() {
+  if ! command -v moto_server >/dev/null 2>&1; then
+    echo "== installing moto[server] (local S3-compatible test server)"
+    python3 -m pip install --quiet 'moto[server]'
+  fi
+}

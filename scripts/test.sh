@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 ensure_wasm_tools
+ensure_moto
 echo "== cargo test (workspace default members: engine, host, conformance suite)"
 cargo test --no-fail-fast "$@" 2>&1 | tee "$MIDGE_CACHE/logs/test.log" | grep -E --line-buffered \
   "^(test result|running|error|warning: unused|failures:|---- )|panicked|FAILED|Doc-tests" || true

@@ -205,7 +205,8 @@ fn check(img: &SimFs, states: &[State], acked: usize, what: &str, fig: &mut Figu
     if r.wal_recovery_records_replayed > issued
         || (r.wal_recovery_records_replayed == 0) != (r.wal_recovery_bytes_replayed == 0)
     {
-        fig.violations.push(format!("{what}: recovery metrics inconsistent: {r:?}"));
+        fig.violations
+            .push(format!("{what}: recovery metrics inconsistent: {r:?}"));
     }
     let hi = (acked + 1).min(states.len() - 1);
     let ok = (acked..=hi).any(|k| states[k] == got);

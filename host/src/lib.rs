@@ -16,6 +16,8 @@ use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+pub mod s3;
+
 mod bindings {
     wasmtime::component::bindgen!({ path: "../wit", world: "plugin" });
 }
