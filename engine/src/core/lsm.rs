@@ -35,6 +35,11 @@ pub(crate) fn parse_sst_name(name: &str) -> Option<u64> {
     }
 }
 
+/// Keeps a column family's tables newest first (by largest sequence), the order point reads consult them in.
+pub(crate) fn sort_tables(tables: &mut [Arc<Table>]) {
+    tables.sort_by_key(|t| std::cmp::Reverse(t.meta.largest_seq));
+}
+
 /// A live SST: its manifest record and an open reader.
 #[derive(Debug)]
 pub(crate) struct Table {
@@ -187,6 +192,7 @@ impl Core {
         {
             let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
             v.tables.extend(tables);
+            sort_tables(&mut v.tables);
             v.immutable.retain(|m| !Arc::ptr_eq(m, &mem));
         }
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
@@ -380,6 +386,7 @@ impl Core {
                     let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
                     v.tables.retain(|t| !ids.contains(&t.meta.id));
                     v.tables.extend(new_tables);
+                    sort_tables(&mut v.tables);
                 }
                 // Open readers keep serving live scans; the files go now (a crash leaves orphans, removed at open).
                 for id in &ids {

@@ -286,11 +286,9 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
             ))
         })?;
         let table = core.open_table(meta)?;
-        cf.mems
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .tables
-            .push(table);
+        let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
+        v.tables.push(table);
+        super::lsm::sort_tables(&mut v.tables);
     }
     Ok(core)
 }

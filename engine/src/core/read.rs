@@ -28,9 +28,9 @@ impl Core {
         let mems = std::iter::once(v.active.clone())
             .chain(v.immutable.iter().rev().cloned())
             .collect();
-        let mut tables = v.tables.clone();
+        // Kept newest first by `lsm::sort_tables` whenever the set changes.
+        let tables = v.tables.clone();
         drop(v);
-        tables.sort_by_key(|t| std::cmp::Reverse(t.meta.largest_seq));
         Ok(View { mems, tables })
     }
 
