@@ -274,6 +274,16 @@ pub fn markdown(res: &Results) -> String {
         " The \"× device\" column divides by the best of these, {}/s.\n",
         fmt_rate(limit)
     );
+    if !m.versions.is_empty() {
+        let v: Vec<String> = m
+            .versions
+            .iter()
+            .filter(|(n, _)| n.as_str() != "rocksdb" || m.rocksdb_compiled)
+            .filter(|(n, _)| n.as_str() != "librocksdb-sys" || m.rocksdb_compiled)
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect();
+        let _ = writeln!(s, "Versions: {}.\n", v.join(", "));
+    }
     let engines = engine_order(&res.records);
     let workloads = workload_order(&res.records);
 
@@ -639,6 +649,10 @@ mod tests {
             meta: Meta {
                 started: "2026-01-01T00:00:00Z".into(),
                 git_sha: "0123456789abcdef".into(),
+                versions: [("fjall", "3.1.0"), ("rocksdb", "0.25.0")]
+                    .into_iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
                 ..Meta::default()
             },
             device: DeviceProbe::default(),
@@ -673,6 +687,8 @@ mod tests {
         assert!(md.contains("| midge | ok | 2.50× |"), "{md}");
         assert!(md.contains("- sled / fillsync_1: no sync"));
         assert!(md.contains("0123456789ab"));
+        // RocksDB is in the lock file but was not compiled in: not listed.
+        assert!(md.contains("Versions: fjall 3.1.0."), "{md}");
     }
 
     #[test]
