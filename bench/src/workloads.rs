@@ -747,6 +747,7 @@ impl<'a> Runner<'a> {
         anyhow::ensure!(ready, "crash writer did not get ready: {line:?}");
         let on_disk = du(&dir);
 
+        engines::prepare(self.kind)?;
         let p0 = ProcSample::now();
         let t = Instant::now();
         let e = engines::open(self.kind, &dir)?;
