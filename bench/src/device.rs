@@ -52,6 +52,16 @@ pub fn probe(dir: &Path, unit: Duration) -> std::io::Result<DeviceProbe> {
     Ok(out)
 }
 
+/// A short preallocated-file fdatasync rate, taken right before an engine's sync phases: on a shared
+/// machine the device's rate drifts, and this says what it was at that moment.
+pub fn quick_fsync_rate(dir: &Path, dur: Duration) -> std::io::Result<SyncRate> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("probe-now");
+    let r = prealloc(&path, dur);
+    let _ = std::fs::remove_file(&path);
+    r
+}
+
 const PAGE: usize = 4096;
 
 fn page() -> Vec<u8> {

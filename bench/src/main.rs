@@ -168,6 +168,16 @@ fn run_parent(cli: &Cli) -> Result<()> {
             .progress_chars("=> "),
     );
 
+    // Build the guest once, before anything is measured; children get its path and skip the build.
+    #[cfg(feature = "component")]
+    let guest: Option<PathBuf> = if kinds.contains(&EngineKind::MidgeComponent) {
+        bar.set_message("building the guest component (release, wasm32-wasip2)");
+        Some(engines::component::guest_wasm().context("building the guest component")?)
+    } else {
+        None
+    };
+    #[cfg(not(feature = "component"))]
+    let guest: Option<PathBuf> = None;
     bar.set_message("device probe");
     let device = device::probe(&data.join("probe"), p.probe_unit).context("device probe")?;
     bar.inc(1);
@@ -187,7 +197,7 @@ fn run_parent(cli: &Cli) -> Result<()> {
         }
         let dir = data.join(k.name());
         let _ = std::fs::remove_dir_all(&dir);
-        let (recs, summary) = run_child(*k, mode, cli.seed, &dir, &cli.only, &bar)?;
+        let (recs, summary) = run_child(*k, mode, cli.seed, &dir, &cli.only, guest.as_deref(), &bar)?;
         records.extend(recs);
         summaries.push(summary);
         if !cli.keep_data {
@@ -247,6 +257,7 @@ fn run_child(
     seed: u64,
     dir: &Path,
     only: &[String],
+    guest: Option<&Path>,
     bar: &ProgressBar,
 ) -> Result<(Vec<Record>, EngineSummary)> {
     let exe = std::env::current_exe()?;
@@ -259,6 +270,9 @@ fn run_child(
         .stderr(Stdio::piped());
     if !only.is_empty() {
         cmd.arg("--only").arg(only.join(","));
+    }
+    if let Some(wasm) = guest {
+        cmd.env("MIDGE_GUEST_WASM", wasm);
     }
     let mut child = cmd.spawn().with_context(|| format!("spawning {}", k.name()))?;
     let stderr = child.stderr.take().context("child stderr")?;

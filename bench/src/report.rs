@@ -32,6 +32,9 @@ pub struct Record {
     pub best_peer: Option<String>,
     /// ops/s ÷ the device probe's fdatasync rate (sync workloads).
     pub ratio_device: Option<f64>,
+    /// For `midge-component`: its time per op ÷ native Midge's (native ops/s ÷ component ops/s; 1.3 means
+    /// 30% slower).
+    pub component_time_ratio: Option<f64>,
     /// Why the engine did not run this workload.
     pub skipped: Option<String>,
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -73,6 +76,7 @@ impl Record {
             &mut self.commits_per_fsync,
             &mut self.ratio_best_peer,
             &mut self.ratio_device,
+            &mut self.component_time_ratio,
         ] {
             o(x);
         }
@@ -150,7 +154,18 @@ pub fn compute_ratios(records: &mut [Record], fsync_limit: f64) {
             r.ratio_device = Some(r.ops_per_sec / fsync_limit);
         }
     }
+    let native: BTreeMap<String, f64> = records
+        .iter()
+        .filter(|r| r.ran() && r.engine == "midge")
+        .map(|r| (r.workload.clone(), r.ops_per_sec))
+        .collect();
+    for r in records.iter_mut().filter(|r| r.ran() && r.engine == COMPONENT) {
+        r.component_time_ratio = native.get(&r.workload).map(|n| n / r.ops_per_sec);
+    }
 }
+
+/// The engine name of Midge inside wasmtime.
+pub const COMPONENT: &str = "midge-component";
 
 /// The fdatasync rate sync commits are compared with: the best 4 KiB pattern of either probe.
 pub fn fsync_limit(res: &Results) -> f64 {
@@ -274,6 +289,16 @@ pub fn markdown(res: &Results) -> String {
         " The \"× device\" column divides by the best of these, {}/s.\n",
         fmt_rate(limit)
     );
+    if !m.versions.is_empty() {
+        let v: Vec<String> = m
+            .versions
+            .iter()
+            .filter(|(n, _)| n.as_str() != "rocksdb" || m.rocksdb_compiled)
+            .filter(|(n, _)| n.as_str() != "librocksdb-sys" || m.rocksdb_compiled)
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect();
+        let _ = writeln!(s, "Versions: {}.\n", v.join(", "));
+    }
     let engines = engine_order(&res.records);
     let workloads = workload_order(&res.records);
 
@@ -287,6 +312,11 @@ pub fn markdown(res: &Results) -> String {
     }
     head.push_str(" midge ÷ best peer | midge × device |");
     rule.push_str("---:|---:|");
+    let has_component = res.records.iter().any(|r| r.engine == COMPONENT && r.ran());
+    if has_component {
+        head.push_str(" component time ÷ native |");
+        rule.push_str("---:|");
+    }
     let _ = writeln!(s, "{head}\n{rule}");
     for w in &workloads {
         let ran: Vec<&Record> = engines
@@ -323,6 +353,10 @@ pub fn markdown(res: &Results) -> String {
             fmt_ratio(midge.and_then(|r| r.ratio_best_peer)),
             fmt_ratio(midge.and_then(|r| r.ratio_device)),
         );
+        if has_component {
+            let c = find(&res.records, COMPONENT, w).and_then(|r| r.component_time_ratio);
+            let _ = write!(row, " {} |", fmt_ratio(c));
+        }
         let _ = writeln!(s, "{row}");
     }
 
@@ -611,6 +645,27 @@ mod tests {
     }
 
     #[test]
+    fn component_ratio_is_native_over_component_throughput() {
+        let mut v = vec![
+            rec("midge", "fillsync_1", 1000.0),
+            rec(COMPONENT, "fillsync_1", 800.0),
+            rec("fjall", "fillsync_1", 500.0),
+            rec(COMPONENT, "readseq", 10.0),
+        ];
+        compute_ratios(&mut v, 0.0);
+        assert_eq!(v[1].component_time_ratio, Some(1.25));
+        // The component is Midge, not a peer: the best peer is fjall.
+        assert_eq!(v[1].best_peer.as_deref(), Some("fjall"));
+        assert_eq!(v[0].ratio_best_peer, Some(2.0));
+        assert_eq!(v[0].component_time_ratio, None);
+        // No native record for readseq: no ratio.
+        assert_eq!(v[3].component_time_ratio, None);
+        let md = markdown(&results(v));
+        let row = md.lines().find(|l| l.starts_with("| fillsync_1 |")).unwrap();
+        assert!(row.ends_with("| 2.00× | — | 1.25× |"), "{row}");
+    }
+
+    #[test]
     fn no_peer_means_no_peer_ratio() {
         let mut v = vec![rec("midge", "readseq", 10.0)];
         compute_ratios(&mut v, 0.0);
@@ -639,6 +694,10 @@ mod tests {
             meta: Meta {
                 started: "2026-01-01T00:00:00Z".into(),
                 git_sha: "0123456789abcdef".into(),
+                versions: [("fjall", "3.1.0"), ("rocksdb", "0.25.0")]
+                    .into_iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
                 ..Meta::default()
             },
             device: DeviceProbe::default(),
@@ -673,6 +732,8 @@ mod tests {
         assert!(md.contains("| midge | ok | 2.50× |"), "{md}");
         assert!(md.contains("- sled / fillsync_1: no sync"));
         assert!(md.contains("0123456789ab"));
+        // RocksDB is in the lock file but was not compiled in: not listed.
+        assert!(md.contains("Versions: fjall 3.1.0."), "{md}");
     }
 
     #[test]

@@ -373,6 +373,9 @@ impl<'a> Runner<'a> {
         // Sync commits, 1..16 writers, on a fresh database.
         let writers = p.writers.clone();
         let sync = engines::open(self.kind, &self.dir("sync"))?;
+        let now = crate::device::quick_fsync_rate(&self.dir("probe"), p.probe_unit / 2)
+            .map(|r| r.ops_per_sec)
+            .unwrap_or(0.0);
         for w in writers {
             let name = format!("fillsync_{w}");
             if !sync.caps().sync {
@@ -384,7 +387,12 @@ impl<'a> Runner<'a> {
             } else {
                 p.sync_commits_per_writer
             };
-            self.step(&name, |s| s.sync_writers(&*sync, &name, w, per).map(Some));
+            self.step(&name, |s| {
+                let mut r = s.sync_writers(&*sync, &name, w, per)?;
+                r.extra
+                    .insert("device_fsync_per_sec_just_before".into(), now.into());
+                Ok(Some(r))
+            });
         }
         sync.close()?;
 
@@ -739,6 +747,7 @@ impl<'a> Runner<'a> {
         anyhow::ensure!(ready, "crash writer did not get ready: {line:?}");
         let on_disk = du(&dir);
 
+        engines::prepare(self.kind)?;
         let p0 = ProcSample::now();
         let t = Instant::now();
         let e = engines::open(self.kind, &dir)?;

@@ -1,0 +1,251 @@
+//! Midge as a WASI component in wasmtime, through `midge_host::ComponentEngine` (same method names as the
+//! native engine). The guest is built in release for wasm32-wasip2 on first use and compiled once per process.
+//!
+//! What the sandbox changes, by design of the host today: one store behind one lock, so calls from several
+//! threads take turns (no group commit across threads), and background flush/compaction run inline in the
+//! guest. Batches of puts cross the boundary once (`put_many`), scans come back 256 rows per crossing.
+
+use super::{Caps, Durability, KvEngine, KvRead, Op};
+use anyhow::{Context, Result};
+use cntryl_midge::{Bytes, MidgeError, Query, TransactionMode, WriteOptions};
+use midge_host::{ComponentEngine, ComponentHost, ComponentTransaction};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{OnceLock, RwLock};
+use std::time::Duration;
+
+/// Builds the plugin component (release, wasm32-wasip2) and compiles it; once per process.
+pub fn host() -> Result<&'static ComponentHost> {
+    static HOST: OnceLock<std::result::Result<ComponentHost, String>> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let wasm = guest_wasm().map_err(|e| format!("{e:#}"))?;
+        ComponentHost::load(&wasm).map_err(|e| format!("loading {}: {e}", wasm.display()))
+    })
+    .as_ref()
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `$MIDGE_GUEST_WASM`, or a release build of `midge-guest` in `<target>/bench-guest`.
+pub fn guest_wasm() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MIDGE_GUEST_WASM") {
+        return Ok(PathBuf::from(p));
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_path_buf();
+    // The target dir this binary was built into (…/target/release/midge-bench).
+    let target = std::env::current_exe()?
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| workspace.join("target"));
+    let dir = target.join("bench-guest");
+    let wasm = dir.join("wasm32-wasip2/release/midge_guest.wasm");
+    // Add the target when missing (a fresh machine), then build; cargo makes a warm build a no-op.
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2"))
+        .unwrap_or(true);
+    if !installed {
+        let ok = Command::new("rustup")
+            .args(["target", "add", "wasm32-wasip2"])
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "rustup target add wasm32-wasip2 failed");
+    }
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&workspace)
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "-p",
+            "midge-guest",
+            "--lib",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&dir);
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WRAPPER",
+        "CARGO_TARGET_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+    let ok = cmd.status().context("running cargo for the guest")?.success();
+    anyhow::ensure!(ok, "building the plugin component (midge-guest) failed");
+    Ok(wasm)
+}
+
+pub struct ComponentKv {
+    engine: RwLock<Option<ComponentEngine>>,
+    cf: u32,
+}
+
+impl ComponentKv {
+    pub fn open(dir: &Path) -> Result<ComponentKv> {
+        let engine = ComponentEngine::open(host()?, dir)?;
+        let cf = engine
+            .get_column_family("default")
+            .context("no default column family")?;
+        Ok(ComponentKv {
+            engine: RwLock::new(Some(engine)),
+            cf,
+        })
+    }
+
+    fn with_engine<T>(&self, f: impl FnOnce(&ComponentEngine) -> Result<T>) -> Result<T> {
+        let g = self
+            .engine
+            .read()
+            .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
+        f(g.as_ref().context("engine closed")?)
+    }
+
+    fn commit_once(
+        &self,
+        e: &ComponentEngine,
+        ops: &[Op<'_>],
+        durability: Durability,
+    ) -> cntryl_midge::MidgeResult<()> {
+        let mut tx = e.begin_tx(self.cf, TransactionMode::ReadWrite)?;
+        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for op in ops {
+            match *op {
+                Op::Put(k, v) => puts.push((k.to_vec(), v.to_vec())),
+                Op::Delete(k) => tx.delete(k.to_vec())?,
+                Op::DeleteRange(s, e) => tx.delete_range(s.to_vec(), e.to_vec())?,
+            }
+        }
+        match puts.len() {
+            0 => {}
+            1 => {
+                let (k, v) = puts.pop().unwrap_or_default();
+                tx.put(k, v, None)?;
+            }
+            _ => tx.put_many(&puts)?,
+        }
+        tx.commit(match durability {
+            Durability::Sync => WriteOptions::sync(),
+            Durability::Buffered => WriteOptions::buffered(),
+        })
+    }
+}
+
+struct ComponentRead<'a> {
+    tx: &'a ComponentTransaction<'a>,
+}
+
+impl KvRead for ComponentRead<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<usize>> {
+        Ok(self.tx.get(key)?.map(|v| v.len()))
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<usize> {
+        let mut q = Query::new().start_key(Bytes::copy_from_slice(start));
+        if let Some(e) = end {
+            q = q.end_key(Bytes::copy_from_slice(e));
+        }
+        if limit != usize::MAX {
+            q = q.limit(limit);
+        }
+        if reverse {
+            q = q.reverse();
+        }
+        let rows = self.tx.scan(&q)?;
+        for (k, v) in &rows {
+            visit(k, v);
+        }
+        Ok(rows.len())
+    }
+
+    fn prefix(&self, prefix: &[u8], limit: usize, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<usize> {
+        let mut q = Query::new().prefix(Bytes::copy_from_slice(prefix));
+        if limit != usize::MAX {
+            q = q.limit(limit);
+        }
+        let rows = self.tx.scan(&q)?;
+        for (k, v) in &rows {
+            visit(k, v);
+        }
+        Ok(rows.len())
+    }
+}
+
+impl KvEngine for ComponentKv {
+    fn caps(&self) -> Caps {
+        Caps {
+            sync: true,
+            delete_range: true,
+            fsync_counter: false,
+        }
+    }
+
+    fn write(&self, ops: &[Op<'_>], durability: Durability) -> Result<()> {
+        self.with_engine(|e| {
+            loop {
+                match self.commit_once(e, ops, durability) {
+                    // Inline background work runs on the next calls; back off briefly and retry.
+                    Err(MidgeError::WriteStall(_)) => std::thread::sleep(Duration::from_millis(1)),
+                    other => return Ok(other?),
+                }
+            }
+        })
+    }
+
+    fn with_reader(&self, f: &mut dyn FnMut(&dyn KvRead) -> Result<()>) -> Result<()> {
+        self.with_engine(|e| {
+            let tx = e.begin_tx(self.cf, TransactionMode::ReadOnly)?;
+            f(&ComponentRead { tx: &tx })?;
+            tx.rollback()?;
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.with_engine(|e| Ok(e.flush_cf(self.cf)?))
+    }
+
+    fn compact(&self) -> Result<()> {
+        self.with_engine(|e| {
+            e.flush_cf(self.cf)?;
+            e.compact_all()?;
+            Ok(())
+        })
+    }
+
+    fn open_report(&self) -> serde_json::Value {
+        self.with_engine(|e| {
+            let r = e.get_recovery_metrics()?;
+            Ok(serde_json::json!({
+                "wal_recovery_records_replayed": r.wal_recovery_records_replayed,
+                "wal_recovery_bytes_replayed": r.wal_recovery_bytes_replayed,
+            }))
+        })
+        .unwrap_or(serde_json::Value::Null)
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        let mut g = self
+            .engine
+            .write()
+            .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
+        if let Some(mut e) = g.take() {
+            e.shutdown(Duration::from_secs(30))?;
+        }
+        Ok(())
+    }
+}
