@@ -173,6 +173,8 @@ pub struct Runner<'a> {
     emit: &'a mut dyn FnMut(Msg),
     summary: EngineSummary,
     user_bytes: u64,
+    /// Bytes the harness itself wrote in this process (the pre-sync device probe), kept out of write amp.
+    harness_write_bytes: u64,
     values: ValuePool,
 }
 
@@ -199,6 +201,7 @@ impl<'a> Runner<'a> {
                 ..EngineSummary::default()
             },
             user_bytes: 0,
+            harness_write_bytes: 0,
             values: ValuePool::new(seed),
         }
     }
@@ -265,8 +268,11 @@ impl<'a> Runner<'a> {
         self.summary.secs = t0.elapsed().as_secs_f64();
         self.summary.peak_rss_mib = end.peak_rss as f64 / (1 << 20) as f64;
         if self.user_bytes > 0 {
-            self.summary.write_amp_run =
-                Some(end.write_bytes.saturating_sub(start.write_bytes) as f64 / self.user_bytes as f64);
+            let engine_bytes = end
+                .write_bytes
+                .saturating_sub(start.write_bytes)
+                .saturating_sub(self.harness_write_bytes);
+            self.summary.write_amp_run = Some(engine_bytes as f64 / self.user_bytes as f64);
         }
         self.summary
     }
@@ -373,9 +379,11 @@ impl<'a> Runner<'a> {
         // Sync commits, 1..16 writers, on a fresh database.
         let writers = p.writers.clone();
         let sync = engines::open(self.kind, &self.dir("sync"))?;
+        let before = ProcSample::now();
         let now = crate::device::quick_fsync_rate(&self.dir("probe"), p.probe_unit / 2)
             .map(|r| r.ops_per_sec)
             .unwrap_or(0.0);
+        self.harness_write_bytes += ProcSample::now().write_bytes.saturating_sub(before.write_bytes);
         for w in writers {
             let name = format!("fillsync_{w}");
             if !sync.caps().sync {
