@@ -7,12 +7,13 @@ use std::cell::RefCell;
 wit_bindgen::generate!({ world: "plugin", path: "../wit" });
 
 use cntryl::midge::types::{
-    ConflictPolicy as WitPolicy, Durability, Error as WitError, Query as WitQuery, RecoveryMetrics,
-    RuntimeMetrics, TransactionMode as WitMode,
+    ConflictPolicy as WitPolicy, Durability, Error as WitError, OpenConfig, Query as WitQuery,
+    RecoveryMetrics, RuntimeMetrics, TransactionMode as WitMode,
 };
 use exports::cntryl::midge::engine::{
     Database, Guest, GuestDatabase, GuestScanIterator, GuestTransaction, ScanIterator, Transaction,
 };
+use std::sync::Arc;
 
 struct Component;
 
@@ -80,6 +81,26 @@ fn open(builder: cntryl_midge::OpenOptionsBuilder, memtable: Option<u64>) -> Res
     }))
 }
 
+/// Applies the host's tuning to an options builder.
+fn configure(mut b: cntryl_midge::OpenOptionsBuilder, c: &OpenConfig) -> cntryl_midge::OpenOptionsBuilder {
+    if let Some(v) = c.memtable_bytes {
+        b = b.with_memtable_size_limit(v);
+    }
+    if let Some(v) = c.l0_compaction_trigger {
+        b = b.with_l0_compaction_trigger(v as usize);
+    }
+    if let Some(v) = c.target_sst_bytes {
+        b = b.with_target_sst_size(v);
+    }
+    if let Some(v) = c.wal_segment_bytes {
+        b = b.with_wal_segment_bytes(v);
+    }
+    if let Some(ms) = c.fixed_clock_millis {
+        b = b.ttl_clock(cntryl_midge::ManualClock::new(ms));
+    }
+    b
+}
+
 impl Db {
     fn with<T>(&self, f: impl FnOnce(&cntryl_midge::Engine) -> Result<T, MidgeError>) -> Result<T, WitError> {
         let e = self.engine.borrow();
@@ -94,6 +115,25 @@ impl GuestDatabase for Db {
 
     fn open_dir(path: String, memtable_bytes: Option<u64>) -> Result<Database, WitError> {
         open(cntryl_midge::OpenOptions::local(path), memtable_bytes)
+    }
+
+    fn open_imported(config: OpenConfig) -> Result<Database, WitError> {
+        let fs = Arc::new(crate::imported::ImportedFs);
+        open(
+            configure(cntryl_midge::OpenOptions::with_file_system(fs), &config),
+            None,
+        )
+    }
+
+    fn open_cloud(prefix: String, config: OpenConfig) -> Result<Database, WitError> {
+        let cache = Arc::new(crate::imported::ImportedFs);
+        let store = Arc::new(crate::imported::ImportedObjects);
+        let b = cntryl_midge::OpenOptions::cloud_with_file_system(cache, store, prefix);
+        open(configure(b, &config), None)
+    }
+
+    fn drop_column_family_discarding_unflushed(&self, id: u32) -> Result<(), WitError> {
+        self.with(|e| e.drop_column_family_discarding_unflushed(id))
     }
 
     fn create_column_family(&self, name: String) -> Result<u32, WitError> {

@@ -2,33 +2,93 @@
 //! exposes it as [`ComponentEngine`], a client with the native engine's method names and `MidgeResult` types,
 //! so switching between linking `cntryl_midge::Engine` and loading the sandboxed component is a one-line change.
 //!
-//! The sandbox gets one directory (preopened as `/db`), a memory cap, and nothing else. Guest errors arrive as
-//! the WIT `error` variant and become the same [`MidgeError`] variant; a trap becomes a typed error and marks
-//! the instance unusable. The host never panics on guest misbehaviour.
+//! Storage reaches the guest through the `cntryl:midge/fs` and `objects` imports ([`storage`]), served by the
+//! engine's own backends on the host (`LocalFs` for a directory, `MemoryFs`, the crash simulator `SimFs`, any
+//! `ObjectStore` such as [`s3::S3ObjectStore`]) — so the syscalls that make a commit durable are the same code
+//! as native. The sandbox gets that capability, a memory cap, an optional per-call deadline (epoch
+//! interruption) and nothing else. Guest errors arrive as the WIT `error` variant and become the same
+//! [`MidgeError`] variant; a trap becomes a typed error (`Timeout` for a missed deadline, `Internal`
+//! otherwise) and marks the instance unusable. The host never panics on guest misbehaviour.
 
+use cntryl_midge::storage::SharedFs;
+use cntryl_midge::storage::object::SharedObjectStore;
 use cntryl_midge::{
     Bytes, ConflictPolicy, MidgeError, MidgeResult, Query, RecoveryMetricsSnapshot, TransactionMode,
     WriteOptions,
 };
 use std::path::Path;
 use std::sync::Mutex;
-use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub mod s3;
+pub mod storage;
 
 mod bindings {
-    wasmtime::component::bindgen!({ path: "../wit", world: "plugin" });
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        with: {
+            "cntryl:midge/fs.file": crate::storage::HostFile,
+            "cntryl:midge/fs.lock-guard": crate::storage::HostLock,
+        },
+    });
 }
 
 use bindings::cntryl::midge::types as wt;
+
+/// How often the host advances the epoch that per-call deadlines are measured in.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Per-instance host state.
 struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    fs: Option<SharedFs>,
+    objects: Option<SharedObjectStore>,
+}
+
+/// Engine tuning passed to the component's `open-imported` / `open-cloud` (`None` = the engine's default).
+/// Mirrors the `OpenOptionsBuilder` knobs the test harnesses need.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ComponentOptions {
+    /// `with_memtable_size_limit`.
+    pub memtable_bytes: Option<u64>,
+    /// `with_l0_compaction_trigger`.
+    pub l0_compaction_trigger: Option<u32>,
+    /// `with_target_sst_size`.
+    pub target_sst_bytes: Option<u64>,
+    /// `with_wal_segment_bytes`.
+    pub wal_segment_bytes: Option<u64>,
+    /// Judge TTLs against a clock fixed at this many milliseconds (deterministic simulation).
+    pub fixed_clock_millis: Option<u64>,
+}
+
+impl ComponentOptions {
+    fn wit(&self) -> wt::OpenConfig {
+        wt::OpenConfig {
+            memtable_bytes: self.memtable_bytes,
+            l0_compaction_trigger: self.l0_compaction_trigger,
+            target_sst_bytes: self.target_sst_bytes,
+            wal_segment_bytes: self.wal_segment_bytes,
+            fixed_clock_millis: self.fixed_clock_millis,
+        }
+    }
+}
+
+/// What one instance is granted and how the engine inside it opens.
+enum Grant {
+    /// `open-imported` on a host backend.
+    Fs(SharedFs, ComponentOptions),
+    /// `open-cloud`: cache on a host backend, bucket on a host object store.
+    Cloud(SharedFs, SharedObjectStore, String, ComponentOptions),
+    /// `open-dir` on a directory preopened through wasi:filesystem.
+    WasiDir(std::path::PathBuf, Option<u64>),
+    /// `open-in-memory` inside the instance.
+    Memory(Option<u64>),
 }
 
 impl WasiView for State {
@@ -46,6 +106,7 @@ pub struct ComponentHost {
     component: Component,
     linker: Linker<State>,
     memory_limit: usize,
+    deadline: Option<Duration>,
 }
 
 impl std::fmt::Debug for ComponentHost {
@@ -63,15 +124,32 @@ fn host_err(what: &str, e: impl std::fmt::Display) -> MidgeError {
 impl ComponentHost {
     /// Compiles the component at `wasm` (the `midge_guest.wasm` built for wasm32-wasip2).
     pub fn load(wasm: &Path) -> MidgeResult<ComponentHost> {
-        let engine = wasmtime::Engine::default();
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).map_err(|e| host_err("configure wasmtime", e))?;
         let component = Component::from_file(&engine, wasm).map_err(|e| host_err("load component", e))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| host_err("link wasi", e))?;
+        bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| host_err("link the storage imports", e))?;
+        // The epoch ticker: per-call deadlines are counted in its ticks. It stops when the engine is dropped.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("midge-host-epoch".into())
+            .spawn(move || {
+                while let Some(e) = weak.upgrade() {
+                    e.increment_epoch();
+                    drop(e);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| host_err("start the epoch ticker", e))?;
         Ok(ComponentHost {
             engine,
             component,
             linker,
             memory_limit: 1 << 30,
+            deadline: None,
         })
     }
 
@@ -81,20 +159,47 @@ impl ComponentHost {
         self
     }
 
-    fn instantiate(&self, dir: Option<&Path>) -> MidgeResult<(Store<State>, bindings::Plugin)> {
+    /// Interrupts any single call into the component that runs longer than `limit` (measured in 5 ms epoch
+    /// ticks): the call fails with `MidgeError::Timeout` and the instance is marked unusable — a runaway or
+    /// hostile plugin cannot hold the host thread. Default: no deadline.
+    pub fn with_call_deadline(mut self, limit: Duration) -> ComponentHost {
+        self.deadline = Some(limit);
+        self
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        match self.deadline {
+            Some(d) => (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64,
+            None => u64::MAX / 2,
+        }
+    }
+
+    fn instantiate(&self, grant: &Grant) -> MidgeResult<(Store<State>, bindings::Plugin)> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
-        if let Some(d) = dir {
-            wasi.preopened_dir(d, "/db", wasmtime_wasi::FsPerms::ReadWrite)
-                .map_err(|e| host_err("grant the database directory", e))?;
+        let (mut fs, mut objects) = (None, None);
+        match grant {
+            Grant::WasiDir(d, _) => {
+                wasi.preopened_dir(d, "/db", wasmtime_wasi::FsPerms::ReadWrite)
+                    .map_err(|e| host_err("grant the database directory", e))?;
+            }
+            Grant::Fs(f, _) => fs = Some(f.clone()),
+            Grant::Cloud(f, o, _, _) => {
+                fs = Some(f.clone());
+                objects = Some(o.clone());
+            }
+            Grant::Memory(_) => {}
         }
         let state = State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new().memory_size(self.memory_limit).build(),
+            fs,
+            objects,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
         let plugin = bindings::Plugin::instantiate(&mut store, &self.component, &self.linker)
             .map_err(|e| host_err("instantiate component", e))?;
         Ok((store, plugin))
@@ -140,6 +245,16 @@ struct Inner {
     plugin: bindings::Plugin,
     db: Option<ResourceAny>,
     trapped: Option<String>,
+    deadline_ticks: u64,
+}
+
+/// A trap becomes a typed error: a missed deadline is `Timeout`, anything else `Internal`.
+fn trap_error(trap: &wasmtime::Error) -> MidgeError {
+    if trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        MidgeError::Timeout(format!("component call exceeded its deadline: {trap}"))
+    } else {
+        MidgeError::Internal(format!("component trapped: {trap}"))
+    }
 }
 
 /// Midge running inside a wasmtime sandbox, with the native [`cntryl_midge::Engine`] method names.
@@ -166,20 +281,17 @@ impl std::fmt::Debug for ComponentEngine {
 }
 
 impl ComponentEngine {
-    fn start(
-        host: &ComponentHost,
-        dir: Option<&Path>,
-        memtable: Option<u64>,
-    ) -> MidgeResult<ComponentEngine> {
-        let (mut store, plugin) = host.instantiate(dir)?;
+    fn start(host: &ComponentHost, grant: Grant) -> MidgeResult<ComponentEngine> {
+        let (mut store, plugin) = host.instantiate(&grant)?;
         let db = {
             let g = plugin.cntryl_midge_engine().database();
-            let r = match dir {
-                Some(_) => g.call_open_dir(&mut store, "/db", memtable),
-                None => g.call_open_in_memory(&mut store, memtable),
+            let r = match &grant {
+                Grant::WasiDir(_, memtable) => g.call_open_dir(&mut store, "/db", *memtable),
+                Grant::Memory(memtable) => g.call_open_in_memory(&mut store, *memtable),
+                Grant::Fs(_, o) => g.call_open_imported(&mut store, o.wit()),
+                Grant::Cloud(_, _, prefix, o) => g.call_open_cloud(&mut store, prefix, o.wit()),
             };
-            r.map_err(|e| host_err("component trapped", e))?
-                .map_err(from_wit)?
+            r.map_err(|e| trap_error(&e))?.map_err(from_wit)?
         };
         Ok(ComponentEngine {
             inner: Mutex::new(Inner {
@@ -187,23 +299,82 @@ impl ComponentEngine {
                 plugin,
                 db: Some(db),
                 trapped: None,
+                deadline_ticks: host.deadline_ticks(),
             }),
         })
     }
 
-    /// Opens (creating if needed) the database in `dir`, the only directory the sandbox can see.
+    fn local(dir: &Path) -> SharedFs {
+        std::sync::Arc::new(cntryl_midge::storage::local::LocalFs::new(dir.to_path_buf()))
+    }
+
+    /// Opens (creating if needed) the database in `dir`, the only directory the sandbox can reach. The host
+    /// serves the guest's `fs` import with the engine's own `LocalFs` on `dir`.
     pub fn open(host: &ComponentHost, dir: &Path) -> MidgeResult<ComponentEngine> {
-        ComponentEngine::start(host, Some(dir), None)
+        ComponentEngine::start(host, Grant::Fs(Self::local(dir), ComponentOptions::default()))
     }
 
     /// Like [`ComponentEngine::open`] with a memtable size limit (small values force flushes).
     pub fn open_with_memtable(host: &ComponentHost, dir: &Path, bytes: u64) -> MidgeResult<ComponentEngine> {
-        ComponentEngine::start(host, Some(dir), Some(bytes))
+        let opts = ComponentOptions {
+            memtable_bytes: Some(bytes),
+            ..Default::default()
+        };
+        ComponentEngine::start(host, Grant::Fs(Self::local(dir), opts))
+    }
+
+    /// Opens the database on any engine storage backend the host chooses — `LocalFs`, `MemoryFs`, or the
+    /// crash simulator `SimFs` (whose I/O trace then matches a native run of the same workload op for op).
+    pub fn open_with_file_system(
+        host: &ComponentHost,
+        fs: SharedFs,
+        options: ComponentOptions,
+    ) -> MidgeResult<ComponentEngine> {
+        ComponentEngine::start(host, Grant::Fs(fs, options))
+    }
+
+    /// A cloud-backed database: the bucket is `store` under `prefix` (served through the `objects` import),
+    /// the local cache is `cache` (served through the `fs` import).
+    pub fn open_cloud(
+        host: &ComponentHost,
+        cache: SharedFs,
+        store: SharedObjectStore,
+        prefix: &str,
+        options: ComponentOptions,
+    ) -> MidgeResult<ComponentEngine> {
+        ComponentEngine::start(host, Grant::Cloud(cache, store, prefix.to_string(), options))
+    }
+
+    /// Opens `dir` through wasi:filesystem instead of the `fs` import (the guest's `local` backend over
+    /// std::fs, as under `wasmtime run --dir`).
+    pub fn open_wasi_dir(
+        host: &ComponentHost,
+        dir: &Path,
+        memtable: Option<u64>,
+    ) -> MidgeResult<ComponentEngine> {
+        ComponentEngine::start(host, Grant::WasiDir(dir.to_path_buf(), memtable))
     }
 
     /// A database that lives only in the component instance.
     pub fn open_in_memory(host: &ComponentHost) -> MidgeResult<ComponentEngine> {
-        ComponentEngine::start(host, None, None)
+        ComponentEngine::start(host, Grant::Memory(None))
+    }
+
+    /// Discards the instance without closing the database inside it — what a crash or `kill -9` of the
+    /// plugin looks like to storage. Nothing more is written; the next open recovers.
+    pub fn abandon(self) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.db = None;
+        g.trapped = Some("abandoned".into());
+    }
+
+    /// Drops a column family, discarding writes still in its memtable.
+    pub fn drop_column_family_discarding_unflushed(&self, id: u32) -> MidgeResult<()> {
+        self.call(|s, p, db| {
+            p.cntryl_midge_engine()
+                .database()
+                .call_drop_column_family_discarding_unflushed(s, db, id)
+        })
     }
 
     /// Runs `f` against the instance; a trap marks it unusable and becomes `Internal`.
@@ -224,12 +395,13 @@ impl ComponentEngine {
         let db =
             g.db.ok_or_else(|| MidgeError::InvalidArgument("engine is shut down".into()))?;
         let inner = &mut *g;
+        inner.store.set_epoch_deadline(inner.deadline_ticks);
         match f(&mut inner.store, &inner.plugin, db) {
             Ok(r) => r.map_err(from_wit),
             Err(trap) => {
-                let msg = trap.to_string();
-                inner.trapped = Some(msg.clone());
-                Err(MidgeError::Internal(format!("component trapped: {msg}")))
+                let e = trap_error(&trap);
+                inner.trapped = Some(trap.to_string());
+                Err(e)
             }
         }
     }
