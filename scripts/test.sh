@@ -8,8 +8,8 @@ source scripts/env.sh
 ensure_wasm_tools
 ensure_moto
 echo "== cargo test (workspace default members: engine, host, conformance suite)"
-cargo test --no-fail-fast "$@" 2>&1 | tee "$MIDGE_CACHE/logs/test.log" | grep -E --line-buffered \
-  "^(test result|running|error|warning: unused|failures:|---- )|panicked|FAILED|Doc-tests" || true
+cargo test --no-fail-fast "$@" -- --show-output 2>&1 | tee "$MIDGE_CACHE/logs/test.log" | grep -E --line-buffered \
+  "^(test result|running|error|warning: unused|failures:|---- |\{\"(sweep|canar))|panicked|FAILED|Doc-tests" || true
 status=${PIPESTATUS[0]}
 echo "== the same engine tests compiled to wasm32-wasip2 and run under the wasmtime CLI"
 export CARGO_TARGET_WASM32_WASIP2_RUNNER="wasmtime run --dir /tmp --env TMPDIR=/tmp"

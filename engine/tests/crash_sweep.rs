@@ -8,176 +8,19 @@
 //!
 //! Prints its figures as one JSON line (`MIDGE_SWEEP_SEEDS` sets seeds per random model; default 16).
 
+mod common;
+
 use cntryl_midge::prelude::*;
 use cntryl_midge::storage::sim::{PersistenceModel, SimFs};
+use common::sweep::{State, Step, SweepDb, exec, open_native, states_of, verdict, workloads};
 use std::collections::BTreeMap;
-use std::sync::Arc;
-
-type State = BTreeMap<(String, Vec<u8>), Vec<u8>>;
-
-#[derive(Debug, Clone)]
-enum Op {
-    Put(Vec<u8>, Vec<u8>),
-    Del(Vec<u8>),
-    Range(Vec<u8>, Vec<u8>),
-}
-
-#[derive(Debug, Clone)]
-enum Step {
-    Commit(String, Vec<Op>, Option<u64>),
-    CreateCf(String),
-    DropCf(String),
-    Flush(String),
-    Compact,
-}
 
 fn options(fs: &SimFs) -> OpenOptions {
-    OpenOptions::with_file_system(Arc::new(fs.clone()))
-        .with_memtable_size_limit(2 << 10)
-        .with_l0_compaction_trigger(2)
-        .with_target_sst_size(4 << 10)
-        .with_wal_segment_bytes(3 << 10)
-        .ttl_clock(cntryl_midge::ManualClock::new(1_000_000))
-        .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
-        .build()
-        .unwrap()
+    common::sweep::native_options(fs)
 }
 
-fn key(i: u64) -> Vec<u8> {
-    format!("k{i:03}").into_bytes()
-}
-
-/// Short, sharp workloads that force WAL rotation, flushes, compaction, manifest edits, CF create/drop, TTL and
-/// range deletes.
-fn workloads() -> Vec<(&'static str, Vec<Step>)> {
-    let mut rng = cntryl_midge::runtime::SeededRng::new(7);
-    let mut big = |n: usize, cf: &str| -> Vec<Step> {
-        (0..n)
-            .map(|i| {
-                let ops = (0..3)
-                    .map(|_| {
-                        let k = rng.below(40);
-                        match rng.below(10) {
-                            0 => Op::Del(key(k)),
-                            1 => Op::Range(key(k), key(k + 1 + rng.below(5))),
-                            _ => Op::Put(key(k), vec![b'a' + (i % 26) as u8; 40 + rng.below(80) as usize]),
-                        }
-                    })
-                    .collect();
-                Step::Commit(cf.to_string(), ops, None)
-            })
-            .collect()
-    };
-    let mut w = Vec::new();
-    w.push(("wal-rotation-and-flush", big(24, "default")));
-    let mut cfs = vec![Step::CreateCf("users".into())];
-    cfs.extend(big(10, "users"));
-    cfs.push(Step::Flush("users".into()));
-    cfs.extend(big(6, "default"));
-    cfs.push(Step::CreateCf("tmp".into()));
-    cfs.extend(big(3, "tmp"));
-    cfs.push(Step::Flush("tmp".into()));
-    cfs.push(Step::DropCf("tmp".into()));
-    w.push(("column-families-create-drop", cfs));
-    let mut comp = big(12, "default");
-    comp.push(Step::Flush("default".into()));
-    comp.extend(big(8, "default"));
-    comp.push(Step::Compact);
-    comp.push(Step::Commit(
-        "default".into(),
-        vec![Op::Range(key(0), key(20))],
-        None,
-    ));
-    comp.push(Step::Flush("default".into()));
-    comp.push(Step::Compact);
-    w.push(("compaction-and-range-deletes", comp));
-    let ttl: Vec<Step> = (0..16)
-        .map(|i| {
-            Step::Commit(
-                "default".into(),
-                vec![Op::Put(key(i), vec![b't'; 90])],
-                Some(3600),
-            )
-        })
-        .chain([Step::Flush("default".into()), Step::Compact])
-        .collect();
-    w.push(("ttl-values", ttl));
-    w
-}
-
-fn apply(state: &mut State, step: &Step) {
-    match step {
-        Step::Commit(cf, ops, _) => {
-            for op in ops {
-                match op {
-                    Op::Put(k, v) => {
-                        state.insert((cf.clone(), k.clone()), v.clone());
-                    }
-                    Op::Del(k) => {
-                        state.remove(&(cf.clone(), k.clone()));
-                    }
-                    Op::Range(a, b) => state.retain(|(c, k), _| !(c == cf && k >= a && k < b)),
-                }
-            }
-        }
-        Step::DropCf(cf) => state.retain(|(c, _), _| c != cf),
-        _ => {}
-    }
-}
-
-/// Executes one workload step against an open engine.
-fn exec(engine: &Engine, step: &Step) -> MidgeResult<()> {
-    let cf = |name: &str| engine.get_column_family(name);
-    match step {
-        Step::Commit(name, ops, ttl) => {
-            let cf = cf(name).ok_or(MidgeError::NotFound)?;
-            let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite)?;
-            for op in ops {
-                match op {
-                    Op::Put(k, v) => tx.put(k.clone(), v.clone(), *ttl)?,
-                    Op::Del(k) => tx.delete(k.clone())?,
-                    Op::Range(a, b) => tx.delete_range(a.clone(), b.clone())?,
-                }
-            }
-            tx.commit(WriteOptions::sync())
-        }
-        Step::CreateCf(name) => engine.create_column_family(name).map(|_| ()),
-        Step::DropCf(name) => cf(name)
-            .ok_or(MidgeError::NotFound)
-            .and_then(|c| engine.drop_column_family_discarding_unflushed(c.id())),
-        Step::Flush(name) => cf(name)
-            .ok_or(MidgeError::NotFound)
-            .and_then(|c| engine.flush_cf(&c)),
-        Step::Compact => engine.compact_all(),
-    }
-}
-
-/// Runs the workload until the first error; returns how many steps were acknowledged.
 fn run(fs: &SimFs, steps: &[Step]) -> usize {
-    let Ok(engine) = Engine::open(options(fs)) else {
-        return 0;
-    };
-    let mut acked = 0;
-    for step in steps {
-        let r = exec(&engine, step);
-        if r.is_err() {
-            break;
-        }
-        acked += 1;
-    }
-    std::mem::forget(engine); // a crash: no shutdown, no drop-time sync
-    acked
-}
-
-fn read_all(engine: &Engine) -> State {
-    let mut out = State::new();
-    for cf in engine.list_column_families().unwrap() {
-        let tx = engine.begin_tx(cf.id(), TransactionMode::ReadOnly).unwrap();
-        for (k, v) in tx.scan(&Query::new()).unwrap().try_collect().unwrap() {
-            out.insert((cf.name().to_string(), k.to_vec()), v.to_vec());
-        }
-    }
-    out
+    common::sweep::run(open_native(fs), steps)
 }
 
 #[derive(Debug, Default)]
@@ -190,38 +33,13 @@ struct Figures {
 }
 
 fn check(img: &SimFs, states: &[State], acked: usize, what: &str, fig: &mut Figures) -> bool {
-    let engine = match Engine::open(options(img)) {
-        Ok(e) => e,
-        Err(e) => {
-            fig.violations.push(format!("{what}: open failed: {e}"));
-            return false;
+    match verdict(open_native(img), states, acked) {
+        Ok(()) => true,
+        Err(v) => {
+            fig.violations.push(format!("{what}: {v}"));
+            false
         }
-    };
-    let got = read_all(&engine);
-    // Recovery metrics must agree with what could have been replayed: never more WAL records than commits
-    // issued, and bytes exactly when records.
-    let r = engine.get_recovery_metrics().unwrap();
-    let issued = states.len() as u64; // an upper bound on commit records in any image
-    if r.wal_recovery_records_replayed > issued
-        || (r.wal_recovery_records_replayed == 0) != (r.wal_recovery_bytes_replayed == 0)
-    {
-        fig.violations
-            .push(format!("{what}: recovery metrics inconsistent: {r:?}"));
     }
-    let hi = (acked + 1).min(states.len() - 1);
-    let ok = (acked..=hi).any(|k| states[k] == got);
-    if !ok {
-        let detail = if got.len() < states[acked].len() {
-            "lost acknowledged data"
-        } else {
-            "hole or invented data"
-        };
-        fig.violations.push(format!(
-            "{what}: state matches no boundary in {acked}..={hi} ({detail})"
-        ));
-    }
-    std::mem::forget(engine);
-    ok
 }
 
 #[test]
@@ -233,12 +51,7 @@ fn every_crash_point_under_every_persistence_model_recovers_an_acknowledged_boun
     let mut fig = Figures::default();
     for (name, steps) in workloads() {
         fig.workloads += 1;
-        let mut states = vec![State::new()];
-        for s in &steps {
-            let mut next = states.last().unwrap().clone();
-            apply(&mut next, s);
-            states.push(next);
-        }
+        let states = states_of(&steps);
         let probe = SimFs::new();
         let acked = run(&probe, &steps);
         assert_eq!(
@@ -335,12 +148,7 @@ fn every_io_error_is_typed_never_followed_by_an_acknowledgement_and_recovers() {
     let mut injected = 0u64;
     for (name, steps) in workloads() {
         fig.workloads += 1;
-        let mut states = vec![State::new()];
-        for s in &steps {
-            let mut next = states.last().unwrap().clone();
-            apply(&mut next, s);
-            states.push(next);
-        }
+        let states = states_of(&steps);
         let probe = SimFs::new();
         run(&probe, &steps);
         let total = probe.op_count();
@@ -384,7 +192,7 @@ fn every_io_error_is_typed_never_followed_by_an_acknowledgement_and_recovers() {
 /// Runs the workload; returns the steps acknowledged before the first failure and records a violation if any
 /// step is acknowledged after one.
 fn acked_until_error(fs: &SimFs, steps: &[Step], fig: &mut Figures, label: &str) -> usize {
-    let Ok(engine) = Engine::open(options(fs)) else {
+    let Ok(engine) = open_native(fs) else {
         return 0;
     };
     let mut acked = 0;
@@ -433,12 +241,7 @@ fn every_bit_flip_is_detected_harmless_or_reported_never_silent() {
     let (mut flips, mut detected, mut harmless, mut torn) = (0u64, 0u64, 0u64, 0u64);
     let mut silent = Vec::new();
     for (name, steps) in workloads() {
-        let mut states = vec![State::new()];
-        for s in &steps {
-            let mut next = states.last().unwrap().clone();
-            apply(&mut next, s);
-            states.push(next);
-        }
+        let states = states_of(&steps);
         let fs = SimFs::new();
         run(&fs, &steps);
         let base = fs.crash_image(PersistenceModel::DropUnsynced, 0);
@@ -453,9 +256,8 @@ fn every_bit_flip_is_detected_harmless_or_reported_never_silent() {
                 img.flip_bit(&path, at, rng.below(8) as u8);
                 flips += 1;
                 let outcome = Engine::open(options(&img)).and_then(|e| {
-                    let state =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_all_checked(&e)))
-                            .map_err(|_| MidgeError::Internal("panic while reading".into()))??;
+                    let state = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.read_all()))
+                        .map_err(|_| MidgeError::Internal("panic while reading".into()))??;
                     let r = e.get_recovery_metrics()?;
                     let torn = r.wal_torn_tail_bytes_truncated > 0 || r.manifest_torn_edit_dropped;
                     std::mem::forget(e);
@@ -485,15 +287,4 @@ fn every_bit_flip_is_detected_harmless_or_reported_never_silent() {
         silent.len(),
         silent[0]
     );
-}
-
-fn read_all_checked(engine: &Engine) -> MidgeResult<State> {
-    let mut out = State::new();
-    for cf in engine.list_column_families()? {
-        let tx = engine.begin_tx(cf.id(), TransactionMode::ReadOnly)?;
-        for (k, v) in tx.scan(&Query::new())?.try_collect()? {
-            out.insert((cf.name().to_string(), k.to_vec()), v.to_vec());
-        }
-    }
-    Ok(out)
 }

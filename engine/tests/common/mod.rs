@@ -1,6 +1,8 @@
 //! Test support: a file system over `MemoryFs` that fails chosen operations.
 #![allow(dead_code)]
 
+pub mod sweep;
+
 use cntryl_midge::storage::memory::MemoryFs;
 use cntryl_midge::storage::{File, FileSystem, LockGuard, OpenMode};
 use std::io;
