@@ -42,6 +42,16 @@ use bindings::cntryl::midge::types as wt;
 /// How often the host advances the epoch that per-call deadlines are measured in.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// A deadline in epoch ticks (none: effectively never).
+fn ticks(limit: Option<Duration>) -> u64 {
+    match limit {
+        Some(d) => u64::try_from(d.as_millis() / EPOCH_TICK.as_millis())
+            .unwrap_or(u64::MAX / 2)
+            .max(1),
+        None => u64::MAX / 2,
+    }
+}
+
 /// Per-instance host state.
 struct State {
     wasi: WasiCtx,
@@ -126,6 +136,11 @@ impl ComponentHost {
     pub fn load(wasm: &Path) -> MidgeResult<ComponentHost> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        // Reuse compiled code across processes (keyed by the component's hash and this config); a missing or
+        // unusable cache directory only costs a recompile.
+        if let Ok(cache) = wasmtime::Cache::from_file(None) {
+            config.cache(Some(cache));
+        }
         let engine = wasmtime::Engine::new(&config).map_err(|e| host_err("configure wasmtime", e))?;
         let component = Component::from_file(&engine, wasm).map_err(|e| host_err("load component", e))?;
         let mut linker = Linker::new(&engine);
@@ -168,10 +183,7 @@ impl ComponentHost {
     }
 
     fn deadline_ticks(&self) -> u64 {
-        match self.deadline {
-            Some(d) => (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64,
-            None => u64::MAX / 2,
-        }
+        ticks(self.deadline)
     }
 
     fn instantiate(&self, grant: &Grant) -> MidgeResult<(Store<State>, bindings::Plugin)> {
@@ -193,7 +205,10 @@ impl ComponentHost {
         let state = State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(self.memory_limit).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
             fs,
             objects,
         };
@@ -248,10 +263,16 @@ struct Inner {
     deadline_ticks: u64,
 }
 
-/// A trap becomes a typed error: a missed deadline is `Timeout`, anything else `Internal`.
+/// A trap becomes a typed error: a missed deadline is `Timeout`, hitting the memory cap `ResourceLimit`,
+/// anything else `Internal`.
 fn trap_error(trap: &wasmtime::Error) -> MidgeError {
     if trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
         MidgeError::Timeout(format!("component call exceeded its deadline: {trap}"))
+    } else if trap
+        .chain()
+        .any(|c| c.to_string().contains("forcing trap when growing memory"))
+    {
+        MidgeError::ResourceLimit(format!("component hit its memory cap: {trap}"))
     } else {
         MidgeError::Internal(format!("component trapped: {trap}"))
     }
@@ -366,6 +387,14 @@ impl ComponentEngine {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.db = None;
         g.trapped = Some("abandoned".into());
+    }
+
+    /// Sets (or with `None` removes) the deadline for each later call into this instance, overriding the
+    /// host's [`ComponentHost::with_call_deadline`]. A call that overruns fails with `MidgeError::Timeout`
+    /// and leaves the instance unusable (its database is recovered by the next open, as after a crash).
+    pub fn set_call_deadline(&self, limit: Option<Duration>) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.deadline_ticks = ticks(limit);
     }
 
     /// Drops a column family, discarding writes still in its memtable.

@@ -1,0 +1,61 @@
+//! The host's sandbox limits: a runaway call is interrupted at its deadline and a guest that exceeds its memory
+//! cap fails — both as typed errors, never a host panic, and the host keeps serving new instances.
+#![allow(clippy::disallowed_methods)]
+
+use cntryl_midge::{MidgeError, TransactionMode, WriteOptions};
+use midge_host::{ComponentEngine, ComponentHost};
+use std::time::Duration;
+
+fn rows(n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..n)
+        .map(|i| (format!("key{i:09}").into_bytes(), vec![7u8; 32]))
+        .collect()
+}
+
+#[test]
+fn a_call_past_its_deadline_is_a_timeout_and_the_instance_is_retired() {
+    let host = ComponentHost::load(midge_conformance::plugin_component()).unwrap();
+    let mut timed_out = false;
+    // Grow the batch until one call outlasts a 5 ms deadline (a 2M-row batch takes far longer on any machine).
+    for n in [50_000, 200_000, 800_000, 2_000_000] {
+        let engine = ComponentEngine::open_in_memory(&host).unwrap();
+        engine.set_call_deadline(Some(Duration::from_millis(5)));
+        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+        match tx.put_many(&rows(n)) {
+            Ok(()) => continue,
+            Err(MidgeError::Timeout(_)) => {
+                let again = engine.begin_tx(0, TransactionMode::ReadOnly).map(|_| ());
+                assert!(
+                    matches!(again, Err(MidgeError::Internal(_))),
+                    "a timed-out instance must refuse further calls, got {again:?}"
+                );
+                timed_out = true;
+                break;
+            }
+            Err(e) => panic!("expected Timeout, got {e:?}"),
+        }
+    }
+    assert!(timed_out, "no call overran a 5 ms deadline");
+    // The host is unaffected: a new instance works.
+    let engine = ComponentEngine::open_in_memory(&host).unwrap();
+    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    tx.put(b"k".to_vec(), b"v".to_vec(), None).unwrap();
+    tx.commit(WriteOptions::best_effort()).unwrap();
+}
+
+#[test]
+fn exceeding_the_memory_cap_is_a_resource_limit_not_a_host_panic() {
+    let host = ComponentHost::load(midge_conformance::plugin_component())
+        .unwrap()
+        .with_memory_limit(24 << 20);
+    let engine = ComponentEngine::open_in_memory(&host).unwrap();
+    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    let big: Vec<(Vec<u8>, Vec<u8>)> = (0..64).map(|i| (vec![i as u8; 8], vec![1u8; 1 << 20])).collect();
+    let r = tx.put_many(&big);
+    assert!(
+        matches!(r, Err(MidgeError::ResourceLimit(_))),
+        "expected ResourceLimit, got {r:?}"
+    );
+    let engine = ComponentEngine::open_in_memory(&host).unwrap();
+    assert!(engine.get_column_family("default").is_some());
+}
