@@ -196,6 +196,12 @@ impl GuestDatabase for Db {
                 intent_log_replay_runs: r.intent_log_replay_runs,
                 intent_log_entries_replayed: r.intent_log_entries_replayed,
                 wal_torn_tail_bytes: r.wal_torn_tail_bytes_truncated,
+                manifest_torn_edit_dropped: r.manifest_torn_edit_dropped,
+                orphan_files_removed: r.orphan_files_removed,
+                cloud_manifest_fetched: r.cloud_manifest_fetched,
+                cloud_wal_segments_fetched: r.cloud_wal_segments_fetched,
+                cloud_ssts_fetched: r.cloud_ssts_fetched,
+                cloud_bytes_fetched: r.cloud_bytes_fetched,
             })
         })
     }
@@ -211,6 +217,11 @@ impl GuestDatabase for Db {
                 flushes: m.flush_publish_count,
                 compactions: m.compactions_run,
                 write_stalled: m.write_stalled,
+                sst_bytes: m.sst_bytes,
+                wal_local_durable_seq: m.wal_local_durable_seq,
+                wal_cloud_durable_seq: m.wal_cloud_durable_seq,
+                cloud_wal_segments_uploaded: m.cloud_wal_segments_uploaded,
+                cloud_object_puts: m.cloud_object_puts_total,
             })
         })
     }

@@ -505,6 +505,33 @@ impl ComponentEngine {
             intent_log_replay_runs: r.intent_log_replay_runs,
             intent_log_entries_replayed: r.intent_log_entries_replayed,
             wal_torn_tail_bytes_truncated: r.wal_torn_tail_bytes,
+            manifest_torn_edit_dropped: r.manifest_torn_edit_dropped,
+            orphan_files_removed: r.orphan_files_removed,
+            cloud_manifest_fetched: r.cloud_manifest_fetched,
+            cloud_wal_segments_fetched: r.cloud_wal_segments_fetched,
+            cloud_ssts_fetched: r.cloud_ssts_fetched,
+            cloud_bytes_fetched: r.cloud_bytes_fetched,
+            ..Default::default()
+        })
+    }
+
+    /// What the engine inside the component is doing now (the counters the WIT record carries; the rest keep
+    /// their defaults).
+    pub fn get_runtime_metrics(&self) -> MidgeResult<cntryl_midge::RuntimeMetricsSnapshot> {
+        let m = self.call(|s, p, db| p.cntryl_midge_engine().database().call_runtime_metrics(s, db))?;
+        Ok(cntryl_midge::RuntimeMetricsSnapshot {
+            current_sequence: m.current_sequence,
+            commits_total: m.commits,
+            wal_fsync_count: m.wal_fsyncs,
+            sst_count: m.sst_count,
+            sst_bytes: m.sst_bytes,
+            flush_publish_count: m.flushes,
+            compactions_run: m.compactions,
+            write_stalled: m.write_stalled,
+            wal_local_durable_seq: m.wal_local_durable_seq,
+            wal_cloud_durable_seq: m.wal_cloud_durable_seq,
+            cloud_wal_segments_uploaded: m.cloud_wal_segments_uploaded,
+            cloud_object_puts_total: m.cloud_object_puts,
             ..Default::default()
         })
     }

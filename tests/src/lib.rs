@@ -6,6 +6,8 @@
 //! skip: a test that needs them must not pass vacuously.
 #![allow(clippy::disallowed_methods)]
 
+pub mod moto;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

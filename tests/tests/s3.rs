@@ -1,74 +1,14 @@
-//! Cloud mode against a real S3-compatible server (moto) that the test starts on 127.0.0.1 and stops:
-//! the object-store contract incl. conditional writes, strict commits surviving total cache loss, and fencing
-//! with two writers. The server must be installed (`scripts/test.sh` installs `moto[server]`); a missing server
-//! fails the test rather than skipping it.
+//! The host's S3 adapter against a real S3-compatible server (moto) that the test starts on 127.0.0.1 and
+//! stops: the object-store contract incl. conditional writes, and the native engine on it (strict commits
+//! surviving total cache loss, fencing with two writers). The same scenarios through the component, on every
+//! store, are in `cloud.rs`.
 #![allow(clippy::disallowed_methods)] // tests drive real processes, sockets and clocks
 
 use cntryl_midge::prelude::*;
 use cntryl_midge::storage::object::{ObjectError, ObjectStore, PutMode, SharedObjectStore};
 use cntryl_midge::{Bytes, MidgeError};
-use midge_host::s3::{S3Config, S3ObjectStore};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use midge_conformance::moto::Moto;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_moto() -> Moto {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server is required (pip install 'moto[server]'; scripts/test.sh installs it)");
-    let moto = Moto { child, port };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    moto
-}
-
-fn create_bucket(port: u16, bucket: &str) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
-}
-
-fn store(port: u16, bucket: &str) -> S3ObjectStore {
-    S3ObjectStore::new(&S3Config {
-        endpoint: Some(format!("http://127.0.0.1:{port}")),
-        bucket: bucket.into(),
-        credentials: Some(("test".into(), "test".into())),
-        allow_http: true,
-        ..Default::default()
-    })
-    .unwrap()
-}
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -76,9 +16,8 @@ fn tmp() -> tempfile::TempDir {
 
 #[test]
 fn s3_store_honours_conditional_writes_and_cloud_mode_survives_cache_loss_and_fences() {
-    let moto = start_moto();
-    create_bucket(moto.port, "midge");
-    let s3 = store(moto.port, "midge");
+    let moto = Moto::start();
+    let s3 = moto.bucket("midge");
 
     // The object-store contract, conditional writes included.
     let a = s3
