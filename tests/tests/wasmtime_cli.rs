@@ -158,6 +158,18 @@ fn the_same_workload_writes_byte_identical_databases_natively_and_in_the_compone
         assert!(bytes == &b[path], "{path} differs between native and component");
     }
     assert!(a.keys().any(|p| p.ends_with(".wal")) && a.contains_key("FORMAT"));
+    // The command's `metrics` and `verify` report the same on both targets.
+    for sub in ["metrics", "verify"] {
+        let n = native_run(native.path()).arg(sub).output().unwrap();
+        let w = wasmtime_run(wasm.path()).arg(sub).output().unwrap();
+        assert!(n.status.success() && w.status.success(), "{sub} failed");
+        assert_eq!(
+            String::from_utf8_lossy(&n.stdout),
+            String::from_utf8_lossy(&w.stdout),
+            "{sub} differs between native and component"
+        );
+        assert!(!n.stdout.is_empty());
+    }
     // Each target opens the other's database and sees the same rows.
     assert_eq!(native_rows(wasm.path()), component_rows(native.path()));
     assert_eq!(native_rows(wasm.path()).len(), 50 * 3 + 1);

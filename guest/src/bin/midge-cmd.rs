@@ -6,6 +6,7 @@
 //! midge-cmd scan                     prints key=value lines in order
 //! midge-cmd load <start> <count>     commits 3-key sync transactions, printing `ack <i>` after each commit
 //! midge-cmd recover                  opens, prints recovery metrics and the row count
+//! midge-cmd metrics                  opens, prints runtime and recovery metrics
 //! midge-cmd verify                   offline verification summary
 //! ```
 //! The database directory is `$MIDGE_DB` or `/db` (the directory `wasmtime run --dir <host>::/db` grants).
@@ -99,6 +100,21 @@ fn run(db: &str, args: &[String]) -> MidgeResult<()> {
                 r.wal_torn_tail_bytes_truncated
             );
         }
+        Some("metrics") => {
+            let engine = Engine::open(OpenOptions::local(db).build())?;
+            let r = engine.get_recovery_metrics()?;
+            let m = engine.get_runtime_metrics()?;
+            let _ = writeln!(
+                out,
+                "current_sequence={} sst_count={} sst_bytes={} wal_segments={} records_replayed={} torn_tail_bytes={}",
+                m.current_sequence,
+                m.sst_count,
+                m.sst_bytes,
+                m.wal_segments,
+                r.wal_recovery_records_replayed,
+                r.wal_torn_tail_bytes_truncated
+            );
+        }
         Some("verify") => {
             let rep = Engine::verify_path(db)?;
             let _ = writeln!(
@@ -112,7 +128,7 @@ fn run(db: &str, args: &[String]) -> MidgeResult<()> {
         }
         _ => {
             return Err(MidgeError::InvalidArgument(
-                "usage: midge-cmd put|get|scan|load|recover|verify …".into(),
+                "usage: midge-cmd put|get|scan|load|recover|metrics|verify …".into(),
             ));
         }
     }
