@@ -26,3 +26,9 @@ echo "\$ midge-cmd get hello"
 MIDGE_DB="$db" "$native" get hello
 echo "\$ wasmtime run --dir $db::/db midge-cmd.wasm verify"
 wasmtime run --dir "$db::/db" "$wasm" verify
+echo
+echo "== 3. the component as a plugin embedded by a wasmtime host (midge-host), storage served by the host"
+cargo build -q -p midge-guest --lib --target wasm32-wasip2
+db2=$(mktemp -d)
+trap 'rm -rf "$db" "$db2"' EXIT
+cargo run -q -p midge-host --example plugin -- "$CARGO_TARGET_DIR/wasm32-wasip2/debug/midge_guest.wasm" "$db2"
