@@ -7,8 +7,8 @@ use std::cell::RefCell;
 wit_bindgen::generate!({ world: "plugin", path: "../wit" });
 
 use cntryl::midge::types::{
-    ConflictPolicy as WitPolicy, Durability, Error as WitError, OpenConfig, Query as WitQuery,
-    RecoveryMetrics, RuntimeMetrics, TransactionMode as WitMode,
+    ConflictPolicy as WitPolicy, Durability, Error as WitError, Health, OpenConfig, Query as WitQuery,
+    RecoveryMetrics, RuntimeMetrics, TransactionMode as WitMode, VerifyReport,
 };
 use exports::cntryl::midge::engine::{
     Database, Guest, GuestDatabase, GuestScanIterator, GuestTransaction, ScanIterator, Transaction,
@@ -79,6 +79,14 @@ fn open(builder: cntryl_midge::OpenOptionsBuilder, memtable: Option<u64>) -> Res
     Ok(Database::new(Db {
         engine: RefCell::new(Some(engine)),
     }))
+}
+
+/// The handle of column family `cf`, or `InvalidArgument` if there is none.
+fn cf_handle(e: &cntryl_midge::Engine, cf: u32) -> Result<cntryl_midge::ColumnFamilyHandle, MidgeError> {
+    e.list_column_families()?
+        .into_iter()
+        .find(|c| c.id() == cf)
+        .ok_or_else(|| MidgeError::InvalidArgument(format!("unknown column family {cf}")))
 }
 
 /// Applies the host's tuning to an options builder.
@@ -173,18 +181,46 @@ impl GuestDatabase for Db {
     }
 
     fn flush(&self, cf: u32) -> Result<(), WitError> {
-        self.with(|e| {
-            let handle = e
-                .list_column_families()?
-                .into_iter()
-                .find(|c| c.id() == cf)
-                .ok_or_else(|| MidgeError::InvalidArgument(format!("unknown column family {cf}")))?;
-            e.flush_cf(&handle)
-        })
+        self.with(|e| e.flush_cf(&cf_handle(e, cf)?))
     }
 
     fn compact_all(&self) -> Result<(), WitError> {
         self.with(|e| e.compact_all())
+    }
+
+    fn sync_wal(&self) -> Result<(), WitError> {
+        self.with(|e| e.sync_wal())
+    }
+
+    fn wait_for_write_stall_clear(&self, cf: u32, timeout_ms: u64) -> Result<bool, WitError> {
+        self.with(|e| {
+            let handle = cf_handle(e, cf)?;
+            e.wait_for_write_stall_clear(&handle, std::time::Duration::from_millis(timeout_ms))
+        })
+    }
+
+    fn verify_storage(&self, timeout_ms: u64) -> Result<VerifyReport, WitError> {
+        use cntryl_midge::EngineHealth as H;
+        self.with(|e| {
+            let r = e.verify_storage(std::time::Duration::from_millis(timeout_ms))?;
+            Ok(VerifyReport {
+                health: match r.health {
+                    H::Healthy => Health::Healthy,
+                    H::Degraded => Health::Degraded,
+                    H::SalvageMode => Health::SalvageMode,
+                    H::WriteStalled => Health::WriteStalled,
+                    H::Corrupt => Health::Corrupt,
+                    _ => Health::Poisoned,
+                },
+                manifest_files_verified: r.manifest_files_verified,
+                sst_files_verified: r.sst_files_verified,
+                data_blocks_verified: r.data_blocks_verified,
+                bytes_verified: r.bytes_verified,
+                wal_records_replayed: r.wal_recovery_records_replayed,
+                authoritative: r.authoritative,
+                problems: r.problems,
+            })
+        })
     }
 
     fn recovery_metrics(&self) -> Result<RecoveryMetrics, WitError> {

@@ -496,6 +496,46 @@ impl ComponentEngine {
         self.call(|s, p, db| p.cntryl_midge_engine().database().call_compact_all(s, db))
     }
 
+    /// Makes every buffered commit durable now (one fsync, on the host).
+    pub fn sync_wal(&self) -> MidgeResult<()> {
+        self.call(|s, p, db| p.cntryl_midge_engine().database().call_sync_wal(s, db))
+    }
+
+    /// Waits until writes to `cf` are no longer stalled; `Ok(false)` if `timeout` passed first.
+    pub fn wait_for_write_stall_clear(&self, cf: u32, timeout: Duration) -> MidgeResult<bool> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.call(|s, p, db| {
+            p.cntryl_midge_engine()
+                .database()
+                .call_wait_for_write_stall_clear(s, db, cf, ms)
+        })
+    }
+
+    /// Verifies the database inside the component (never repairs).
+    pub fn verify_storage(&self, timeout: Duration) -> MidgeResult<cntryl_midge::StorageVerificationReport> {
+        use cntryl_midge::EngineHealth as H;
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let r = self.call(|s, p, db| p.cntryl_midge_engine().database().call_verify_storage(s, db, ms))?;
+        Ok(cntryl_midge::StorageVerificationReport {
+            health: match r.health {
+                wt::Health::Healthy => H::Healthy,
+                wt::Health::Degraded => H::Degraded,
+                wt::Health::SalvageMode => H::SalvageMode,
+                wt::Health::WriteStalled => H::WriteStalled,
+                wt::Health::Corrupt => H::Corrupt,
+                wt::Health::Poisoned => H::Poisoned,
+            },
+            manifest_files_verified: r.manifest_files_verified,
+            sst_files_verified: r.sst_files_verified,
+            data_blocks_verified: r.data_blocks_verified,
+            bytes_verified: r.bytes_verified,
+            wal_recovery_records_replayed: r.wal_records_replayed,
+            authoritative: r.authoritative,
+            problems: r.problems,
+            ..Default::default()
+        })
+    }
+
     /// What recovery did at open.
     pub fn get_recovery_metrics(&self) -> MidgeResult<RecoveryMetricsSnapshot> {
         let r = self.call(|s, p, db| p.cntryl_midge_engine().database().call_recovery_metrics(s, db))?;
