@@ -1,0 +1,49 @@
+//! Measures the cost of a boundary crossing: native vs component per call, for a few call shapes.
+//! `cargo run --release -p midge-host --example percall -- <midge_guest.wasm> <dir>`
+#![allow(clippy::disallowed_methods)]
+
+use cntryl_midge::prelude::*;
+use midge_host::{ComponentEngine, ComponentHost};
+use std::time::Instant;
+
+fn main() -> MidgeResult<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let host = ComponentHost::load(args[0].as_ref())?;
+    let dir = std::path::PathBuf::from(&args[1]);
+    let n = 20_000u64;
+    for (label, durable) in [("best_effort", false), ("buffered", true)] {
+        let d = dir.join(label);
+        std::fs::create_dir_all(&d).unwrap();
+        let wasm = ComponentEngine::open(&host, &d.join("c"))?;
+        let t = Instant::now();
+        for i in 0..n {
+            let mut tx = wasm.begin_tx(0, TransactionMode::ReadWrite)?;
+            tx.put(format!("k{i:08}").into_bytes(), vec![1; 100], None)?;
+            tx.commit(if durable {
+                WriteOptions::buffered()
+            } else {
+                WriteOptions::best_effort()
+            })?;
+        }
+        let c = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let native = Engine::open(OpenOptions::local(d.join("n")).build())?;
+        let t = Instant::now();
+        for i in 0..n {
+            let mut tx = native.begin_tx(0, TransactionMode::ReadWrite)?;
+            tx.put(format!("k{i:08}").into_bytes(), vec![1; 100], None)?;
+            tx.commit(if durable {
+                WriteOptions::buffered()
+            } else {
+                WriteOptions::best_effort()
+            })?;
+        }
+        let nat = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = wasm.get_column_family("default");
+        }
+        let call = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        println!("{label}: component {c:.1} µs/commit, native {nat:.1} µs/commit, trivial call {call:.2} µs");
+    }
+    Ok(())
+}
