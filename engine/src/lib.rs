@@ -151,6 +151,13 @@ pub use api::{
     ColumnFamilyHandle, Direction, Engine, IteratorState, OwnedScanIterator, Query, ScanIterator, Transaction,
 };
 pub use bytes::{Bytes, BytesMut};
+/// How many times cloud mode issues one object-store request before reporting a transient or ambiguous failure
+/// as a typed error (idempotent requests are reissued; conditional puts are reconciled by reading back).
+///
+/// ```
+/// assert!(cntryl_midge::CLOUD_REQUEST_ATTEMPTS >= 2);
+/// ```
+pub use cloud::ATTEMPTS as CLOUD_REQUEST_ATTEMPTS;
 pub use error::{MidgeError, MidgeResult, Severity};
 pub use metrics::{
     EngineHealth, ReadAmpMetricsSnapshot, RecoveryMetricsSnapshot, RuntimeMetricsSnapshot,

@@ -11,17 +11,32 @@
 //! ```
 //! Only catalogued segments are replayable. Opening bumps the lease epoch and republishes the catalog and the
 //! manifest under it, so every later conditional write by an older writer fails: that writer is `Fenced`.
-//! Talks only to [`crate::storage::object::ObjectStore`] and the local [`crate::storage::FileSystem`].
+//!
+//! Failures: every request is retried a bounded number of times ([`ATTEMPTS`], exponential backoff through the
+//! runtime seam) when the store reports a transient (`Other`) or ambiguous outcome. Idempotent requests (reads,
+//! overwrites of immutable objects, deletes) are simply reissued; a conditional put whose outcome is unknown is
+//! never blindly reissued — it is reconciled by reading the object back (our bytes: it landed; the old version:
+//! it did not, try again; anything else: another writer moved on, `Fenced`). What still fails surfaces as a
+//! typed error and nothing is acknowledged.
+//! Talks only to [`crate::storage::object::ObjectStore`], the local [`crate::storage::FileSystem`] and the
+//! runtime's executor (for backoff sleeps); never lists the bucket to decide what exists.
 
 use crate::codec::crc32;
 use crate::error::{MidgeError, MidgeResult};
+use crate::runtime::{Clock, Executor};
 use crate::storage::object::{ObjectError, PutMode, SharedObjectStore};
 use crate::storage::{OpenMode, SharedFs, publish_file};
 use crate::types::Seq;
 use bytes::Bytes;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Attempts per request before a transient or ambiguous failure is reported.
+pub const ATTEMPTS: u32 = 4;
+/// First backoff; doubled per attempt (5, 10, 20 ms).
+const BACKOFF: Duration = Duration::from_millis(5);
 
 const LEASE: &str = "lease";
 const CATALOG: &str = "wal/catalog";
@@ -128,6 +143,11 @@ pub(crate) struct Cloud {
     fenced: AtomicBool,
     pub puts: AtomicU64,
     pub uploads: AtomicU64,
+    /// Requests reissued after a transient or ambiguous failure.
+    pub retries: AtomicU64,
+    executor: Arc<dyn Executor>,
+    /// Written into the lease so an ambiguous lease put can be reconciled by content.
+    owner: String,
 }
 
 impl Cloud {
@@ -150,13 +170,84 @@ impl Cloud {
         e
     }
 
-    fn put(&self, rel: &str, data: Bytes, mode: PutMode) -> MidgeResult<String> {
-        self.puts.fetch_add(1, Ordering::Relaxed);
+    /// Runs an idempotent request, reissuing it after transient or ambiguous failures (bounded, with backoff).
+    fn retry<T>(&self, mut f: impl FnMut() -> Result<T, ObjectError>) -> Result<T, ObjectError> {
+        let mut attempt = 0;
+        loop {
+            match f() {
+                Err(ObjectError::Other(_) | ObjectError::Ambiguous(_)) if attempt + 1 < ATTEMPTS => {
+                    self.backoff(attempt);
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        self.executor.sleep(BACKOFF * (1 << attempt.min(8)));
+    }
+
+    fn get(&self, rel: &str) -> Result<(Bytes, crate::storage::object::ObjectMeta), ObjectError> {
         let key = self.key(rel);
-        self.store
-            .put(&key, data, mode)
-            .map(|m| m.etag)
-            .map_err(|e| self.fence(obj_err(&key, e)))
+        self.retry(|| self.store.get(&key))
+    }
+
+    /// Stores an immutable object (a sealed WAL segment, an SST): reissuing the same bytes is harmless.
+    fn put_idempotent(&self, rel: &str, data: Bytes) -> MidgeResult<String> {
+        let key = self.key(rel);
+        self.retry(|| {
+            self.puts.fetch_add(1, Ordering::Relaxed);
+            self.store.put(&key, data.clone(), PutMode::Overwrite)
+        })
+        .map(|m| m.etag)
+        .map_err(|e| self.fence(obj_err(&key, e)))
+    }
+
+    /// A conditional put (create-only or if-match). An unknown outcome is reconciled by reading back, never by
+    /// blindly reissuing: our bytes there → it landed; the version we expected (or nothing, for a create) → it
+    /// did not, try again; anything else → another writer moved on.
+    fn put_conditional(&self, rel: &str, data: Bytes, mode: PutMode) -> MidgeResult<String> {
+        let key = self.key(rel);
+        let mut attempt = 0;
+        loop {
+            self.puts.fetch_add(1, Ordering::Relaxed);
+            let err = match self.store.put(&key, data.clone(), mode.clone()) {
+                Ok(m) => return Ok(m.etag),
+                Err(e @ (ObjectError::Other(_) | ObjectError::Ambiguous(_))) => e,
+                Err(e) => return Err(self.fence(obj_err(&key, e))),
+            };
+            if cfg!(feature = "canary-cloud-blind-retry") && attempt + 1 < ATTEMPTS {
+                self.backoff(attempt);
+                attempt += 1;
+                continue;
+            }
+            let landed = match self.retry(|| self.store.get(&key)) {
+                Ok((bytes, meta)) if bytes == data => Some(meta.etag),
+                Ok((_, meta)) => match &mode {
+                    PutMode::IfMatch(want) if *want == meta.etag => None,
+                    _ => {
+                        return Err(self.fence(MidgeError::Fenced(format!(
+                            "{key}: changed by another writer while our update's outcome was unknown"
+                        ))));
+                    }
+                },
+                Err(ObjectError::NotFound(_)) if matches!(mode, PutMode::Create) => None,
+                Err(ObjectError::NotFound(_)) => {
+                    return Err(self.fence(MidgeError::Fenced(format!("{key}: removed by another writer"))));
+                }
+                Err(e) => return Err(obj_err(&key, e)),
+            };
+            if let Some(tag) = landed {
+                return Ok(tag);
+            }
+            if attempt + 1 >= ATTEMPTS {
+                return Err(obj_err(&key, err));
+            }
+            self.backoff(attempt);
+            attempt += 1;
+        }
     }
 
     /// Takes the lease (bumping its epoch), republishes the catalog and manifest under it, and restores the
@@ -165,9 +256,21 @@ impl Cloud {
         fs: &SharedFs,
         store: SharedObjectStore,
         prefix: &str,
+        executor: Arc<dyn Executor>,
+        clock: &dyn Clock,
     ) -> MidgeResult<(Cloud, AttachReport)> {
+        static OPENS: AtomicU64 = AtomicU64::new(0);
         let prefix = prefix.trim_matches('/').to_string();
+        let owner = format!(
+            "{:x}-{:x}-{}",
+            clock.now_millis(),
+            clock.monotonic_nanos(),
+            OPENS.fetch_add(1, Ordering::Relaxed)
+        );
         let mut cloud = Cloud {
+            retries: AtomicU64::new(0),
+            executor,
+            owner,
             store,
             prefix,
             epoch: 0,
@@ -186,7 +289,7 @@ impl Cloud {
         // Catalog: read, then republish under our epoch so older writers' catalog updates fail from now on.
         let mut previous_epoch;
         loop {
-            let (cat, etag) = match cloud.store.get(&cloud.key(CATALOG)) {
+            let (cat, etag) = match cloud.get(CATALOG) {
                 Ok((b, m)) => (Catalog::decode(&b)?, Some(m.etag)),
                 Err(ObjectError::NotFound(_)) => (Catalog::default(), None),
                 Err(e) => return Err(obj_err("read catalog", e)),
@@ -203,7 +306,7 @@ impl Cloud {
                 segments: cat.segments.clone(),
             };
             let mode = etag.map_or(PutMode::Create, PutMode::IfMatch);
-            match cloud.put(CATALOG, mine.encode(), mode) {
+            match cloud.put_conditional(CATALOG, mine.encode(), mode) {
                 Ok(tag) => {
                     *cloud.catalog.lock().unwrap_or_else(|p| p.into_inner()) = (mine, tag);
                     break;
@@ -223,7 +326,7 @@ impl Cloud {
 
     fn take_lease(&mut self) -> MidgeResult<()> {
         for _ in 0..8 {
-            let (epoch, mode) = match self.store.get(&self.key(LEASE)) {
+            let (epoch, mode) = match self.get(LEASE) {
                 Ok((b, m)) => {
                     let text = String::from_utf8_lossy(&b).to_string();
                     let e = text
@@ -237,17 +340,19 @@ impl Cloud {
                 Err(e) => return Err(obj_err("read lease", e)),
             };
             let next = epoch.checked_add(1).ok_or(MidgeError::LeaseEpochExhausted)?;
-            match self.store.put(
-                &self.key(LEASE),
-                Bytes::from(format!("midge-lease 1\nepoch {next}\n")),
-                mode,
-            ) {
+            let body = Bytes::from(format!("midge-lease 1\nepoch {next}\nowner {}\n", self.owner));
+            match self.put_conditional(LEASE, body, mode) {
                 Ok(_) => {
+                    self.fenced.store(false, Ordering::Release);
                     self.epoch = next;
                     return Ok(());
                 }
-                Err(ObjectError::PreconditionFailed(_) | ObjectError::AlreadyExists(_)) => continue,
-                Err(e) => return Err(obj_err("take lease", e)),
+                Err(MidgeError::Fenced(_)) => {
+                    self.fenced.store(false, Ordering::Release);
+                    continue; // another writer took it first: read again and go one higher
+                }
+                Err(MidgeError::Timeout(m)) => return Err(MidgeError::LeaseIndeterminate(m)),
+                Err(e) => return Err(e),
             }
         }
         Err(MidgeError::LeaseUnavailable(
@@ -270,7 +375,7 @@ impl Cloud {
         }
         fs.sync_dir("").map_err(io("sync cache dir"))?;
         // The manifest: the remote copy is always at least as new as any acknowledged local state.
-        match self.store.get(&self.key(MANIFEST)) {
+        match self.get(MANIFEST) {
             Ok((bytes, meta)) => {
                 let name = "MANIFEST-000001";
                 publish_file(fs.as_ref(), name, &bytes).map_err(io("restore manifest"))?;
@@ -311,8 +416,9 @@ impl Cloud {
                 })
                 .unwrap_or(false);
             if !intact {
-                let key = self.key(&format!("wal/{:020}/{:020}.wal", seg.epoch, seg.id));
-                let (bytes, _) = self.store.get(&key).map_err(|e| obj_err(&key, e))?;
+                let rel = format!("wal/{:020}/{:020}.wal", seg.epoch, seg.id);
+                let key = self.key(&rel);
+                let (bytes, _) = self.get(&rel).map_err(|e| obj_err(&key, e))?;
                 if bytes.len() as u64 != seg.len || crc32(&bytes) != seg.crc {
                     return Err(MidgeError::Corruption(format!(
                         "{key}: object does not match its catalog entry"
@@ -358,8 +464,7 @@ impl Cloud {
             if fs.exists(&path).map_err(|e| MidgeError::from_io(&path, e))? {
                 continue;
             }
-            let key = self.key(&path);
-            let (bytes, _) = self.store.get(&key).map_err(|e| obj_err(&key, e))?;
+            let (bytes, _) = self.get(&path).map_err(|e| obj_err(&path, e))?;
             publish_file(fs.as_ref(), &path, &bytes).map_err(|e| MidgeError::from_io(&path, e))?;
             report.ssts_fetched += 1;
             report.bytes_fetched += bytes.len() as u64;
@@ -374,7 +479,7 @@ impl Cloud {
             .open(&path, OpenMode::Read)
             .and_then(|f| f.read_all())
             .map_err(|e| MidgeError::from_io(&path, e))?;
-        self.put(&path, Bytes::from(data), PutMode::Overwrite)?;
+        self.put_idempotent(&path, Bytes::from(data))?;
         Ok(())
     }
 
@@ -382,15 +487,16 @@ impl Cloud {
     pub fn upload_manifest(&self, snapshot: Bytes) -> MidgeResult<()> {
         let mut etag = self.manifest_etag.lock().unwrap_or_else(|p| p.into_inner());
         let mode = etag.clone().map_or(PutMode::Create, PutMode::IfMatch);
-        let tag = match self.put(MANIFEST, snapshot.clone(), mode) {
+        let tag = match self.put_conditional(MANIFEST, snapshot.clone(), mode) {
             Err(MidgeError::Fenced(_)) if etag.is_none() => {
                 // First publication by this epoch: adopt the current object only if the lease is still ours.
+                self.fenced.store(false, Ordering::Release);
                 self.check_lease()?;
+                let key = self.key(MANIFEST);
                 let cur = self
-                    .store
-                    .head(&self.key(MANIFEST))
+                    .retry(|| self.store.head(&key))
                     .map_err(|e| obj_err("head manifest", e))?;
-                self.put(MANIFEST, snapshot, PutMode::IfMatch(cur.etag))?
+                self.put_conditional(MANIFEST, snapshot, PutMode::IfMatch(cur.etag))?
             }
             other => other?,
         };
@@ -399,10 +505,7 @@ impl Cloud {
     }
 
     fn check_lease(&self) -> MidgeResult<()> {
-        let (b, _) = self
-            .store
-            .get(&self.key(LEASE))
-            .map_err(|e| obj_err("read lease", e))?;
+        let (b, _) = self.get(LEASE).map_err(|e| obj_err("read lease", e))?;
         let text = String::from_utf8_lossy(&b);
         let e = text
             .lines()
@@ -441,8 +544,8 @@ impl Cloud {
                 .and_then(|f| f.read_all())
                 .map_err(|e| MidgeError::from_io(&path, e))?;
             let key = format!("wal/{:020}/{:020}.wal", self.epoch, id);
-            self.put(&key, Bytes::from(data.clone()), PutMode::Overwrite)?;
-            let (back, _) = self.store.get(&self.key(&key)).map_err(|e| obj_err(&key, e))?;
+            self.put_idempotent(&key, Bytes::from(data.clone()))?;
+            let (back, _) = self.get(&key).map_err(|e| obj_err(&key, e))?;
             if back.as_ref() != data.as_slice() {
                 return Err(MidgeError::Io(std::io::Error::other(format!(
                     "{key}: read-back differs from upload"
@@ -463,7 +566,7 @@ impl Cloud {
         let mut cat = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = cat.0.clone();
         next.segments.extend(new.iter().cloned());
-        let tag = self.put(CATALOG, next.encode(), PutMode::IfMatch(cat.1.clone()))?;
+        let tag = self.put_conditional(CATALOG, next.encode(), PutMode::IfMatch(cat.1.clone()))?;
         let max = new.iter().map(|e| e.max_seq).max().unwrap_or(0);
         *cat = (next, tag);
         let mut up = self.uploaded.lock().unwrap_or_else(|p| p.into_inner());

@@ -352,7 +352,10 @@ impl Core {
         drop(c);
         let durable = match policy {
             DurabilityPolicy::Sync if !cfg!(feature = "canary-ack-before-sync") => self.wal.sync_to(lsn),
-            DurabilityPolicy::CloudStrict if !cfg!(feature = "canary-ack-before-sync") => {
+            DurabilityPolicy::CloudStrict
+                if !cfg!(feature = "canary-ack-before-sync")
+                    && !cfg!(feature = "canary-cloud-ack-before-upload") =>
+            {
                 self.cloud_sync(lsn)
             }
             DurabilityPolicy::CloudAsync

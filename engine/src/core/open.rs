@@ -142,8 +142,15 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
             MidgeError::from_io("lock database", e)
         }
     })?;
+    let executor = opts.executor.clone().unwrap_or_else(default_executor);
     let attached = match &opts.storage {
-        Storage::Cloud { store, prefix, .. } => Some(Cloud::attach(&fs, store.clone(), prefix)?),
+        Storage::Cloud { store, prefix, .. } => Some(Cloud::attach(
+            &fs,
+            store.clone(),
+            prefix,
+            executor.clone(),
+            opts.ttl_clock.as_ref(),
+        )?),
         _ => None,
     };
     if check_format(&fs)?.is_none() {
@@ -215,7 +222,6 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         cloud_bytes_fetched: fetched.bytes_fetched,
         cloud_manifest_fetched: fetched.manifest_fetched,
     };
-    let executor = opts.executor.clone().unwrap_or_else(default_executor);
     let block_cache = Arc::new(crate::sst::BlockCache::new(opts.block_cache_bytes));
     let core = Arc::new_cyclic(|me| Core {
         me: me.clone(),

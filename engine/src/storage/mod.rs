@@ -13,6 +13,7 @@ use std::sync::Arc;
 pub mod local;
 pub mod memory;
 pub mod object;
+pub mod object_sim;
 pub mod sim;
 
 /// How [`FileSystem::open`] treats an existing or missing file.
