@@ -204,3 +204,48 @@ fn cloud_simulated_uses_a_directory_as_the_bucket() {
     .unwrap();
     assert!(listing.iter().any(|m| m.path.ends_with(".wal")));
 }
+
+#[test]
+fn the_bucket_stays_bounded_pruned_segments_and_compacted_ssts_are_deleted() {
+    let store: SharedObjectStore = Arc::new(MemoryObjectStore::new());
+    let commits = 1500;
+    let cache = tmp();
+    {
+        let engine = open(cache.path(), &store).unwrap();
+        for i in 0..commits {
+            // Overwrite a small key space so compaction has garbage to drop.
+            put(
+                &engine,
+                0,
+                &format!("k{:03}", i % 150),
+                WriteOptions::cloud_strict(),
+            )
+            .unwrap();
+        }
+        let m = engine.get_runtime_metrics().unwrap();
+        assert!(
+            m.cloud_wal_segments_uploaded >= commits as u64,
+            "one segment per strict commit: {m:?}"
+        );
+        assert!(m.flush_publish_count > 5 && m.compactions_run > 0, "{m:?}");
+        assert!(m.cloud_objects_deleted_total > 0, "{m:?}");
+        std::mem::forget(engine);
+    }
+    let count = |p: &str| store.list(&format!("dbs/one/{p}")).unwrap().len();
+    let (wal, sst) = (count("wal/"), count("sst/"));
+    assert!(
+        wal < 200,
+        "{wal} WAL objects for {commits} strict commits: flushed segments must be pruned"
+    );
+    assert!(sst < 20, "{sst} SST objects: compacted-away SSTs must be deleted");
+    // Everything is still recoverable from the bucket alone.
+    let fresh = tmp();
+    let engine = open(fresh.path(), &store).unwrap();
+    assert_eq!(keys(&engine, 0).len(), 150);
+    let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    let last = format!("k{:03}", (commits - 1) % 150);
+    assert_eq!(
+        tx.get(last.as_bytes()).unwrap().unwrap().as_ref(),
+        format!("value-of-{last}").as_bytes()
+    );
+}

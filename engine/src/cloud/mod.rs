@@ -145,6 +145,8 @@ pub(crate) struct Cloud {
     pub uploads: AtomicU64,
     /// Requests reissued after a transient or ambiguous failure.
     pub retries: AtomicU64,
+    /// Obsolete objects deleted (pruned WAL segments, compacted-away SSTs).
+    pub deletes: AtomicU64,
     executor: Arc<dyn Executor>,
     /// Written into the lease so an ambiguous lease put can be reconciled by content.
     owner: String,
@@ -269,6 +271,7 @@ impl Cloud {
         );
         let mut cloud = Cloud {
             retries: AtomicU64::new(0),
+            deletes: AtomicU64::new(0),
             executor,
             owner,
             store,
@@ -575,6 +578,57 @@ impl Cloud {
         }
         self.durable_seq.fetch_max(max, Ordering::AcqRel);
         Ok(())
+    }
+}
+
+impl Cloud {
+    /// Drops catalog entries whose every record is at or below `flushed` (covered by SSTs the mirrored
+    /// manifest already publishes), with one conditional catalog put, and only then deletes their objects.
+    /// A crash in between leaves unreferenced objects (garbage, never replayed), never a catalogued segment
+    /// without its object. Failures to delete are left for a later prune; a lost lease stops it (`Fenced`).
+    pub fn prune_catalog(&self, flushed: Seq) -> MidgeResult<usize> {
+        let _g = self.upload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_fenced() {
+            return Err(MidgeError::Fenced("this writer was fenced".into()));
+        }
+        let mut cat = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        let (gone, keep): (Vec<CatalogEntry>, Vec<CatalogEntry>) =
+            cat.0.segments.iter().cloned().partition(|e| e.max_seq <= flushed);
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let next = Catalog {
+            epoch: cat.0.epoch,
+            segments: keep,
+        };
+        let tag = self.put_conditional(CATALOG, next.encode(), PutMode::IfMatch(cat.1.clone()))?;
+        *cat = (next, tag);
+        drop(cat);
+        for e in &gone {
+            self.delete(&format!("wal/{:020}/{:020}.wal", e.epoch, e.id));
+        }
+        Ok(gone.len())
+    }
+
+    /// Deletes SST objects the mirrored manifest no longer references (call after the edit is applied).
+    pub fn delete_ssts(&self, ids: &[u64]) {
+        if self.is_fenced() {
+            return;
+        }
+        for id in ids {
+            self.delete(&crate::core::lsm::sst_path(*id));
+        }
+    }
+
+    /// Best-effort delete of an unreferenced object (a leftover is garbage, never data).
+    fn delete(&self, rel: &str) {
+        let key = self.key(rel);
+        match self.retry(|| self.store.delete(&key)) {
+            Ok(()) => {
+                self.deletes.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!("cloud: could not delete unreferenced {key}: {e}"),
+        }
     }
 }
 

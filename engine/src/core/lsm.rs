@@ -393,6 +393,9 @@ impl Core {
                     let _ = self.fs.remove(&sst_path(*id));
                 }
                 let _ = self.fs.sync_dir(SST_DIR);
+                if let Some(cloud) = &self.cloud {
+                    cloud.delete_ssts(&ids);
+                }
                 self.counters.compactions.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .compaction_bytes
@@ -423,6 +426,14 @@ impl Core {
             .min()
             .unwrap_or_else(|| self.visible_seq() + 1);
         self.wal.release_upto(floor.saturating_sub(1))?;
+        if let Some(cloud) = &self.cloud {
+            // The flush's manifest edit is already mirrored, so these segments are no longer needed remotely.
+            match cloud.prune_catalog(floor.saturating_sub(1)) {
+                Ok(_) => {}
+                Err(e @ MidgeError::Fenced(_)) => return Err(e),
+                Err(e) => tracing::warn!("cloud: catalog prune deferred: {e}"),
+            }
+        }
         Ok(())
     }
 

@@ -560,8 +560,11 @@ impl Core {
         drop(m);
         self.cfs.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
         // Live readers keep their open handles; a crash before these removals leaves orphans, removed at open.
-        for f in files {
-            let _ = self.fs.remove(&lsm::sst_path(f));
+        for f in &files {
+            let _ = self.fs.remove(&lsm::sst_path(*f));
+        }
+        if let Some(cloud) = &self.cloud {
+            cloud.delete_ssts(&files);
         }
         Ok(())
     }
@@ -648,6 +651,14 @@ impl Core {
                 .as_ref()
                 .map_or(0, |c| c.uploads.load(Ordering::Relaxed)),
             cloud_object_puts_total: self.cloud.as_ref().map_or(0, |c| c.puts.load(Ordering::Relaxed)),
+            cloud_objects_deleted_total: self
+                .cloud
+                .as_ref()
+                .map_or(0, |c| c.deletes.load(Ordering::Relaxed)),
+            cloud_request_retries_total: self
+                .cloud
+                .as_ref()
+                .map_or(0, |c| c.retries.load(Ordering::Relaxed)),
             wal_segments: self.wal.segment_count() as u64,
             active_snapshots: self.snapshots.count() as u64,
             oldest_snapshot_age_seconds: snaps

@@ -88,6 +88,10 @@ pub struct RuntimeMetricsSnapshot {
     pub cloud_wal_segments_uploaded: u64,
     /// Cloud: object PUTs issued (WAL, catalog, SSTs, manifest, lease).
     pub cloud_object_puts_total: u64,
+    /// Cloud: obsolete objects deleted (pruned WAL segments, compacted-away SSTs).
+    pub cloud_objects_deleted_total: u64,
+    /// Cloud: requests reissued after a transient or ambiguous failure.
+    pub cloud_request_retries_total: u64,
     /// WAL segment files on disk.
     pub wal_segments: u64,
     /// Live snapshots (transactions).
