@@ -249,3 +249,35 @@ fn the_bucket_stays_bounded_pruned_segments_and_compacted_ssts_are_deleted() {
         format!("value-of-{last}").as_bytes()
     );
 }
+
+#[test]
+fn async_commits_are_sealed_after_the_pending_commit_threshold() {
+    let store: SharedObjectStore = Arc::new(MemoryObjectStore::new());
+    let cache = tmp();
+    {
+        let engine = Engine::open(
+            OpenOptions::cloud(cache.path(), store.clone(), "dbs/one")
+                .with_cloud_seal_thresholds(1 << 30, Duration::from_secs(3600), 5)
+                .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
+                .build(),
+        )
+        .unwrap();
+        for i in 0..12 {
+            put(&engine, 0, &format!("t{i:02}"), WriteOptions::cloud_async()).unwrap();
+        }
+        let m = engine.get_runtime_metrics().unwrap();
+        assert_eq!(
+            m.cloud_wal_segments_uploaded, 2,
+            "sealed at the 5th and 10th commit: {m:?}"
+        );
+        std::mem::forget(engine);
+    }
+    let fresh = tmp();
+    let engine = open(fresh.path(), &store).unwrap();
+    let got = keys(&engine, 0);
+    assert_eq!(
+        got,
+        (0..10).map(|i| format!("t{i:02}")).collect::<Vec<_>>(),
+        "the last two were within the window"
+    );
+}

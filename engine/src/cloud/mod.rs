@@ -147,6 +147,8 @@ pub(crate) struct Cloud {
     pub retries: AtomicU64,
     /// Obsolete objects deleted (pruned WAL segments, compacted-away SSTs).
     pub deletes: AtomicU64,
+    /// `cloud_async` commits since the last seal (a seal threshold).
+    pub pending_commits: AtomicU64,
     executor: Arc<dyn Executor>,
     /// Written into the lease so an ambiguous lease put can be reconciled by content.
     owner: String,
@@ -272,6 +274,7 @@ impl Cloud {
         let mut cloud = Cloud {
             retries: AtomicU64::new(0),
             deletes: AtomicU64::new(0),
+            pending_commits: AtomicU64::new(0),
             executor,
             owner,
             store,

@@ -287,6 +287,7 @@ impl Core {
             return Ok(());
         }
         let target = self.wal.appended_lsn();
+        cloud.pending_commits.store(0, Ordering::Release);
         self.wal.rotate()?;
         cloud.publish_sealed(&self.fs, &self.wal.sealed_segments())?;
         cloud.durable_lsn.fetch_max(target, Ordering::AcqRel);
@@ -359,7 +360,9 @@ impl Core {
                 self.cloud_sync(lsn)
             }
             DurabilityPolicy::CloudAsync
-                if self.wal.buffered_sync_due(
+                if self.cloud.as_ref().is_some_and(|c| {
+                    c.pending_commits.fetch_add(1, Ordering::AcqRel) + 1 >= self.opts.cloud_seal_commits
+                }) || self.wal.buffered_sync_due(
                     self.opts.cloud_seal_bytes,
                     self.opts.cloud_seal_delay.as_nanos() as u64,
                 ) =>

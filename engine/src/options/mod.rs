@@ -164,6 +164,7 @@ pub struct OpenOptions {
     pub(crate) buffered_sync_bytes: u64,
     pub(crate) cloud_seal_bytes: u64,
     pub(crate) cloud_seal_delay: Duration,
+    pub(crate) cloud_seal_commits: u64,
     pub(crate) ttl_clock: Arc<dyn Clock>,
     pub(crate) executor: Option<Arc<dyn Executor>>,
 }
@@ -307,6 +308,7 @@ pub struct OpenOptionsBuilder {
     runtime_response_timeout: Option<Duration>,
     l0_compaction_trigger: Option<usize>,
     wal_segment_bytes: Option<u64>,
+    cloud_seal: (u64, Duration, u64),
     ttl_clock: Arc<dyn Clock>,
     executor: Option<Arc<dyn Executor>>,
     transaction_memory_pool_size: Option<usize>,
@@ -337,6 +339,7 @@ impl OpenOptionsBuilder {
             runtime_response_timeout: None,
             l0_compaction_trigger: None,
             wal_segment_bytes: None,
+            cloud_seal: (16 << 20, Duration::from_millis(500), 4096),
             ttl_clock: Arc::new(SystemClock::new()),
             executor: None,
             transaction_memory_pool_size: None,
@@ -381,6 +384,26 @@ impl OpenOptionsBuilder {
     /// WAL segment size at which a new segment is started.
     pub fn with_wal_segment_bytes(mut self, bytes: u64) -> Self {
         self.wal_segment_bytes = Some(bytes);
+        self
+    }
+    /// When `cloud_async()` commits are sealed and uploaded: after `bytes` of WAL, `delay` since the last
+    /// upload, or `pending_commits` commits, whichever comes first (defaults: 16 MiB, 500 ms, 4096). This bounds
+    /// what losing the machine can cost. Zeros are raised to 1.
+    ///
+    /// ```
+    /// use cntryl_midge::OpenOptions;
+    /// use std::time::Duration;
+    /// let opts = OpenOptions::cloud_simulated("./cache", "./bucket", "db")
+    ///     .with_cloud_seal_thresholds(1 << 20, Duration::from_millis(100), 64)
+    ///     .build();
+    /// # let _ = opts;
+    /// ```
+    pub fn with_cloud_seal_thresholds(mut self, bytes: u64, delay: Duration, pending_commits: u64) -> Self {
+        self.cloud_seal = (
+            bytes.max(1),
+            delay.max(Duration::from_millis(1)),
+            pending_commits.max(1),
+        );
         self
     }
     /// Budget for buffered transaction writes.
@@ -539,8 +562,9 @@ impl OpenOptionsBuilder {
             wal_segment_bytes,
             buffered_sync_interval: Duration::from_millis(100),
             buffered_sync_bytes: 1 << 20,
-            cloud_seal_bytes: 16 << 20,
-            cloud_seal_delay: Duration::from_millis(500),
+            cloud_seal_bytes: self.cloud_seal.0,
+            cloud_seal_delay: self.cloud_seal.1,
+            cloud_seal_commits: self.cloud_seal.2,
             ttl_clock: self.ttl_clock,
             executor: self.executor,
         })
