@@ -309,6 +309,17 @@ fn error_variants_cross_the_boundary<D: Driver>() {
     let err = e.drop_cf(c).unwrap_err();
     assert!(matches!(err, MidgeError::UnflushedDataPresent { .. }), "{err}");
     assert!(matches!(e.drop_cf(0), Err(MidgeError::InvalidArgument(_))));
+    // A second open of the same directory (here: the same driver kind) finds the lock held.
+    let second = D::open(dir.path());
+    assert!(
+        matches!(second, Err(MidgeError::LeaseHeld(_))),
+        "second open: {:?}",
+        second.err()
+    );
+    assert_eq!(
+        MidgeError::LeaseHeld(String::new()).severity(),
+        cntryl_midge::Severity::Transient
+    );
 }
 
 fn conflict_policy_aborts_on_concurrent_writes<D: Driver>() {
