@@ -194,6 +194,9 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         opts.wal_segment_bytes,
         report.next_segment_id,
         &report.segments,
+        // Preallocated segments save each sync commit a metadata journal write on a real file system; in
+        // memory or on a custom backend (simulators, host imports) they would only cost memory.
+        matches!(opts.storage, Storage::Local { .. }),
     )?;
     // Orphans (outputs of unpublished flushes or compactions, inputs whose deletion was interrupted) are
     // never trusted: remove them before anything allocates a file id. This is the intent replay of the
@@ -238,6 +241,7 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
             done: BTreeMap::new(),
         }),
         vis_cv: Condvar::new(),
+        pending_sync: Mutex::new(std::collections::VecDeque::new()),
         visible: AtomicU64::new(last_seq),
         snapshots: SnapshotRegistry::default(),
         live_txns: AtomicUsize::new(0),
