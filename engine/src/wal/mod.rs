@@ -10,10 +10,10 @@
 //! never-synced tail (dropped, reported) from corruption of bytes that an fsync had covered (fatal under
 //! `Strict`). A corrupt frame is a torn tail exactly when no later valid frame proves it had been synced.
 //!
-//! On local storage the active segment is preallocated (`set_len` to the segment size, a sparse extension), so
-//! a sync commit's `fdatasync` writes data only instead of also journaling a new file size: appends into a
-//! growing file cost the file system an extra journal write per sync. The frame format is unchanged; a
-//! preallocated segment simply ends in zero bytes after its last frame. Replay treats an all-zero tail of the
+//! On local storage the active segment is preallocated ahead of the appends (`set_len`, a sparse extension,
+//! [`PREALLOC_STEP`] at a time), so a sync commit's `fdatasync` writes data only instead of also persisting a
+//! new file size: appends into a growing file cost the file system an extra metadata write per sync. The
+//! frame format is unchanged; a preallocated segment simply ends in zero bytes after its last frame. Replay treats an all-zero tail of the
 //! last segment as the end of the log (and trims it); a segment is trimmed to its logical length before it is
 //! sealed and at a clean close, so sealed segments never carry one.
 
@@ -33,6 +33,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 pub(crate) const WAL_DIR: &str = "wal";
 /// Largest payload a frame may carry.
 pub(crate) const MAX_PAYLOAD: usize = 64 << 20;
+/// How far ahead of the appends a preallocated segment is extended (also bounds the zeros a crash leaves).
+pub(crate) const PREALLOC_STEP: u64 = 4 << 20;
 
 pub(crate) fn segment_path(id: u64) -> String {
     format!("{WAL_DIR}/{id:020}.wal")
@@ -79,6 +81,8 @@ struct Active {
     synced: u64,
     /// Global position of this segment's byte 0.
     base_lsn: u64,
+    /// Length the file was extended to ahead of the appends (0 when not preallocating).
+    reserved: u64,
 }
 
 /// The open WAL: appends frames to the active segment and makes them durable with shared fsyncs.
@@ -93,7 +97,7 @@ pub(crate) struct Wal {
     group: Mutex<Group>,
     /// Waiters for fsync round `r` sleep on `round_cv[r % 2]`.
     round_cv: [Condvar; 2],
-    /// Preallocate each new segment to `segment_bytes` (local storage only).
+    /// Preallocate the active segment ahead of the appends (local storage only).
     preallocate: bool,
     appended_lsn: AtomicU64,
     synced_lsn: AtomicU64,
@@ -211,12 +215,48 @@ fn scan_segment(name: &str, data: &[u8]) -> (Vec<(Frame, TxnRecord)>, SegmentEnd
     (out, SegmentEnd::Clean)
 }
 
-/// Extends a fresh segment to `bytes` (sparse) and makes the size durable. Best effort: it only saves later
-/// syncs a metadata write, so a failure leaves an ordinary growing segment.
-fn preallocate_segment(file: &Arc<dyn File>, bytes: u64) {
-    if let Err(e) = file.set_len(bytes).and_then(|()| file.sync_all()) {
-        tracing::debug!("WAL segment preallocation failed (continuing without): {e}");
+/// Extends a segment to `bytes` (sparse) and returns the new reservation. Best effort: it only saves later
+/// syncs a metadata write, so a failure leaves an ordinary growing segment (reservation 0). The size becomes
+/// durable with the next sync.
+fn preallocate_segment(file: &Arc<dyn File>, bytes: u64) -> u64 {
+    match file.set_len(bytes) {
+        Ok(()) => bytes,
+        Err(e) => {
+            tracing::debug!("WAL segment preallocation failed (continuing without): {e}");
+            0
+        }
     }
+}
+
+/// Reads a segment in chunks, leaving out a run of all-zero chunks at the end (the unused part of a
+/// preallocated segment) instead of materializing it; returns the bytes up to the last chunk holding a
+/// non-zero byte and the length of the zero tail after them.
+fn read_segment(file: &dyn File) -> std::io::Result<(Vec<u8>, u64)> {
+    const CHUNK: usize = 1 << 20;
+    let len = file.len()?;
+    let mut data = Vec::new();
+    let mut zeros = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    let mut off = 0u64;
+    while off < len {
+        let n = usize::try_from((len - off).min(CHUNK as u64)).unwrap_or(CHUNK);
+        file.read_exact_at(off, &mut buf[..n])?;
+        // OR-fold per 4 KiB (vectorizes; a short-circuiting byte loop does not).
+        if buf[..n]
+            .chunks(4096)
+            .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
+        {
+            zeros += n as u64;
+        } else {
+            let z = usize::try_from(zeros)
+                .map_err(|_| std::io::Error::other("segment too large for this target"))?;
+            data.resize(data.len() + z, 0);
+            zeros = 0;
+            data.extend_from_slice(&buf[..n]);
+        }
+        off += n as u64;
+    }
+    Ok((data, zeros))
 }
 
 /// Reads the WAL under `policy`, calling `apply` for each record in log order. When `mutate` is true, a torn
@@ -243,8 +283,21 @@ pub(crate) fn replay(
     for (i, &id) in ids.iter().enumerate() {
         let path = segment_path(id);
         let file = fs.open(&path, OpenMode::Read).map_err(|e| io(&path, e))?;
-        let data = file.read_all().map_err(|e| io(&path, e))?;
-        let (frames, end) = scan_segment(&path, &data);
+        let (mut data, zero_tail) = read_segment(&*file).map_err(|e| io(&path, e))?;
+        let (mut frames, mut end) = scan_segment(&path, &data);
+        if zero_tail > 0 {
+            match end {
+                // The frames end inside the bytes read; the rest is zeros.
+                SegmentEnd::Clean => end = SegmentEnd::Zeros(data.len() as u64),
+                SegmentEnd::Zeros(_) => {}
+                // A frame may run on into the zeros left unread (a value of zeros): scan everything.
+                SegmentEnd::Torn(_) | SegmentEnd::Corrupt(..) => {
+                    data.resize(data.len() + zero_tail as usize, 0);
+                    (frames, end) = scan_segment(&path, &data);
+                }
+            }
+        }
+        let file_len = data.len() as u64 + zero_tail;
         let mut seg_max = 0;
         for (f, rec) in &frames {
             if rec.begin_seq <= last_commit {
@@ -278,7 +331,7 @@ pub(crate) fn replay(
                 }
             }
             SegmentEnd::Torn(at) if is_last => {
-                rep.torn_tail_bytes = data.len() as u64 - at;
+                rep.torn_tail_bytes = file_len - at;
                 if mutate {
                     let f = fs.open(&path, OpenMode::ReadWrite).map_err(|e| io(&path, e))?;
                     f.set_len(at).map_err(|e| io(&path, e))?;
@@ -356,9 +409,11 @@ impl Wal {
         let file = fs
             .open(&path, OpenMode::CreateNew)
             .map_err(|e| MidgeError::from_io("create wal segment", e))?;
-        if preallocate {
-            preallocate_segment(&file, segment_bytes);
-        }
+        let reserved = if preallocate {
+            preallocate_segment(&file, PREALLOC_STEP)
+        } else {
+            0
+        };
         fs.sync_dir(WAL_DIR)
             .map_err(|e| MidgeError::from_io("sync wal dir", e))?;
         let mut segments: BTreeMap<u64, Seq> = replayed.iter().copied().collect();
@@ -374,6 +429,7 @@ impl Wal {
                 len: 0,
                 synced: 0,
                 base_lsn: 0,
+                reserved,
             }),
             segments: Mutex::new(segments),
             group: Mutex::new(Group::default()),
@@ -414,6 +470,10 @@ impl Wal {
             )));
         }
         let frame = encode_frame(&payload);
+        let end = a.len + frame.len() as u64;
+        if self.preallocate && end > a.reserved {
+            a.reserved = preallocate_segment(&a.file, end + PREALLOC_STEP);
+        }
         if let Err(e) = a.file.write_at(a.len, &frame) {
             // A failed write may have left a partial frame; later appends would sit behind garbage.
             self.poison();
@@ -461,9 +521,11 @@ impl Wal {
             self.poison();
             MidgeError::from_io("create wal segment", e)
         })?;
-        if self.preallocate {
-            preallocate_segment(&file, self.segment_bytes);
-        }
+        let reserved = if self.preallocate {
+            preallocate_segment(&file, PREALLOC_STEP)
+        } else {
+            0
+        };
         if let Err(e) = self.fs.sync_dir(WAL_DIR) {
             self.poison();
             return Err(MidgeError::from_io("sync wal dir", e));
@@ -474,6 +536,7 @@ impl Wal {
             len: 0,
             synced: 0,
             base_lsn: synced_to,
+            reserved,
         };
         lock(&self.segments).insert(next, 0);
         self.synced_lsn.fetch_max(synced_to, Ordering::AcqRel);

@@ -226,11 +226,11 @@ fn open_preallocated(fs: &SharedFs, next: u64, segment: u64) -> Wal {
 #[test]
 fn preallocated_segments_replay_after_a_crash_and_seal_trimmed() {
     let (_m, fs) = setup();
-    let wal = open_preallocated(&fs, 1, 64 << 10);
+    let wal = open_preallocated(&fs, 1, 6 << 20);
     assert_eq!(
-        seg_bytes(&fs, 1).len(),
-        64 << 10,
-        "the active segment is preallocated"
+        seg_bytes(&fs, 1).len() as u64,
+        PREALLOC_STEP,
+        "the active segment is preallocated ahead of the appends"
     );
     let mut lsn = 0;
     let mut begin = 1;
@@ -242,10 +242,14 @@ fn preallocated_segments_replay_after_a_crash_and_seal_trimmed() {
     wal.sync_to(lsn).unwrap();
     let sealed = seg_bytes(&fs, 1);
     assert!(
+        sealed.len() as u64 >= 6 << 20,
+        "the reservation grew with the appends"
+    );
+    assert!(
         matches!(scan_segment("sealed", &sealed).1, SegmentEnd::Clean),
         "the sealed segment ends at its last frame"
     );
-    assert_eq!(seg_bytes(&fs, 2).len(), 64 << 10);
+    assert_eq!(seg_bytes(&fs, 2).len() as u64, PREALLOC_STEP);
     let l = wal.append(&rec(begin, "last")).unwrap();
     wal.sync_to(l).unwrap();
     // Crash: no close, the active segment keeps its zero tail.
@@ -302,4 +306,32 @@ fn concurrent_sync_commits_share_fsyncs_and_all_become_durable() {
     assert!(syncs <= 400, "{syncs} fsyncs for 400 commits");
     let (seen, _) = collect(&fs, RecoveryPolicy::Strict).unwrap();
     assert_eq!(seen.len(), 400);
+}
+
+#[test]
+fn zero_chunks_at_the_end_are_not_read_into_memory_but_frames_of_zeros_still_replay() {
+    let (_m, fs) = setup();
+    let wal = open_preallocated(&fs, 1, 64 << 20);
+    let l1 = wal.append(&rec(1, "a")).unwrap();
+    // A record whose value is 3 MiB of zeros: its frame ends in whole chunks of zeros.
+    let big = TxnRecord {
+        cf: 0,
+        begin_seq: 4,
+        ops: vec![WalOp::Put {
+            key: Bytes::from_static(b"z"),
+            value: Bytes::from(vec![0u8; 3 << 20]),
+            expiry: None,
+        }],
+    };
+    let l2 = wal.append(&big).unwrap();
+    wal.sync_to(l2).unwrap();
+    let f = fs.open(&segment_path(1), OpenMode::Read).unwrap();
+    let (data, zeros) = read_segment(&*f).unwrap();
+    assert_eq!(data.len() as u64 + zeros, PREALLOC_STEP);
+    assert!((data.len() as u64) < l2, "trailing zero chunks are left out");
+    let (seen, rep) = collect(&fs, RecoveryPolicy::Strict).unwrap();
+    assert_eq!(seen, vec![1, 4]);
+    assert_eq!(rep.torn_tail_bytes, 0);
+    assert_eq!(seg_bytes(&fs, 1).len() as u64, l2);
+    assert!(l1 < l2);
 }
