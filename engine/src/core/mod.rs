@@ -445,7 +445,10 @@ impl Core {
     fn mark_ready(&self, v: &mut Visibility, ready: impl IntoIterator<Item = (Seq, Seq)>) {
         let was = v.visible;
         for (begin, commit) in ready {
-            if begin > v.visible {
+            if begin == v.visible + 1 && v.done.is_empty() {
+                // The common uncontended case: next in line, nothing parked.
+                v.visible = commit;
+            } else if begin > v.visible {
                 v.done.insert(begin, commit);
             }
         }
