@@ -302,6 +302,9 @@ pub fn markdown(res: &Results) -> String {
     let engines = engine_order(&res.records);
     let workloads = workload_order(&res.records);
 
+    s.push_str(&headline(res, &workloads));
+    s.push_str(&render_targets(&targets(res)));
+
     // Throughput.
     let _ = writeln!(s, "## Throughput (ops/s, best in bold)\n");
     let mut head = "| workload | durability |".to_string();
@@ -487,6 +490,197 @@ pub fn markdown(res: &Results) -> String {
     s
 }
 
+/// One row per workload for Midge: its throughput and latency next to the best peer, the device and the
+/// component (the table issue #8 asks for).
+pub fn headline(res: &Results, workloads: &[String]) -> String {
+    let mut s = String::new();
+    if !res.records.iter().any(|r| r.engine == "midge" && r.ran()) {
+        return s;
+    }
+    let has_component = res.records.iter().any(|r| r.engine == COMPONENT && r.ran());
+    let _ = writeln!(s, "## Midge at a glance\n");
+    let _ = write!(
+        s,
+        "| workload | durability | midge ops/s | p50 / p99 | per | best peer | ÷ best peer | × device |"
+    );
+    let mut rule = "|---|---|---:|---:|---|---|---:|---:|".to_string();
+    if has_component {
+        s.push_str(" component ops/s | component time ÷ native |");
+        rule.push_str("---:|---:|");
+    }
+    let _ = writeln!(s, "\n{rule}");
+    for w in workloads {
+        let Some(m) = find(&res.records, "midge", w).filter(|r| r.ran()) else {
+            continue;
+        };
+        let peer = m
+            .best_peer
+            .as_deref()
+            .and_then(|p| find(&res.records, p, w))
+            .map_or_else(
+                || "—".to_string(),
+                |p| format!("{} {}", p.engine, fmt_rate(p.ops_per_sec)),
+            );
+        let _ = write!(
+            s,
+            "| {w} | {} | {} | {} / {} | {} | {peer} | {} | {} |",
+            m.durability.as_deref().unwrap_or("—"),
+            fmt_rate(m.ops_per_sec),
+            fmt_us(m.latency.p50_us),
+            fmt_us(m.latency.p99_us),
+            m.unit,
+            fmt_ratio(m.ratio_best_peer),
+            fmt_ratio(m.ratio_device),
+        );
+        if has_component {
+            let c = find(&res.records, COMPONENT, w).filter(|r| r.ran());
+            let _ = write!(
+                s,
+                " {} | {} |",
+                c.map_or_else(|| "—".into(), |c| fmt_rate(c.ops_per_sec)),
+                fmt_ratio(c.and_then(|c| c.component_time_ratio)),
+            );
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+    s
+}
+
+/// One of issue #8's targets, checked against this run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub name: String,
+    pub goal: String,
+    pub measured: String,
+    /// `None` when this run has no data for it.
+    pub met: Option<bool>,
+}
+
+/// Workloads counted as "in-memory reads" for the component target.
+pub const IN_MEMORY_READS: [&str; 3] = ["readrandom", "readzipf", "readmissing"];
+
+/// Checks issue #8's targets against the records.
+pub fn targets(res: &Results) -> Vec<Target> {
+    let rec = |e: &str, w: &str| find(&res.records, e, w).filter(|r| r.ran());
+    let mut out = Vec::new();
+    let one = rec("midge", "fillsync_1");
+    out.push(Target {
+        name: "sync commits, 1 writer".into(),
+        goal: "≥ 0.90 × the device's fdatasync rate".into(),
+        measured: one.map_or_else(
+            || "—".into(),
+            |r| {
+                let now = r
+                    .extra
+                    .get("device_fsync_per_sec_just_before")
+                    .and_then(serde_json::Value::as_f64)
+                    .filter(|v| *v > 0.0);
+                let mut m = format!("{}/s = {}", fmt_rate(r.ops_per_sec), fmt_ratio(r.ratio_device));
+                if let Some(n) = now {
+                    let _ = write!(
+                        m,
+                        " ({} of the rate probed just before)",
+                        fmt_ratio(Some(r.ops_per_sec / n))
+                    );
+                }
+                m
+            },
+        ),
+        met: one.and_then(|r| r.ratio_device).map(|x| x >= 0.9),
+    });
+    let max_w = res.profile.writers.iter().copied().max().unwrap_or(1);
+    let many = rec("midge", &format!("fillsync_{max_w}"));
+    let scaling = match (one, many) {
+        (Some(a), Some(b)) if a.ops_per_sec > 0.0 && max_w > 1 => Some(b.ops_per_sec / a.ops_per_sec),
+        _ => None,
+    };
+    out.push(Target {
+        name: format!("group commit, {max_w} writers"),
+        goal: "≥ 8 × one writer".into(),
+        measured: match (many, scaling) {
+            (Some(b), Some(x)) => format!(
+                "{}/s = {x:.2}× one writer, {} commits per fsync",
+                fmt_rate(b.ops_per_sec),
+                b.commits_per_fsync
+                    .map_or_else(|| "?".into(), |c| format!("{c:.1}"))
+            ),
+            _ => "—".into(),
+        },
+        met: scaling.map(|x| x >= 8.0),
+    });
+    let with_peer: Vec<&Record> = res
+        .records
+        .iter()
+        .filter(|r| r.engine == "midge" && r.ran() && r.ratio_best_peer.is_some())
+        .collect();
+    let behind: Vec<String> = with_peer
+        .iter()
+        .filter(|r| r.ratio_best_peer.unwrap_or(0.0) < 1.0)
+        .map(|r| format!("{} {}", r.workload, fmt_ratio(r.ratio_best_peer)))
+        .collect();
+    out.push(Target {
+        name: "every workload vs the best peer".into(),
+        goal: "≥ 1.00 × the best peer at the same durability".into(),
+        measured: if with_peer.is_empty() {
+            "—".into()
+        } else if behind.is_empty() {
+            format!("ahead or level on all {}", with_peer.len())
+        } else {
+            format!(
+                "ahead or level on {} of {}; behind on {}",
+                with_peer.len() - behind.len(),
+                with_peer.len(),
+                behind.join(", ")
+            )
+        },
+        met: (!with_peer.is_empty()).then_some(behind.is_empty()),
+    });
+    let comp = |w: &str| rec(COMPONENT, w).and_then(|r| r.component_time_ratio);
+    let sync = comp("fillsync_1");
+    out.push(Target {
+        name: "component, sync commits (1 writer)".into(),
+        goal: "≤ 1.30 × native time".into(),
+        measured: fmt_ratio(sync),
+        met: sync.map(|x| x <= 1.3),
+    });
+    let reads: Vec<(&str, f64)> = IN_MEMORY_READS
+        .iter()
+        .filter_map(|w| comp(w).map(|x| (*w, x)))
+        .collect();
+    out.push(Target {
+        name: "component, in-memory reads".into(),
+        goal: "≤ 2.00 × native time".into(),
+        measured: if reads.is_empty() {
+            "—".into()
+        } else {
+            reads
+                .iter()
+                .map(|(w, x)| format!("{w} {x:.2}×"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        met: (!reads.is_empty()).then(|| reads.iter().all(|(_, x)| *x <= 2.0)),
+    });
+    out
+}
+
+pub fn render_targets(t: &[Target]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "## Targets (issue #8)\n");
+    let _ = writeln!(s, "| target | goal | measured | met |\n|---|---|---|---|");
+    for t in t {
+        let met = match t.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "—",
+        };
+        let _ = writeln!(s, "| {} | {} | {} | {met} |", t.name, t.goal, t.measured);
+    }
+    s.push('\n');
+    s
+}
+
 fn short_sha(sha: &str) -> &str {
     let end = sha.find('-').unwrap_or(sha.len()).min(12);
     if sha.ends_with("-dirty") && end < sha.len() {
@@ -661,7 +855,10 @@ mod tests {
         // No native record for readseq: no ratio.
         assert_eq!(v[3].component_time_ratio, None);
         let md = markdown(&results(v));
-        let row = md.lines().find(|l| l.starts_with("| fillsync_1 |")).unwrap();
+        let row = section(&md, "## Throughput")
+            .lines()
+            .find(|l| l.starts_with("| fillsync_1 |"))
+            .unwrap();
         assert!(row.ends_with("| 2.00× | — | 1.25× |"), "{row}");
     }
 
@@ -687,6 +884,13 @@ mod tests {
         assert_eq!(fmt_us(1_200_000.0), "1.20 s");
         assert_eq!(fmt_ratio(Some(0.5)), "0.50×");
         assert_eq!(fmt_ratio(None), "—");
+    }
+
+    /// The markdown from `heading` up to the next section.
+    fn section<'a>(md: &'a str, heading: &str) -> &'a str {
+        let start = md.find(heading).expect("section present");
+        let rest = &md[start + heading.len()..];
+        &rest[..rest.find("\n## ").unwrap_or(rest.len())]
     }
 
     fn results(records: Vec<Record>) -> Results {
@@ -722,9 +926,10 @@ mod tests {
             md.contains("| workload | durability | midge | fjall | redb | sled |"),
             "{md}"
         );
-        let fillseq = md.lines().find(|l| l.starts_with("| fillseq |")).unwrap();
+        let table = section(&md, "## Throughput");
+        let fillseq = table.lines().find(|l| l.starts_with("| fillseq |")).unwrap();
         assert_eq!(fillseq, "| fillseq | — | **300** | 200 | 100 | — | 1.50× | — |");
-        let sync1 = md.lines().find(|l| l.starts_with("| fillsync_1 |")).unwrap();
+        let sync1 = table.lines().find(|l| l.starts_with("| fillsync_1 |")).unwrap();
         assert!(sync1.ends_with("| 2.00× | 0.90× |"), "{sync1}");
         // Group-commit table: scaling 7200/900 = 8x.
         let gc = md.lines().find(|l| l.starts_with("| midge | 900")).unwrap();
@@ -734,6 +939,52 @@ mod tests {
         assert!(md.contains("0123456789ab"));
         // RocksDB is in the lock file but was not compiled in: not listed.
         assert!(md.contains("Versions: fjall 3.1.0."), "{md}");
+    }
+
+    #[test]
+    fn headline_and_targets_cover_issue_8() {
+        let mut v = sample();
+        v.push(rec("redb", "readrandom", 1000.0));
+        v.push(rec("midge", "readrandom", 500.0));
+        v.push(rec(COMPONENT, "readrandom", 200.0));
+        v.push(rec(COMPONENT, "fillsync_1", 800.0));
+        v[3].commits_per_fsync = Some(1.0);
+        v[5].commits_per_fsync = Some(8.0);
+        v[3].extra
+            .insert("device_fsync_per_sec_just_before".into(), 900.0.into());
+        compute_ratios(&mut v, 1000.0);
+        let mut r = results(v);
+        r.profile.writers = vec![1, 16];
+        let t = targets(&r);
+        let get = |n: &str| t.iter().find(|t| t.name.starts_with(n)).unwrap();
+        // 900 / 1000 = 0.90 of the device: met; 1.00 of the rate probed just before.
+        assert_eq!(get("sync commits, 1 writer").met, Some(true));
+        assert!(
+            get("sync commits, 1 writer")
+                .measured
+                .contains("1.00× of the rate")
+        );
+        // 7200 / 900 = 8x.
+        assert_eq!(get("group commit, 16").met, Some(true));
+        assert!(get("group commit, 16").measured.contains("8.0 commits per fsync"));
+        let peers = get("every workload");
+        assert_eq!(peers.met, Some(false));
+        assert!(
+            peers.measured.contains("behind on readrandom 0.50×"),
+            "{}",
+            peers.measured
+        );
+        // 900 / 800 = 1.125 ≤ 1.3; readrandom 500 / 200 = 2.5 > 2.
+        assert_eq!(get("component, sync").met, Some(true));
+        assert_eq!(get("component, in-memory").met, Some(false));
+        let md = markdown(&r);
+        assert!(md.contains("## Midge at a glance"), "{md}");
+        assert!(md.contains("## Targets (issue #8)"), "{md}");
+        let row = md
+            .lines()
+            .find(|l| l.starts_with("| readrandom | — | 500 |"))
+            .unwrap();
+        assert!(row.contains("| redb 1.0 K | 0.50× | — | 200 | 2.50× |"), "{row}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ fn verify_reports_health_with_contract_exit_codes() {
         .max()
         .unwrap();
     let mut data = std::fs::read(&wal).unwrap();
-    data.extend_from_slice(&[0u8; 100]);
+    data.extend_from_slice(&[0xABu8; 100]); // garbage after the last frame (all-zero bytes would be preallocated space)
     std::fs::write(&wal, &data).unwrap();
     let (code, v) = verify(dir.path());
     assert_eq!(code, 1, "a torn tail is degraded: {v}");

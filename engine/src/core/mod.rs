@@ -121,6 +121,9 @@ pub(crate) struct Core {
     pub cfs: RwLock<BTreeMap<ColumnFamilyId, Arc<CfState>>>,
     vis: Mutex<Visibility>,
     vis_cv: Condvar,
+    /// Sync commits applied to their memtable and waiting for an fsync, in log order: `(lsn, begin, commit)`.
+    /// The group-commit leader publishes the ones its fsync covered, in order, before waking the others.
+    pending_sync: Mutex<std::collections::VecDeque<(u64, Seq, Seq)>>,
     visible: AtomicU64,
     pub snapshots: SnapshotRegistry,
     pub live_txns: AtomicUsize,
@@ -350,9 +353,15 @@ impl Core {
         if rotated && let Err(e) = self.rotate_locked(&cf) {
             return Err(self.durability_failed(e));
         }
+        let leader_publishes = policy == DurabilityPolicy::Sync && !cfg!(feature = "canary-ack-before-sync");
+        if leader_publishes {
+            lock(&self.pending_sync).push_back((lsn, begin, commit_seq));
+        }
         drop(c);
         let durable = match policy {
-            DurabilityPolicy::Sync if !cfg!(feature = "canary-ack-before-sync") => self.wal.sync_to(lsn),
+            DurabilityPolicy::Sync if !cfg!(feature = "canary-ack-before-sync") => {
+                self.wal.sync_to_then(lsn, &|| self.publish_synced())
+            }
             DurabilityPolicy::CloudStrict
                 if !cfg!(feature = "canary-ack-before-sync")
                     && !cfg!(feature = "canary-cloud-ack-before-upload") =>
@@ -384,6 +393,11 @@ impl Core {
         }
         if policy == DurabilityPolicy::Sync {
             self.counters.durable_seq.fetch_max(commit_seq, Ordering::AcqRel);
+        }
+        if leader_publishes {
+            // Covered by an fsync that did not publish it (a background or buffered-mode sync): publish
+            // it and anything else such a sync covered, so the queue never outlives its fsyncs.
+            self.publish_synced();
         }
         self.publish(begin, commit_seq)?;
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -431,10 +445,19 @@ impl Core {
         })
     }
 
-    /// Makes `[begin, commit]` visible once every earlier commit is visible.
-    fn publish(&self, begin: Seq, commit: Seq) -> MidgeResult<()> {
-        let mut v = lock(&self.vis);
-        v.done.insert(begin, commit);
+    /// Marks `[begin, commit]` ready (idempotent) and advances `visible` over every ready commit in order.
+    /// Wakes visibility waiters only when `visible` moved (a group of commits finishing out of order would
+    /// otherwise wake every waiter once per commit).
+    fn mark_ready(&self, v: &mut Visibility, ready: impl IntoIterator<Item = (Seq, Seq)>) {
+        let was = v.visible;
+        for (begin, commit) in ready {
+            if begin == v.visible + 1 && v.done.is_empty() {
+                // The common uncontended case: next in line, nothing parked.
+                v.visible = commit;
+            } else if begin > v.visible {
+                v.done.insert(begin, commit);
+            }
+        }
         while let Some((&b, &c)) = v.done.first_key_value() {
             if b != v.visible + 1 {
                 break;
@@ -442,8 +465,38 @@ impl Core {
             v.visible = c;
             v.done.remove(&b);
         }
-        self.visible.store(v.visible, Ordering::Release);
-        self.vis_cv.notify_all();
+        if v.visible != was {
+            self.visible.store(v.visible, Ordering::Release);
+            self.vis_cv.notify_all();
+        }
+    }
+
+    /// Run by the group-commit leader after its fsync, before it wakes the waiters: publishes every sync
+    /// commit that fsync covered, in log order, so the waiters find themselves visible instead of each
+    /// waiting in turn for its predecessors.
+    fn publish_synced(&self) {
+        let synced = self.wal.synced_lsn();
+        let ready: Vec<(Seq, Seq)> = {
+            let mut q = lock(&self.pending_sync);
+            let n = q.iter().take_while(|(lsn, _, _)| *lsn <= synced).count();
+            q.drain(..n).map(|(_, b, c)| (b, c)).collect()
+        };
+        if !ready.is_empty() {
+            for &(_, c) in &ready {
+                self.counters.durable_seq.fetch_max(c, Ordering::AcqRel);
+            }
+            let mut v = lock(&self.vis);
+            self.mark_ready(&mut v, ready);
+        }
+    }
+
+    /// Makes `[begin, commit]` visible once every earlier commit is visible (it may already be, when a
+    /// group-commit leader published it).
+    fn publish(&self, begin: Seq, commit: Seq) -> MidgeResult<()> {
+        let mut v = lock(&self.vis);
+        if v.visible < commit {
+            self.mark_ready(&mut v, [(begin, commit)]);
+        }
         while v.visible < commit {
             if let Some(p) = lock(&self.poison).as_ref() {
                 return Err(MidgeError::Poisoned(p.clone()));
@@ -600,7 +653,11 @@ impl Core {
         } else if self.cloud.is_some() {
             self.cloud_sync(self.wal.appended_lsn())
         } else {
-            self.wal.sync_all()
+            let r = self.wal.sync_all();
+            if r.is_ok() {
+                self.wal.trim_active();
+            }
+            r
         };
         lock(&self.lock_guard).take();
         r

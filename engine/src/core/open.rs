@@ -201,6 +201,10 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         opts.wal_segment_bytes,
         report.next_segment_id,
         &report.segments,
+        // Preallocated segments save each sync commit a metadata journal write on a real file system. On by
+        // default everywhere but in memory, so the crash simulator and the component's host import exercise
+        // the same durable steps as a local disk.
+        opts.wal_preallocate,
     )?;
     // Orphans (outputs of unpublished flushes or compactions, inputs whose deletion was interrupted) are
     // never trusted: remove them before anything allocates a file id. This is the intent replay of the
@@ -244,6 +248,7 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
             done: BTreeMap::new(),
         }),
         vis_cv: Condvar::new(),
+        pending_sync: Mutex::new(std::collections::VecDeque::new()),
         visible: AtomicU64::new(last_seq),
         snapshots: SnapshotRegistry::default(),
         live_txns: AtomicUsize::new(0),

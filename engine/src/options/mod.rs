@@ -165,6 +165,7 @@ pub struct OpenOptions {
     pub(crate) cloud_seal_bytes: u64,
     pub(crate) cloud_seal_delay: Duration,
     pub(crate) cloud_seal_commits: u64,
+    pub(crate) wal_preallocate: bool,
     pub(crate) ttl_clock: Arc<dyn Clock>,
     pub(crate) executor: Option<Arc<dyn Executor>>,
 }
@@ -309,6 +310,7 @@ pub struct OpenOptionsBuilder {
     l0_compaction_trigger: Option<usize>,
     wal_segment_bytes: Option<u64>,
     cloud_seal: (u64, Duration, u64),
+    wal_preallocation: Option<bool>,
     ttl_clock: Arc<dyn Clock>,
     executor: Option<Arc<dyn Executor>>,
     transaction_memory_pool_size: Option<usize>,
@@ -340,6 +342,7 @@ impl OpenOptionsBuilder {
             l0_compaction_trigger: None,
             wal_segment_bytes: None,
             cloud_seal: (16 << 20, Duration::from_millis(500), 4096),
+            wal_preallocation: None,
             ttl_clock: Arc::new(SystemClock::new()),
             executor: None,
             transaction_memory_pool_size: None,
@@ -404,6 +407,21 @@ impl OpenOptionsBuilder {
             delay.max(Duration::from_millis(1)),
             pending_commits.max(1),
         );
+        self
+    }
+    /// Whether the active WAL segment is extended (sparsely, a few MiB at a time) ahead of the appends, so a
+    /// sync commit's `fdatasync` persists data only instead of also journaling a new file size. On by default
+    /// for local and custom file systems (the component's host import, the crash simulator); off for in-memory
+    /// databases and cloud mode (whose strict commits seal a segment each, so a reservation would be trimmed
+    /// away at once).
+    ///
+    /// ```
+    /// use cntryl_midge::OpenOptions;
+    /// let opts = OpenOptions::local("./db").with_wal_preallocation(false).build();
+    /// # let _ = opts;
+    /// ```
+    pub fn with_wal_preallocation(mut self, on: bool) -> Self {
+        self.wal_preallocation = Some(on);
         self
     }
     /// Budget for buffered transaction writes.
@@ -541,6 +559,9 @@ impl OpenOptionsBuilder {
         let used = pool as u64 + limit * (1 + max_immutable as u64);
         let cache = (budget as u64).saturating_sub(used).max(1 << 20);
         let _ = self.block_cache_policy;
+        let wal_preallocate = self
+            .wal_preallocation
+            .unwrap_or(!matches!(self.storage, Storage::InMemory | Storage::Cloud { .. }));
         Ok(OpenOptions {
             storage: self.storage,
             goal: self.goal,
@@ -565,6 +586,7 @@ impl OpenOptionsBuilder {
             cloud_seal_bytes: self.cloud_seal.0,
             cloud_seal_delay: self.cloud_seal.1,
             cloud_seal_commits: self.cloud_seal.2,
+            wal_preallocate,
             ttl_clock: self.ttl_clock,
             executor: self.executor,
         })

@@ -2,7 +2,7 @@
 
 use super::block::{decode_data, unseal};
 use super::bloom::Bloom;
-use super::cache::{Block, BlockCache};
+use super::cache::{Block, BlockCache, DecodedBlock};
 use super::writer::SstMeta;
 use super::{FOOTER_LEN, MAGIC, SstStats, VERSION};
 use crate::codec::{DecodeError, Reader, crc_matches};
@@ -166,7 +166,7 @@ impl SstReader {
         if entries.last().map(|e| &e.key) != Some(&ix.last_key) {
             return Err(self.corrupt(ix.offset, "a block ending at its index key", "another key"));
         }
-        let b: Block = Arc::new(entries);
+        let b: Block = Arc::new(DecodedBlock::new(entries));
         if let Some(c) = &self.cache {
             c.insert(self.id, ix.offset, b.clone());
         }
@@ -190,7 +190,7 @@ impl SstReader {
         }
         for i in self.seek_block(key)..self.index.len() {
             let b = self.block(i)?;
-            let start = b.partition_point(|e| e.key.as_ref() < key);
+            let start = b.partition_point_by_key(|k| k < key);
             for e in &b[start..] {
                 if e.key.as_ref() != key {
                     return Ok(None);
@@ -315,6 +315,9 @@ fn decode_index(b: &[u8], data_end: u64) -> Result<Vec<IndexEntry>, DecodeError>
 }
 
 /// A lazy cursor over one SST: all versions with user key in bounds, in internal order or exactly reversed.
+///
+/// It walks the cached, decoded block in place (cloning only the entries it yields) and binary-searches the
+/// bound inside each block it loads, so a short seek costs a few comparisons, not a copy of the block.
 #[derive(Debug)]
 pub(crate) struct SstIter {
     reader: Arc<SstReader>,
@@ -323,7 +326,9 @@ pub(crate) struct SstIter {
     reverse: bool,
     /// Next block to load (forward) or one past it (reverse).
     next_block: usize,
-    buf: std::vec::IntoIter<Entry>,
+    block: Option<Block>,
+    /// Forward: the next entry to yield. Reverse: one past it.
+    pos: usize,
     done: bool,
 }
 
@@ -368,9 +373,43 @@ impl SstIter {
             hi,
             reverse,
             next_block,
-            buf: Vec::new().into_iter(),
+            block: None,
+            pos: 0,
             done: false,
         }
+    }
+
+    /// Loads the next block in iteration order and positions inside it; false at the end.
+    fn load_next(&mut self) -> MidgeResult<bool> {
+        let i = if self.reverse {
+            if self.next_block == 0 {
+                return Ok(false);
+            }
+            self.next_block -= 1;
+            self.next_block
+        } else {
+            if self.next_block >= self.reader.index.len() {
+                return Ok(false);
+            }
+            self.next_block += 1;
+            self.next_block - 1
+        };
+        let b = self.reader.block(i)?;
+        // Keys ascend within a block, so "inside the near bound" is false then true (forward) and "inside
+        // the far bound" true then false (reverse): start at the partition point.
+        self.pos = if self.reverse {
+            match self.hi {
+                Bound::Unbounded => b.len(),
+                _ => b.partition_point_by_key(|k| in_hi(&self.hi, k)),
+            }
+        } else {
+            match self.lo {
+                Bound::Unbounded => 0,
+                _ => b.partition_point_by_key(|k| !in_lo(&self.lo, k)),
+            }
+        };
+        self.block = Some(b);
+        Ok(true)
     }
 }
 
@@ -381,46 +420,45 @@ impl Iterator for SstIter {
             if self.done {
                 return None;
             }
-            if let Some(e) = self.buf.next() {
-                let (inside, past) = if self.reverse {
-                    (in_hi(&self.hi, &e.key), !in_lo(&self.lo, &e.key))
-                } else {
-                    (in_lo(&self.lo, &e.key), !in_hi(&self.hi, &e.key))
-                };
-                if past {
-                    self.done = true;
-                    return None;
-                }
-                if inside {
-                    return Some(Ok(e));
-                }
-                continue;
-            }
-            let i = if self.reverse {
-                if self.next_block == 0 {
-                    self.done = true;
-                    return None;
-                }
-                self.next_block -= 1;
-                self.next_block
-            } else {
-                if self.next_block >= self.reader.index.len() {
-                    self.done = true;
-                    return None;
-                }
-                self.next_block += 1;
-                self.next_block - 1
-            };
-            match self.reader.block(i) {
-                Ok(b) => {
-                    let mut v = b.as_ref().clone();
-                    if self.reverse {
-                        v.reverse();
+            if let Some(b) = &self.block {
+                let e = if self.reverse {
+                    if self.pos > 0 {
+                        self.pos -= 1;
+                        Some(&b[self.pos])
+                    } else {
+                        None
                     }
-                    self.buf = v.into_iter();
+                } else if self.pos < b.len() {
+                    self.pos += 1;
+                    Some(&b[self.pos - 1])
+                } else {
+                    None
+                };
+                if let Some(e) = e {
+                    // `load_next` started past the near bound, so only the far one can end the walk.
+                    let past = if self.reverse {
+                        !in_lo(&self.lo, &e.key)
+                    } else {
+                        !in_hi(&self.hi, &e.key)
+                    };
+                    if past {
+                        self.done = true;
+                        self.block = None;
+                        return None;
+                    }
+                    return Some(Ok(e.clone()));
+                }
+            }
+            match self.load_next() {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.done = true;
+                    self.block = None;
+                    return None;
                 }
                 Err(e) => {
                     self.done = true;
+                    self.block = None;
                     return Some(Err(e));
                 }
             }

@@ -9,6 +9,13 @@
 //! writer's fsynced length of this segment when the frame was appended: recovery uses it to tell a torn,
 //! never-synced tail (dropped, reported) from corruption of bytes that an fsync had covered (fatal under
 //! `Strict`). A corrupt frame is a torn tail exactly when no later valid frame proves it had been synced.
+//!
+//! On local storage the active segment is preallocated ahead of the appends (`set_len`, a sparse extension,
+//! [`PREALLOC_STEP`] at a time), so a sync commit's `fdatasync` writes data only instead of also persisting a
+//! new file size: appends into a growing file cost the file system an extra metadata write per sync. The
+//! frame format is unchanged; a preallocated segment simply ends in zero bytes after its last frame. Replay treats an all-zero tail of the
+//! last segment as the end of the log (and trims it); a segment is trimmed to its logical length before it is
+//! sealed and at a clean close, so sealed segments never carry one.
 
 pub(crate) mod record;
 
@@ -21,11 +28,13 @@ use crate::types::Seq;
 use record::TxnRecord;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 pub(crate) const WAL_DIR: &str = "wal";
 /// Largest payload a frame may carry.
 pub(crate) const MAX_PAYLOAD: usize = 64 << 20;
+/// How far ahead of the appends a preallocated segment is extended (also bounds the zeros a crash leaves).
+pub(crate) const PREALLOC_STEP: u64 = 4 << 20;
 
 pub(crate) fn segment_path(id: u64) -> String {
     format!("{WAL_DIR}/{id:020}.wal")
@@ -55,6 +64,14 @@ pub(crate) struct WalStats {
     pub sync_waiters_covered: AtomicU64,
 }
 
+/// Group commit: at most one fsync runs at a time (round `round`, covering the log up to `target`).
+#[derive(Debug, Default)]
+struct Group {
+    running: bool,
+    round: u64,
+    target: u64,
+}
+
 struct Active {
     id: u64,
     file: Arc<dyn File>,
@@ -64,6 +81,8 @@ struct Active {
     synced: u64,
     /// Global position of this segment's byte 0.
     base_lsn: u64,
+    /// Length the file was extended to ahead of the appends (0 when not preallocating).
+    reserved: u64,
 }
 
 /// The open WAL: appends frames to the active segment and makes them durable with shared fsyncs.
@@ -74,7 +93,14 @@ pub(crate) struct Wal {
     active: Mutex<Active>,
     /// Max sequence logged in each segment (for release after flush).
     segments: Mutex<BTreeMap<u64, Seq>>,
-    sync_lock: Mutex<()>,
+    /// Group commit state (see [`Wal::sync_to_then`]).
+    group: Mutex<Group>,
+    /// Waiters for fsync round `r` sleep on `round_cv[r % 2]`.
+    round_cv: [Condvar; 2],
+    /// Preallocate the active segment ahead of the appends (local storage only).
+    preallocate: bool,
+    /// How far ahead of the appends to reserve: [`PREALLOC_STEP`], or the segment size if smaller.
+    prealloc_step: u64,
     appended_lsn: AtomicU64,
     synced_lsn: AtomicU64,
     last_sync_nanos: AtomicU64,
@@ -106,6 +132,8 @@ pub(crate) struct ReplayReport {
 
 enum SegmentEnd {
     Clean,
+    /// Only zero bytes from this offset on: the unused, preallocated part of a segment.
+    Zeros(u64),
     Torn(u64),
     Corrupt(u64, String),
 }
@@ -159,8 +187,14 @@ fn scan_segment(name: &str, data: &[u8]) -> (Vec<(Frame, TxnRecord)>, SegmentEnd
                 }
             }
             None => {
+                // Everything after the last non-zero byte is preallocated space (or zeros that no frame
+                // needs): no frame can start there.
+                let nonzero_end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                if nonzero_end <= pos {
+                    return (out, SegmentEnd::Zeros(pos as u64));
+                }
                 // Is there any later valid frame that proves this position had been fsynced?
-                let proof = (pos + 1..data.len().saturating_sub(FRAME_HEADER + 10))
+                let proof = (pos + 1..data.len().saturating_sub(FRAME_HEADER + 10).min(nonzero_end))
                     .filter(|&o| data.get(o + 16..o + 18) == Some(&record::MAGIC[..]))
                     .filter_map(|o| frame_at(data, o))
                     .find(|f| f.synced_offset > pos as u64);
@@ -181,6 +215,46 @@ fn scan_segment(name: &str, data: &[u8]) -> (Vec<(Frame, TxnRecord)>, SegmentEnd
         }
     }
     (out, SegmentEnd::Clean)
+}
+
+/// Extends a segment to `bytes` (sparse) and returns the new reservation. The size becomes durable with the
+/// next sync. A failure (typically ENOSPC) is treated like a failed WAL write: the caller poisons, so nothing
+/// is acknowledged after a storage step failed, and the next open recovers.
+fn preallocate_segment(file: &Arc<dyn File>, bytes: u64) -> MidgeResult<u64> {
+    file.set_len(bytes)
+        .map(|()| bytes)
+        .map_err(|e| MidgeError::from_io("preallocate wal segment", e))
+}
+
+/// Reads a segment in chunks, leaving out a run of all-zero chunks at the end (the unused part of a
+/// preallocated segment) instead of materializing it; returns the bytes up to the last chunk holding a
+/// non-zero byte and the length of the zero tail after them.
+fn read_segment(file: &dyn File) -> std::io::Result<(Vec<u8>, u64)> {
+    const CHUNK: usize = 1 << 20;
+    let len = file.len()?;
+    let mut data = Vec::new();
+    let mut zeros = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    let mut off = 0u64;
+    while off < len {
+        let n = usize::try_from((len - off).min(CHUNK as u64)).unwrap_or(CHUNK);
+        file.read_exact_at(off, &mut buf[..n])?;
+        // OR-fold per 4 KiB (vectorizes; a short-circuiting byte loop does not).
+        if buf[..n]
+            .chunks(4096)
+            .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
+        {
+            zeros += n as u64;
+        } else {
+            let z = usize::try_from(zeros)
+                .map_err(|_| std::io::Error::other("segment too large for this target"))?;
+            data.resize(data.len() + z, 0);
+            zeros = 0;
+            data.extend_from_slice(&buf[..n]);
+        }
+        off += n as u64;
+    }
+    Ok((data, zeros))
 }
 
 /// Reads the WAL under `policy`, calling `apply` for each record in log order. When `mutate` is true, a torn
@@ -207,8 +281,21 @@ pub(crate) fn replay(
     for (i, &id) in ids.iter().enumerate() {
         let path = segment_path(id);
         let file = fs.open(&path, OpenMode::Read).map_err(|e| io(&path, e))?;
-        let data = file.read_all().map_err(|e| io(&path, e))?;
-        let (frames, end) = scan_segment(&path, &data);
+        let (mut data, zero_tail) = read_segment(&*file).map_err(|e| io(&path, e))?;
+        let (mut frames, mut end) = scan_segment(&path, &data);
+        if zero_tail > 0 {
+            match end {
+                // The frames end inside the bytes read; the rest is zeros.
+                SegmentEnd::Clean => end = SegmentEnd::Zeros(data.len() as u64),
+                SegmentEnd::Zeros(_) => {}
+                // A frame may run on into the zeros left unread (a value of zeros): scan everything.
+                SegmentEnd::Torn(_) | SegmentEnd::Corrupt(..) => {
+                    data.resize(data.len() + zero_tail as usize, 0);
+                    (frames, end) = scan_segment(&path, &data);
+                }
+            }
+        }
+        let file_len = data.len() as u64 + zero_tail;
         let mut seg_max = 0;
         for (f, rec) in &frames {
             if rec.begin_seq <= last_commit {
@@ -232,15 +319,25 @@ pub(crate) fn replay(
         let is_last = i + 1 == ids.len();
         match end {
             SegmentEnd::Clean => {}
-            SegmentEnd::Torn(at) if is_last => {
-                rep.torn_tail_bytes = data.len() as u64 - at;
+            // The unused preallocated tail of the segment that was active at the crash: not a torn write
+            // (nothing was written there), so not reported; trimmed so the file holds only frames.
+            SegmentEnd::Zeros(at) if is_last => {
                 if mutate {
                     let f = fs.open(&path, OpenMode::ReadWrite).map_err(|e| io(&path, e))?;
                     f.set_len(at).map_err(|e| io(&path, e))?;
                     f.sync_all().map_err(|e| io(&path, e))?;
                 }
             }
-            SegmentEnd::Torn(at) => {
+            SegmentEnd::Torn(at) if is_last => {
+                rep.torn_tail_bytes = file_len - at;
+                if mutate {
+                    let f = fs.open(&path, OpenMode::ReadWrite).map_err(|e| io(&path, e))?;
+                    f.set_len(at).map_err(|e| io(&path, e))?;
+                    f.sync_all().map_err(|e| io(&path, e))?;
+                }
+            }
+            // Sealed segments are trimmed before the next one is created: a zero tail there is lost data.
+            SegmentEnd::Torn(at) | SegmentEnd::Zeros(at) => {
                 let c = Corrupt::new(
                     FileKind::Wal,
                     &path,
@@ -297,17 +394,25 @@ fn fail_or_salvage(
 
 impl Wal {
     /// Starts a fresh segment `next_id` for appends; earlier segments (from replay) stay until released.
+    /// `preallocate` extends each new segment to `segment_bytes` up front (see the module docs).
     pub fn create(
         fs: SharedFs,
         clock: Arc<dyn Clock>,
         segment_bytes: u64,
         next_id: u64,
         replayed: &[(u64, Seq)],
+        preallocate: bool,
     ) -> MidgeResult<Wal> {
         let path = segment_path(next_id);
         let file = fs
             .open(&path, OpenMode::CreateNew)
             .map_err(|e| MidgeError::from_io("create wal segment", e))?;
+        let prealloc_step = PREALLOC_STEP.min(segment_bytes.max(1));
+        let reserved = if preallocate {
+            preallocate_segment(&file, prealloc_step)?
+        } else {
+            0
+        };
         fs.sync_dir(WAL_DIR)
             .map_err(|e| MidgeError::from_io("sync wal dir", e))?;
         let mut segments: BTreeMap<u64, Seq> = replayed.iter().copied().collect();
@@ -323,9 +428,13 @@ impl Wal {
                 len: 0,
                 synced: 0,
                 base_lsn: 0,
+                reserved,
             }),
             segments: Mutex::new(segments),
-            sync_lock: Mutex::new(()),
+            group: Mutex::new(Group::default()),
+            round_cv: [Condvar::new(), Condvar::new()],
+            preallocate,
+            prealloc_step,
             appended_lsn: AtomicU64::new(0),
             synced_lsn: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
@@ -361,6 +470,11 @@ impl Wal {
             )));
         }
         let frame = encode_frame(&payload);
+        let end = a.len + frame.len() as u64;
+        if self.preallocate && end > a.reserved {
+            a.reserved =
+                preallocate_segment(&a.file, end + self.prealloc_step).inspect_err(|_| self.poison())?;
+        }
         if let Err(e) = a.file.write_at(a.len, &frame) {
             // A failed write may have left a partial frame; later appends would sit behind garbage.
             self.poison();
@@ -393,6 +507,14 @@ impl Wal {
 
     fn rotate_locked(&self, a: &mut Active) -> MidgeResult<()> {
         self.fsync(&a.file)?;
+        if self.preallocate {
+            // The sealed segment must end at its last frame before the next one exists (replay rejects a
+            // zero tail anywhere but in the last segment).
+            if let Err(e) = a.file.set_len(a.len).and_then(|()| a.file.sync_all()) {
+                self.poison();
+                return Err(MidgeError::from_io("trim sealed wal segment", e));
+            }
+        }
         let synced_to = a.base_lsn + a.len;
         let next = a.id + 1;
         let path = segment_path(next);
@@ -400,6 +522,11 @@ impl Wal {
             self.poison();
             MidgeError::from_io("create wal segment", e)
         })?;
+        let reserved = if self.preallocate {
+            preallocate_segment(&file, self.prealloc_step).inspect_err(|_| self.poison())?
+        } else {
+            0
+        };
         if let Err(e) = self.fs.sync_dir(WAL_DIR) {
             self.poison();
             return Err(MidgeError::from_io("sync wal dir", e));
@@ -410,6 +537,7 @@ impl Wal {
             len: 0,
             synced: 0,
             base_lsn: synced_to,
+            reserved,
         };
         lock(&self.segments).insert(next, 0);
         self.synced_lsn.fetch_max(synced_to, Ordering::AcqRel);
@@ -435,23 +563,67 @@ impl Wal {
         Ok(())
     }
 
-    /// Returns once everything up to `lsn` is durable. Concurrent callers share one fsync: the first to take
-    /// the sync lock syncs everything appended so far; the others find themselves covered.
+    /// Returns once everything up to `lsn` is durable (group commit). One caller at a time (the leader) runs
+    /// an fsync covering everything appended when it starts. A caller arriving meanwhile waits for the round
+    /// that will cover it: the running one if its position is inside the leader's target, else the next.
+    /// When a round completes, everyone waiting for it wakes and returns, and exactly one waiter of the next
+    /// round is woken to lead it, so the device is never idle while commits wait and nobody wakes for nothing.
+    /// (Queuing on one mutex instead wakes waiters one by one, each finding itself covered in turn, while the
+    /// device idles; one shared condition variable wakes every waiter on every fsync.)
     pub fn sync_to(&self, lsn: u64) -> MidgeResult<()> {
+        self.sync_to_then(lsn, &|| {})
+    }
+
+    /// [`Wal::sync_to`]; when this caller leads an fsync, `after` runs once it succeeded and before the
+    /// waiters it covered are woken.
+    pub fn sync_to_then(&self, lsn: u64, after: &dyn Fn()) -> MidgeResult<()> {
         if self.synced_lsn.load(Ordering::Acquire) >= lsn && !self.is_poisoned() {
             self.stats.sync_waiters_covered.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let _g = lock(&self.sync_lock);
-        if self.is_poisoned() {
-            return Err(MidgeError::Poisoned(
-                "WAL fsync failed earlier; reopen the engine".into(),
-            ));
+        let mut g = lock(&self.group);
+        loop {
+            if self.is_poisoned() {
+                return Err(MidgeError::Poisoned(
+                    "WAL fsync failed earlier; reopen the engine".into(),
+                ));
+            }
+            if self.synced_lsn.load(Ordering::Acquire) >= lsn {
+                self.stats.sync_waiters_covered.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            if !g.running {
+                break;
+            }
+            let round = if lsn <= g.target { g.round } else { g.round + 1 };
+            g = self.round_cv[(round % 2) as usize]
+                .wait(g)
+                .unwrap_or_else(|p| p.into_inner());
         }
-        if self.synced_lsn.load(Ordering::Acquire) >= lsn {
-            self.stats.sync_waiters_covered.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+        g.running = true;
+        g.round += 1;
+        // Every append up to here is in the segment (appends hold `active`), so this fsync covers it.
+        g.target = self.appended_lsn.load(Ordering::Acquire);
+        let round = g.round;
+        drop(g);
+        let r = self.sync_active();
+        if r.is_ok() {
+            after();
         }
+        let mut g = lock(&self.group);
+        g.running = false;
+        drop(g);
+        self.round_cv[(round % 2) as usize].notify_all();
+        if r.is_err() {
+            self.round_cv[((round + 1) % 2) as usize].notify_all();
+        } else {
+            self.round_cv[((round + 1) % 2) as usize].notify_one();
+        }
+        r
+    }
+
+    /// Fsyncs the active segment, covering everything appended to it before the call.
+    fn sync_active(&self) -> MidgeResult<()> {
         let (file, id, seg_len, target) = {
             let a = lock(&self.active);
             (a.file.clone(), a.id, a.len, a.base_lsn + a.len)
@@ -465,6 +637,18 @@ impl Wal {
         }
         self.synced_lsn.fetch_max(target, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// At a clean close, after the final sync: trims the preallocated tail of the active segment so the file
+    /// ends at its last frame. Best effort: a zero tail left behind is harmless (replay trims it).
+    pub fn trim_active(&self) {
+        if !self.preallocate || self.is_poisoned() {
+            return;
+        }
+        let a = lock(&self.active);
+        if let Err(e) = a.file.set_len(a.len).and_then(|()| a.file.sync_all()) {
+            tracing::warn!("trimming the preallocated WAL segment at close failed: {e}");
+        }
     }
 
     /// Syncs everything appended so far.

@@ -25,7 +25,15 @@ fn setup() -> (MemoryFs, SharedFs) {
 }
 
 fn open_wal(fs: &SharedFs, next: u64) -> Wal {
-    Wal::create(fs.clone(), Arc::new(SystemClock::new()), 1 << 20, next, &[]).unwrap()
+    Wal::create(
+        fs.clone(),
+        Arc::new(SystemClock::new()),
+        1 << 20,
+        next,
+        &[],
+        false,
+    )
+    .unwrap()
 }
 
 fn collect(fs: &SharedFs, policy: RecoveryPolicy) -> MidgeResult<(Vec<u64>, ReplayReport)> {
@@ -145,7 +153,7 @@ fn a_torn_sealed_segment_is_corruption() {
 }
 
 #[test]
-fn an_all_zero_tail_is_torn_and_garbage_never_panics() {
+fn an_all_zero_tail_is_the_unused_end_and_garbage_never_panics() {
     let (_m, fs) = setup();
     let wal = open_wal(&fs, 1);
     let l1 = wal.append(&rec(1, "a")).unwrap();
@@ -155,7 +163,18 @@ fn an_all_zero_tail_is_torn_and_garbage_never_panics() {
     write_seg(&fs, 1, &data);
     let (seen, rep) = collect(&fs, RecoveryPolicy::Strict).unwrap();
     assert_eq!(seen, vec![1]);
-    assert_eq!(rep.torn_tail_bytes, 4096);
+    // Zeros hold no frame: the preallocated (or never written) end of the segment, trimmed, not "torn".
+    assert_eq!(rep.torn_tail_bytes, 0);
+    assert_eq!(seg_bytes(&fs, 1).len() as u64, l1, "zero tail trimmed");
+    // A partial frame before the zeros is still a torn tail.
+    let mut data = seg_bytes(&fs, 1);
+    data.extend_from_slice(&[7u8; 9]);
+    data.extend_from_slice(&[0u8; 4096]);
+    write_seg(&fs, 1, &data);
+    let (seen, rep) = collect(&fs, RecoveryPolicy::Strict).unwrap();
+    assert_eq!(seen, vec![1]);
+    assert!(rep.torn_tail_bytes > 0);
+    assert_eq!(seg_bytes(&fs, 1).len() as u64, l1);
     for seed in 0..50u64 {
         let mut rng = crate::runtime::SeededRng::new(seed);
         let junk: Vec<u8> = (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect();
@@ -198,4 +217,121 @@ fn group_commit_shares_one_fsync() {
         1,
         "the second waiter was covered by the first fsync"
     );
+}
+
+fn open_preallocated(fs: &SharedFs, next: u64, segment: u64) -> Wal {
+    Wal::create(fs.clone(), Arc::new(SystemClock::new()), segment, next, &[], true).unwrap()
+}
+
+#[test]
+fn preallocated_segments_replay_after_a_crash_and_seal_trimmed() {
+    let (_m, fs) = setup();
+    let wal = open_preallocated(&fs, 1, 6 << 20);
+    assert_eq!(
+        seg_bytes(&fs, 1).len() as u64,
+        PREALLOC_STEP,
+        "the active segment is preallocated ahead of the appends"
+    );
+    let mut lsn = 0;
+    let mut begin = 1;
+    // Enough records to seal one segment and start the next.
+    while wal.active_segment_id() == 1 {
+        lsn = wal.append(&rec(begin, "key-with-some-length")).unwrap();
+        begin += 3;
+    }
+    wal.sync_to(lsn).unwrap();
+    let sealed = seg_bytes(&fs, 1);
+    assert!(
+        sealed.len() as u64 >= 6 << 20,
+        "the reservation grew with the appends"
+    );
+    assert!(
+        matches!(scan_segment("sealed", &sealed).1, SegmentEnd::Clean),
+        "the sealed segment ends at its last frame"
+    );
+    assert_eq!(seg_bytes(&fs, 2).len() as u64, PREALLOC_STEP);
+    let l = wal.append(&rec(begin, "last")).unwrap();
+    wal.sync_to(l).unwrap();
+    // Crash: no close, the active segment keeps its zero tail.
+    drop(wal);
+    let (seen, rep) = collect(&fs, RecoveryPolicy::Strict).unwrap();
+    assert_eq!(seen.len() as u64, rep.records);
+    assert_eq!(seen.last(), Some(&begin));
+    assert_eq!(rep.torn_tail_bytes, 0);
+    assert!(rep.salvaged.is_none());
+    assert!(
+        seg_bytes(&fs, 2).len() < 1024,
+        "the active segment's zero tail was trimmed at replay"
+    );
+}
+
+#[test]
+fn trim_at_close_leaves_only_frames() {
+    let (_m, fs) = setup();
+    let wal = open_preallocated(&fs, 1, 1 << 20);
+    let l = wal.append(&rec(1, "a")).unwrap();
+    wal.sync_to(l).unwrap();
+    wal.trim_active();
+    assert_eq!(seg_bytes(&fs, 1).len() as u64, l);
+    // Appends after a trim still work and replay.
+    let l2 = wal.append(&rec(4, "b")).unwrap();
+    wal.sync_to(l2).unwrap();
+    let (seen, _) = collect(&fs, RecoveryPolicy::Strict).unwrap();
+    assert_eq!(seen, vec![1, 4]);
+}
+
+#[test]
+fn concurrent_sync_commits_share_fsyncs_and_all_become_durable() {
+    let (m, fs) = setup();
+    let wal = Arc::new(open_wal(&fs, 1));
+    let commit = std::sync::Mutex::new(1u64);
+    let before = m.sync_count();
+    std::thread::scope(|sc| {
+        for _ in 0..8 {
+            sc.spawn(|| {
+                for _ in 0..50 {
+                    let lsn = {
+                        let mut c = commit.lock().unwrap();
+                        let lsn = wal.append(&rec(*c, "k")).unwrap();
+                        *c += 3;
+                        lsn
+                    };
+                    wal.sync_to(lsn).unwrap();
+                    assert!(wal.synced_lsn() >= lsn);
+                }
+            });
+        }
+    });
+    let syncs = m.sync_count() - before;
+    assert!(syncs <= 400, "{syncs} fsyncs for 400 commits");
+    let (seen, _) = collect(&fs, RecoveryPolicy::Strict).unwrap();
+    assert_eq!(seen.len(), 400);
+}
+
+#[test]
+fn zero_chunks_at_the_end_are_not_read_into_memory_but_frames_of_zeros_still_replay() {
+    let (_m, fs) = setup();
+    let wal = open_preallocated(&fs, 1, 64 << 20);
+    let l1 = wal.append(&rec(1, "a")).unwrap();
+    // A record whose value is 3 MiB of zeros: its frame ends in whole chunks of zeros.
+    let big = TxnRecord {
+        cf: 0,
+        begin_seq: 4,
+        ops: vec![WalOp::Put {
+            key: Bytes::from_static(b"z"),
+            value: Bytes::from(vec![0u8; 3 << 20]),
+            expiry: None,
+        }],
+    };
+    let l2 = wal.append(&big).unwrap();
+    wal.sync_to(l2).unwrap();
+    let f = fs.open(&segment_path(1), OpenMode::Read).unwrap();
+    let (data, zeros) = read_segment(&*f).unwrap();
+    assert_eq!(data.len() as u64 + zeros, PREALLOC_STEP);
+    assert!((data.len() as u64) < l2, "trailing zero chunks are left out");
+    let (seen, rep) = collect(&fs, RecoveryPolicy::Strict).unwrap();
+    assert_eq!(seen, vec![1, 4]);
+    assert_eq!(rep.torn_tail_bytes, 0);
+    assert_eq!(seg_bytes(&fs, 1).len() as u64, l2);
+    assert!(l1 < l2);
 }
