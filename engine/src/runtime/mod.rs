@@ -169,6 +169,10 @@ impl Executor for InlineExecutor {
     fn sleep(&self, _d: Duration) {}
 }
 
+/// Whether this target can run OS threads (false on wasm32). Tests that need real concurrency check it here,
+/// so no platform `cfg` leaks into the modules they test.
+pub const THREADS: bool = cfg!(not(target_family = "wasm"));
+
 /// The executor for this target: threads natively, inline on wasm32.
 pub fn default_executor() -> Arc<dyn Executor> {
     #[cfg(target_family = "wasm")]

@@ -282,6 +282,9 @@ fn trim_at_close_leaves_only_frames() {
 
 #[test]
 fn concurrent_sync_commits_share_fsyncs_and_all_become_durable() {
+    if !crate::runtime::THREADS {
+        return; // wasm32: no threads to race (the inline executor path is covered by the other tests)
+    }
     let (m, fs) = setup();
     let wal = Arc::new(open_wal(&fs, 1));
     let commit = std::sync::Mutex::new(1u64);
