@@ -565,29 +565,35 @@ pub fn targets(res: &Results) -> Vec<Target> {
     let rec = |e: &str, w: &str| find(&res.records, e, w).filter(|r| r.ran());
     let mut out = Vec::new();
     let one = rec("midge", "fillsync_1");
+    // The disk's rate drifts over a run on shared machines: both denominators are shown, the run-wide best
+    // probe and the rate probed right before this engine's sync phases, and the target is judged against
+    // the higher of the two (the lower ratio).
+    let now = one.and_then(|r| {
+        r.extra
+            .get("device_fsync_per_sec_just_before")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|v| *v > 0.0)
+            .map(|n| r.ops_per_sec / n)
+    });
     out.push(Target {
         name: "sync commits, 1 writer".into(),
         goal: "≥ 0.90 × the device's fdatasync rate".into(),
         measured: one.map_or_else(
             || "—".into(),
-            |r| {
-                let now = r
-                    .extra
-                    .get("device_fsync_per_sec_just_before")
-                    .and_then(serde_json::Value::as_f64)
-                    .filter(|v| *v > 0.0);
-                let mut m = format!("{}/s = {}", fmt_rate(r.ops_per_sec), fmt_ratio(r.ratio_device));
-                if let Some(n) = now {
-                    let _ = write!(
-                        m,
-                        " ({} of the rate probed just before)",
-                        fmt_ratio(Some(r.ops_per_sec / n))
-                    );
-                }
-                m
+            |r| match now {
+                Some(n) => format!(
+                    "{}/s = {} of the rate probed just before ({} of the run's best probe)",
+                    fmt_rate(r.ops_per_sec),
+                    fmt_ratio(Some(n)),
+                    fmt_ratio(r.ratio_device)
+                ),
+                None => format!("{}/s = {}", fmt_rate(r.ops_per_sec), fmt_ratio(r.ratio_device)),
             },
         ),
-        met: one.and_then(|r| r.ratio_device).map(|x| x >= 0.9),
+        met: match (now, one.and_then(|r| r.ratio_device)) {
+            (Some(a), Some(b)) => Some(a.min(b) >= 0.9),
+            (a, b) => a.or(b).map(|x| x >= 0.9),
+        },
     });
     let max_w = res.profile.writers.iter().copied().max().unwrap_or(1);
     let many = rec("midge", &format!("fillsync_{max_w}"));
@@ -957,12 +963,12 @@ mod tests {
         r.profile.writers = vec![1, 16];
         let t = targets(&r);
         let get = |n: &str| t.iter().find(|t| t.name.starts_with(n)).unwrap();
-        // 900 / 1000 = 0.90 of the device: met; 1.00 of the rate probed just before.
+        // 900 / 900 = 1.00 of the rate probed just before, 0.90 of the run's best probe: met on both.
         assert_eq!(get("sync commits, 1 writer").met, Some(true));
+        let m = &get("sync commits, 1 writer").measured;
         assert!(
-            get("sync commits, 1 writer")
-                .measured
-                .contains("1.00× of the rate")
+            m.contains("1.00× of the rate probed just before (0.90× of the run's best probe)"),
+            "{m}"
         );
         // 7200 / 900 = 8x.
         assert_eq!(get("group commit, 16").met, Some(true));

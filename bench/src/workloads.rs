@@ -376,7 +376,9 @@ impl<'a> Runner<'a> {
             seq.close()?;
         }
 
-        // Sync commits, 1..16 writers, on a fresh database.
+        // Sync commits, 1..16 writers, on a fresh database. First let the earlier phases' write-back drain
+        // (every engine gets the same pause), so fsyncs measure this engine rather than the one before.
+        settle(p.probe_unit / 2);
         let writers = p.writers.clone();
         let sync = engines::open(self.kind, &self.dir("sync"))?;
         let before = ProcSample::now();
@@ -796,6 +798,16 @@ impl<'a> Runner<'a> {
         }
         Ok(r)
     }
+}
+
+/// Flushes every dirty page system-wide (`sync`, where the command exists) and pauses for `pause`.
+fn settle(pause: Duration) {
+    let _ = Command::new("sync")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    std::thread::sleep(pause);
 }
 
 /// The last key the crash writer commits (sync) before it reports ready.
