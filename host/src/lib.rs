@@ -136,6 +136,10 @@ impl ComponentHost {
     pub fn load(wasm: &Path) -> MidgeResult<ComponentHost> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        // `MIDGE_WASM_PERFMAP=1` writes /tmp/perf-<pid>.map so `perf report` can name the guest's functions.
+        if std::env::var_os("MIDGE_WASM_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         // Reuse compiled code across processes (keyed by the component's hash and this config); a missing or
         // unusable cache directory only costs a recompile.
         if let Ok(cache) = wasmtime::Cache::from_file(None) {

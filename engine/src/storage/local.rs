@@ -11,6 +11,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// How long `lock` keeps retrying a lock that looks held (see there) before reporting it held.
+#[cfg(not(target_os = "wasi"))]
+const LOCK_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A [`FileSystem`] over a real directory.
 #[derive(Debug, Clone)]
 pub struct LocalFs {
@@ -240,15 +244,27 @@ impl FileSystem for LocalFs {
             .open(full)?;
         #[cfg(not(target_os = "wasi"))]
         {
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WouldBlock,
-                        "database is locked by another process",
-                    ));
+            // flock belongs to the open file description, and a child process being spawned by any thread of
+            // this process holds a copy of every descriptor until its exec closes them. So a lock released by a
+            // close a moment ago can still look held: retry for a short, bounded window before reporting it.
+            let mut backoff = std::time::Duration::from_millis(1);
+            let mut waited = std::time::Duration::ZERO;
+            loop {
+                match file.try_lock() {
+                    Ok(()) => break,
+                    Err(std::fs::TryLockError::WouldBlock) if waited < LOCK_RETRY_WINDOW => {
+                        std::thread::sleep(backoff);
+                        waited += backoff;
+                        backoff = (backoff * 2).min(std::time::Duration::from_millis(50));
+                    }
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WouldBlock,
+                            "database is locked by another process",
+                        ));
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => return Err(e),
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(e),
             }
         }
         // wasi:filesystem has no advisory locks; the host that grants the directory is the single writer.
