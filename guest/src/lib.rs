@@ -12,5 +12,7 @@
 
 #[cfg(target_arch = "wasm32")]
 mod imported;
+#[cfg(any(target_arch = "wasm32", test))]
+mod memcmp;
 #[cfg(target_arch = "wasm32")]
 mod plugin;
