@@ -102,7 +102,7 @@ struct Row {
 /// One open database, native or in the component.
 enum Db {
     Native(Engine),
-    Wasm(ComponentEngine),
+    Wasm(Box<ComponentEngine>),
 }
 
 impl Db {
@@ -136,7 +136,8 @@ fn open(
 ) -> MidgeResult<Db> {
     match (target, host) {
         ("component", Some(h)) => {
-            ComponentEngine::open_cloud(h, cache, store, "bench", ComponentOptions::default()).map(Db::Wasm)
+            ComponentEngine::open_cloud(h, cache, store, "bench", ComponentOptions::default())
+                .map(|e| Db::Wasm(Box::new(e)))
         }
         _ => Engine::open(OpenOptions::cloud_with_file_system(cache, store, "bench").build()).map(Db::Native),
     }
