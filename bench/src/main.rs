@@ -6,6 +6,7 @@
 
 mod device;
 mod engines;
+mod guest;
 mod profile;
 mod report;
 mod rng;

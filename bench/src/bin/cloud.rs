@@ -12,6 +12,8 @@
 //! Writes `cloud.json` and `cloud.md` into `--out` (default `bench/results/cloud-<unix time>/`).
 #![allow(clippy::disallowed_methods)]
 
+#[path = "../guest.rs"]
+mod guest;
 #[path = "../stats.rs"]
 #[allow(dead_code)]
 mod stats;
@@ -197,33 +199,6 @@ fn run_one(
     })
 }
 
-fn guest_wasm() -> anyhow::Result<PathBuf> {
-    // The same release build of the plugin the main bench uses.
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let dir = target.join("bench-guest");
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "-p",
-            "midge-guest",
-            "--lib",
-            "--target",
-            "wasm32-wasip2",
-        ])
-        .arg("--target-dir")
-        .arg(&dir)
-        .env_remove("CARGO_TARGET_DIR")
-        .status()?;
-    anyhow::ensure!(status.success(), "building the plugin component failed");
-    Ok(dir.join("wasm32-wasip2/release/midge_guest.wasm"))
-}
-
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| {
@@ -242,7 +217,7 @@ fn main() -> anyhow::Result<()> {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("results/cloud-{t}"))
     });
     std::fs::create_dir_all(&out)?;
-    let host = ComponentHost::load(&guest_wasm()?)?;
+    let host = ComponentHost::load(&guest::guest_wasm()?)?;
     let moto = if no_s3 {
         None
     } else {

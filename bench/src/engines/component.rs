@@ -9,8 +9,7 @@ use super::{Caps, Durability, KvEngine, KvRead, Op};
 use anyhow::{Context, Result};
 use cntryl_midge::{Bytes, MidgeError, Query, TransactionMode, WriteOptions};
 use midge_host::{ComponentEngine, ComponentHost, ComponentTransaction};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
@@ -25,63 +24,7 @@ pub fn host() -> Result<&'static ComponentHost> {
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// `$MIDGE_GUEST_WASM`, or a release build of `midge-guest` in `<target>/bench-guest`.
-pub fn guest_wasm() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("MIDGE_GUEST_WASM") {
-        return Ok(PathBuf::from(p));
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?
-        .to_path_buf();
-    // The target dir this binary was built into (…/target/release/midge-bench).
-    let target = std::env::current_exe()?
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| workspace.join("target"));
-    let dir = target.join("bench-guest");
-    let wasm = dir.join("wasm32-wasip2/release/midge_guest.wasm");
-    // Add the target when missing (a fresh machine), then build; cargo makes a warm build a no-op.
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2"))
-        .unwrap_or(true);
-    if !installed {
-        let ok = Command::new("rustup")
-            .args(["target", "add", "wasm32-wasip2"])
-            .status()?
-            .success();
-        anyhow::ensure!(ok, "rustup target add wasm32-wasip2 failed");
-    }
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(&workspace)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "-p",
-            "midge-guest",
-            "--lib",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(&dir);
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WRAPPER",
-        "CARGO_TARGET_DIR",
-    ] {
-        cmd.env_remove(var);
-    }
-    let ok = cmd.status().context("running cargo for the guest")?.success();
-    anyhow::ensure!(ok, "building the plugin component (midge-guest) failed");
-    Ok(wasm)
-}
+pub use crate::guest::guest_wasm;
 
 pub struct ComponentKv {
     engine: RwLock<Option<ComponentEngine>>,
