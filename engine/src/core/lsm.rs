@@ -9,7 +9,7 @@
 use super::{CfState, Core, lock};
 use crate::compaction::{Choice, PickerConfig, choose};
 use crate::error::{MidgeError, MidgeResult};
-use crate::iter::{MergeIter, Source};
+use crate::iter::{Input, MergeIter};
 use crate::manifest::{Edit, FileMeta};
 use crate::memtable::Memtable;
 use crate::sst::{SstIter, SstOptions, SstReader, SstWriter};
@@ -326,15 +326,15 @@ impl Core {
                     .collect();
                 tombs.sort_by(|a, b| a.start.cmp(&b.start).then(b.seq.cmp(&a.seq)));
                 tombs.dedup();
-                let sources: Vec<Source> = ins
+                let sources: Vec<Input> = ins
                     .iter()
                     .map(|t| {
-                        Box::new(SstIter::new(
+                        Input::Sst(SstIter::new(
                             t.reader.clone(),
                             Bound::Unbounded,
                             Bound::Unbounded,
                             false,
-                        )) as Source
+                        ))
                     })
                     .collect();
                 let mut gc = GcIter {

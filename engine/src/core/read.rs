@@ -4,7 +4,7 @@
 use super::Core;
 use super::lsm::Table;
 use crate::error::{MidgeError, MidgeResult};
-use crate::iter::{Source, VisibleIter};
+use crate::iter::{Input, VisibleIter};
 use crate::memtable::Memtable;
 use crate::sst::SstIter;
 use crate::types::{ColumnFamilyId, Entry, RangeTombstone, Seq};
@@ -160,11 +160,11 @@ impl Core {
         read_time: u64,
     ) -> MidgeResult<VisibleIter> {
         let view = self.view(cf)?;
-        let mut sources: Vec<Source> = Vec::new();
+        let mut sources: Vec<Input> = Vec::with_capacity(view.mems.len() + view.tables.len());
         let mut tombstones: Vec<RangeTombstone> = Vec::new();
         for mem in &view.mems {
             tombstones.extend(mem.range_tombstones());
-            sources.push(Box::new(mem.cursor(lo.clone(), hi.clone(), reverse)));
+            sources.push(Input::Mem(mem.cursor(lo.clone(), hi.clone(), reverse)));
         }
         for t in &view.tables {
             tombstones.extend(t.reader.range_tombstones().iter().cloned());
@@ -174,7 +174,7 @@ impl Core {
                 _ => false,
             };
             if !outside {
-                sources.push(Box::new(SstIter::new(
+                sources.push(Input::Sst(SstIter::new(
                     t.reader.clone(),
                     lo.clone(),
                     hi.clone(),

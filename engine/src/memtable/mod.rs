@@ -213,6 +213,21 @@ impl MemCursor {
     }
 }
 
+impl crate::iter::Cursor for MemCursor {
+    #[inline]
+    fn current(&self) -> Option<&Entry> {
+        self.buf.front()
+    }
+
+    fn advance(&mut self) -> MidgeResult<()> {
+        self.buf.pop_front();
+        if self.buf.is_empty() && !self.done {
+            self.refill();
+        }
+        Ok(())
+    }
+}
+
 impl Iterator for MemCursor {
     type Item = MidgeResult<Entry>;
     fn next(&mut self) -> Option<Self::Item> {
