@@ -8,7 +8,7 @@
 use crate::error::MidgeResult;
 use crate::memtable::MemCursor;
 use crate::sst::SstIter;
-use crate::types::{Entry, RangeTombstone, Seq, cmp_internal};
+use crate::types::{Entry, RangeTombstone, Seq, cmp_internal, keys_eq};
 use bytes::Bytes;
 use std::cmp::Ordering;
 
@@ -269,7 +269,7 @@ impl VisibleIter {
             // Some(None): the deciding version hides the key.
             let mut best: Option<Option<Bytes>> = None;
             while let Some(e) = self.merge.peek()? {
-                if e.key != key {
+                if !keys_eq(&e.key, &key) {
                     break;
                 }
                 if e.seq <= self.snapshot {
@@ -296,7 +296,7 @@ fn shows(e: &Entry, read_time: u64, snapshot: Seq, tombstones: &[RangeTombstone]
 #[inline]
 fn skip_key(merge: &mut MergeIter, key: &[u8]) -> MidgeResult<()> {
     while let Some(e) = merge.peek()? {
-        if e.key.as_ref() != key {
+        if !keys_eq(&e.key, key) {
             break;
         }
         merge.advance()?;

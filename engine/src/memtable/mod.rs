@@ -20,6 +20,56 @@ struct IKey {
     rseq: Reverse<Seq>,
 }
 
+/// An internal key viewed as `(user key, reversed seq)`, so the map can be searched with a borrowed key
+/// (no allocation per lookup). Ordered exactly like [`IKey`].
+trait IKeyView {
+    fn parts(&self) -> (&[u8], Reverse<Seq>);
+}
+
+impl IKeyView for IKey {
+    fn parts(&self) -> (&[u8], Reverse<Seq>) {
+        (&self.key, self.rseq)
+    }
+}
+
+/// A borrowed search key.
+struct IKeyRef<'a> {
+    key: &'a [u8],
+    rseq: Reverse<Seq>,
+}
+
+impl IKeyView for IKeyRef<'_> {
+    fn parts(&self) -> (&[u8], Reverse<Seq>) {
+        (self.key, self.rseq)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn IKeyView + 'a> for IKey {
+    fn borrow(&self) -> &(dyn IKeyView + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn IKeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn IKeyView + '_ {}
+
+impl PartialOrd for dyn IKeyView + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn IKeyView + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Val {
     kind: EntryKind,
@@ -111,11 +161,14 @@ impl Memtable {
     /// Newest version of `key` with `seq <= snapshot`.
     pub fn get(&self, key: &[u8], snapshot: Seq) -> Option<Entry> {
         let m = self.map.read().unwrap_or_else(|p| p.into_inner());
-        let from = IKey {
-            key: Bytes::copy_from_slice(key),
+        let from = IKeyRef {
+            key,
             rseq: Reverse(snapshot),
         };
-        let (k, v) = m.range(from..).next()?;
+        let from: &dyn IKeyView = &from;
+        let (k, v) = m
+            .range::<dyn IKeyView, _>((Bound::Included(from), Bound::Unbounded))
+            .next()?;
         (k.key.as_ref() == key).then(|| to_entry(k, v))
     }
 

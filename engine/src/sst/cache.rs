@@ -94,9 +94,27 @@ impl std::ops::Deref for DecodedBlock {
     }
 }
 
+/// A fast, non-cryptographic hasher for the cache's `(file id, offset)` keys (the keys are not attacker-chosen).
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<(u64, u64), (Block, u64, u64)>,
+    map: HashMap<(u64, u64), (Block, u64, u64), std::hash::BuildHasherDefault<IdHasher>>,
     by_tick: BTreeMap<u64, (u64, u64)>,
     tick: u64,
     bytes: u64,

@@ -204,15 +204,8 @@ impl SstReader {
                     return Ok(None);
                 }
                 if b[j].seq <= snapshot {
-                    // Copied out: a value the caller keeps must not pin the whole decoded block.
-                    let e = &b[j];
-                    return Ok(Some(Entry {
-                        key: e.key.clone(),
-                        seq: e.seq,
-                        kind: e.kind,
-                        value: Bytes::copy_from_slice(&e.value),
-                        expiry: e.expiry,
-                    }));
+                    // Shares the block's buffers (no copy): a value the caller keeps holds its block's payload.
+                    return Ok(Some(b[j].clone()));
                 }
             }
         }
