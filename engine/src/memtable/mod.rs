@@ -80,7 +80,10 @@ struct Val {
 /// Per-entry bookkeeping counted toward the memtable's size: two `Bytes` handles and their heap headers, the
 /// B-tree slot and node share, and the version fields (measured: ~200 bytes beyond key and value).
 const ENTRY_OVERHEAD: u64 = 200;
+/// Versions read per refill: the first chunk is small (a short seek clones little), later ones double up to
+/// `CHUNK`.
 const CHUNK: usize = 256;
+const FIRST_CHUNK: usize = 16;
 
 /// One memtable generation.
 #[derive(Debug)]
@@ -207,6 +210,7 @@ impl Memtable {
             hi,
             reverse,
             buf: VecDeque::new(),
+            chunk: FIRST_CHUNK,
             done: false,
         }
     }
@@ -230,6 +234,7 @@ pub(crate) struct MemCursor {
     hi: Bound<IKey>,
     reverse: bool,
     buf: VecDeque<Entry>,
+    chunk: usize,
     done: bool,
 }
 
@@ -242,13 +247,15 @@ impl MemCursor {
             return;
         }
         let range = m.range((self.lo.clone(), self.hi.clone()));
+        let want = self.chunk;
+        self.chunk = (want * 2).min(CHUNK);
         let chunk: Vec<Entry> = if self.reverse {
-            range.rev().take(CHUNK).map(|(k, v)| to_entry(k, v)).collect()
+            range.rev().take(want).map(|(k, v)| to_entry(k, v)).collect()
         } else {
-            range.take(CHUNK).map(|(k, v)| to_entry(k, v)).collect()
+            range.take(want).map(|(k, v)| to_entry(k, v)).collect()
         };
         drop(m);
-        if chunk.len() < CHUNK {
+        if chunk.len() < want {
             self.done = true;
         }
         if let Some(last) = chunk.last() {
