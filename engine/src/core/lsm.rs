@@ -330,12 +330,10 @@ impl Core {
                 let sources: Vec<Input> = ins
                     .iter()
                     .map(|t| {
-                        Input::Sst(SstIter::new(
-                            t.reader.clone(),
-                            Bound::Unbounded,
-                            Bound::Unbounded,
-                            false,
-                        ))
+                        Input::Sst(
+                            SstIter::new(t.reader.clone(), Bound::Unbounded, Bound::Unbounded, false)
+                                .without_cache_fill(),
+                        )
                     })
                     .collect();
                 let mut gc = GcIter {

@@ -161,6 +161,11 @@ impl SstReader {
     }
 
     fn block(&self, i: usize) -> MidgeResult<Block> {
+        self.block_with(i, true)
+    }
+
+    /// Block `i`, from the cache when there; a block read from the file is cached only when `fill`.
+    fn block_with(&self, i: usize, fill: bool) -> MidgeResult<Block> {
         let ix = &self.index[i];
         if let Some(c) = &self.cache
             && let Some(b) = c.get(self.id, ix.offset)
@@ -175,7 +180,7 @@ impl SstReader {
             return Err(self.corrupt(ix.offset, "a block ending at its index key", "another key"));
         }
         let b: Block = Arc::new(decoded);
-        if let Some(c) = &self.cache {
+        if fill && let Some(c) = &self.cache {
             c.insert(self.id, ix.offset, b.clone());
         }
         Ok(b)
@@ -342,6 +347,9 @@ pub(crate) struct SstIter {
     cur: Option<usize>,
     /// Whether the loaded block reaches past the far bound (so each entry must be checked against it).
     check_far: bool,
+    /// Whether blocks read from the file go into the block cache (not for compaction inputs, which are about
+    /// to be deleted and would only evict blocks readers use).
+    fill_cache: bool,
     done: bool,
 }
 
@@ -388,8 +396,15 @@ impl SstIter {
             pos: 0,
             cur: None,
             check_far: true,
+            fill_cache: true,
             done: false,
         }
+    }
+
+    /// Reads blocks missing from the cache without caching them.
+    pub fn without_cache_fill(mut self) -> SstIter {
+        self.fill_cache = false;
+        self
     }
 
     /// Loads the next block in iteration order and positions inside it; false at the end.
@@ -407,7 +422,7 @@ impl SstIter {
             self.next_block += 1;
             self.next_block - 1
         };
-        let b = self.reader.block(i)?;
+        let b = self.reader.block_with(i, self.fill_cache)?;
         // Keys ascend within a block, so "inside the near bound" is false then true (forward) and "inside
         // the far bound" true then false (reverse): start at the partition point.
         self.pos = if self.reverse {
