@@ -194,15 +194,25 @@ impl OwnedScanIterator {
     }
 
     fn merged_next(&mut self) -> MidgeResult<Option<(Bytes, Bytes)>> {
+        // No own writes in range (read-only transactions, most scans): storage rows pass straight through.
+        if self.overlay.is_empty() && self.txn_ranges.is_empty() && self.lookahead.is_none() {
+            return match self.storage.as_mut().map(Iterator::next) {
+                Some(Some(r)) => r.map(Some),
+                Some(None) => {
+                    self.storage = None;
+                    Ok(None)
+                }
+                None => Ok(None),
+            };
+        }
         loop {
             let reverse = self.reverse;
-            let s_key = self.storage_peek()?.map(|r| r.0.clone());
-            let o_key = self.overlay.front().map(|r| r.0.clone());
-            let take_overlay = match (&s_key, &o_key) {
+            self.storage_peek()?;
+            let take_overlay = match (&self.lookahead, self.overlay.front()) {
                 (None, None) => return Ok(None),
                 (None, Some(_)) => true,
                 (Some(_), None) => false,
-                (Some(s), Some(o)) => {
+                (Some((s, _)), Some((o, _))) => {
                     if s == o {
                         self.lookahead = None;
                         true

@@ -9,7 +9,7 @@
 use super::{CfState, Core, lock};
 use crate::compaction::{Choice, PickerConfig, choose};
 use crate::error::{MidgeError, MidgeResult};
-use crate::iter::{MergeIter, Source};
+use crate::iter::{Input, MergeIter};
 use crate::manifest::{Edit, FileMeta};
 use crate::memtable::Memtable;
 use crate::sst::{SstIter, SstOptions, SstReader, SstWriter};
@@ -191,8 +191,9 @@ impl Core {
         self.apply_edit(&mut lock(&self.manifest), edit)?;
         {
             let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
-            v.tables.extend(tables);
-            sort_tables(&mut v.tables);
+            let all = Arc::make_mut(&mut v.tables);
+            all.extend(tables);
+            sort_tables(all);
             v.immutable.retain(|m| !Arc::ptr_eq(m, &mem));
         }
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +278,7 @@ impl Core {
             return Ok(false);
         }
         self.check_writable()?;
-        let tables: Vec<Arc<Table>> = cf.mems.read().unwrap_or_else(|p| p.into_inner()).tables.clone();
+        let tables: Arc<Vec<Arc<Table>>> = cf.mems.read().unwrap_or_else(|p| p.into_inner()).tables.clone();
         let metas: Vec<FileMeta> = tables.iter().map(|t| t.meta.clone()).collect();
         let choice = choose(&metas, &self.picker_config(force_l0), &BTreeSet::new());
         let find = |id: u64| tables.iter().find(|t| t.meta.id == id).cloned();
@@ -299,7 +300,7 @@ impl Core {
                 };
                 self.apply_edit(&mut lock(&self.manifest), edit)?;
                 let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
-                for t in v.tables.iter_mut() {
+                for t in Arc::make_mut(&mut v.tables).iter_mut() {
                     if let Some(m) = moved.iter().find(|m| m.id == t.meta.id) {
                         *t = Arc::new(Table {
                             meta: m.clone(),
@@ -326,15 +327,13 @@ impl Core {
                     .collect();
                 tombs.sort_by(|a, b| a.start.cmp(&b.start).then(b.seq.cmp(&a.seq)));
                 tombs.dedup();
-                let sources: Vec<Source> = ins
+                let sources: Vec<Input> = ins
                     .iter()
                     .map(|t| {
-                        Box::new(SstIter::new(
-                            t.reader.clone(),
-                            Bound::Unbounded,
-                            Bound::Unbounded,
-                            false,
-                        )) as Source
+                        Input::Sst(
+                            SstIter::new(t.reader.clone(), Bound::Unbounded, Bound::Unbounded, false)
+                                .without_cache_fill(),
+                        )
                     })
                     .collect();
                 let mut gc = GcIter {
@@ -384,9 +383,10 @@ impl Core {
                 self.apply_edit(&mut lock(&self.manifest), edit)?;
                 {
                     let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
-                    v.tables.retain(|t| !ids.contains(&t.meta.id));
-                    v.tables.extend(new_tables);
-                    sort_tables(&mut v.tables);
+                    let all = Arc::make_mut(&mut v.tables);
+                    all.retain(|t| !ids.contains(&t.meta.id));
+                    all.extend(new_tables);
+                    sort_tables(all);
                 }
                 // Open readers keep serving live scans; the files go now (a crash leaves orphans, removed at open).
                 for id in &ids {

@@ -38,8 +38,8 @@ pub(crate) struct CfMems {
     /// Frozen generations awaiting flush, oldest first.
     pub immutable: Vec<Arc<Memtable>>,
     /// Live SSTs of this column family (all levels). Swapped together with memtables so a reader never
-    /// sees a flushed memtable twice or not at all.
-    pub tables: Vec<Arc<lsm::Table>>,
+    /// sees a flushed memtable twice or not at all. Shared copy-on-write, so a reader's view is one `Arc` clone.
+    pub tables: Arc<Vec<Arc<lsm::Table>>>,
 }
 
 /// In-memory state of one column family.
@@ -58,7 +58,7 @@ impl CfState {
             mems: RwLock::new(CfMems {
                 active: Arc::new(Memtable::new()),
                 immutable: Vec::new(),
-                tables: Vec::new(),
+                tables: Arc::default(),
             }),
         }
     }

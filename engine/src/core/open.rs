@@ -298,8 +298,9 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         })?;
         let table = core.open_table(meta)?;
         let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
-        v.tables.push(table);
-        super::lsm::sort_tables(&mut v.tables);
+        let all = std::sync::Arc::make_mut(&mut v.tables);
+        all.push(table);
+        super::lsm::sort_tables(all);
     }
     Ok(core)
 }

@@ -4,7 +4,7 @@
 use super::Core;
 use super::lsm::Table;
 use crate::error::{MidgeError, MidgeResult};
-use crate::iter::{Source, VisibleIter};
+use crate::iter::{Input, VisibleIter};
 use crate::memtable::Memtable;
 use crate::sst::SstIter;
 use crate::types::{ColumnFamilyId, Entry, RangeTombstone, Seq};
@@ -15,8 +15,17 @@ use std::sync::atomic::Ordering;
 
 /// One consistent view of a column family's sources.
 struct View {
-    mems: Vec<Arc<Memtable>>,
-    tables: Vec<Arc<Table>>,
+    active: Arc<Memtable>,
+    /// Oldest first (read in reverse); empty, so not allocated, unless a flush is pending.
+    immutable: Vec<Arc<Memtable>>,
+    tables: Arc<Vec<Arc<Table>>>,
+}
+
+impl View {
+    /// Memtables newest first.
+    fn mems(&self) -> impl Iterator<Item = &Arc<Memtable>> {
+        std::iter::once(&self.active).chain(self.immutable.iter().rev())
+    }
 }
 
 impl Core {
@@ -25,13 +34,14 @@ impl Core {
             .cf(cf)
             .ok_or_else(|| MidgeError::InvalidArgument(format!("unknown or dropped column family {cf}")))?;
         let v = cf.mems.read().unwrap_or_else(|p| p.into_inner());
-        let mems = std::iter::once(v.active.clone())
-            .chain(v.immutable.iter().rev().cloned())
-            .collect();
-        // Kept newest first by `lsm::sort_tables` whenever the set changes.
-        let tables = v.tables.clone();
+        // Tables are kept newest first by `lsm::sort_tables` whenever the set changes.
+        let view = View {
+            active: v.active.clone(),
+            immutable: v.immutable.clone(),
+            tables: v.tables.clone(),
+        };
         drop(v);
-        Ok(View { mems, tables })
+        Ok(view)
     }
 
     /// The newest version of `key` at or below `snapshot` and the newest covering range tombstone.
@@ -52,7 +62,7 @@ impl Core {
                     }
                 }
             };
-        for mem in &view.mems {
+        for mem in view.mems() {
             consider(
                 mem.get(key, snapshot),
                 &mem.range_tombstones(),
@@ -60,7 +70,7 @@ impl Core {
                 &mut tomb,
             );
         }
-        for t in &view.tables {
+        for t in view.tables.iter() {
             // Nothing in this or any later (older) table can beat what we have.
             if t.meta.largest_seq < best.as_ref().map_or(0, |b| b.seq).max(tomb) {
                 break;
@@ -115,7 +125,7 @@ impl Core {
         let view = self.view(cf)?;
         let lo = Bound::Included(start.clone());
         let hi = Bound::Excluded(end.clone());
-        for mem in &view.mems {
+        for mem in view.mems() {
             if mem.max_seq() <= snapshot {
                 continue;
             }
@@ -160,13 +170,13 @@ impl Core {
         read_time: u64,
     ) -> MidgeResult<VisibleIter> {
         let view = self.view(cf)?;
-        let mut sources: Vec<Source> = Vec::new();
+        let mut sources: Vec<Input> = Vec::with_capacity(1 + view.immutable.len() + view.tables.len());
         let mut tombstones: Vec<RangeTombstone> = Vec::new();
-        for mem in &view.mems {
+        for mem in view.mems() {
             tombstones.extend(mem.range_tombstones());
-            sources.push(Box::new(mem.cursor(lo.clone(), hi.clone(), reverse)));
+            sources.push(Input::Mem(mem.cursor(lo.clone(), hi.clone(), reverse)));
         }
-        for t in &view.tables {
+        for t in view.tables.iter() {
             tombstones.extend(t.reader.range_tombstones().iter().cloned());
             let outside = match (&lo, &hi) {
                 (Bound::Included(l) | Bound::Excluded(l), _) if t.meta.largest_key < *l => true,
@@ -174,7 +184,7 @@ impl Core {
                 _ => false,
             };
             if !outside {
-                sources.push(Box::new(SstIter::new(
+                sources.push(Input::Sst(SstIter::new(
                     t.reader.clone(),
                     lo.clone(),
                     hi.clone(),

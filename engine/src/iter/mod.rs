@@ -6,88 +6,206 @@
 //! cursors and SST cursors. This module does no I/O of its own and knows nothing about files.
 
 use crate::error::MidgeResult;
-use crate::types::{Entry, RangeTombstone, Seq, cmp_internal};
+use crate::memtable::MemCursor;
+use crate::sst::SstIter;
+use crate::types::{Entry, RangeTombstone, Seq, cmp_internal, keys_eq};
 use bytes::Bytes;
 use std::cmp::Ordering;
 
 /// A stream of versions.
+#[cfg(test)]
 pub(crate) type Source = Box<dyn Iterator<Item = MidgeResult<Entry>> + Send>;
 
-/// Merges sources by internal order (ascending, or descending when `reverse`).
+/// A positioned stream of versions read in place: `current` borrows the version under the cursor, so merging
+/// and filtering clone nothing until a row is returned. A new cursor is before its first version; `advance`
+/// moves to the next one (the first call positions it).
+pub(crate) trait Cursor {
+    /// The version under the cursor; `None` before the first `advance` and at the end.
+    fn current(&self) -> Option<&Entry>;
+    /// Moves to the next version. After an error the cursor is at its end.
+    fn advance(&mut self) -> MidgeResult<()>;
+}
+
+/// Adapts any [`Source`] to a [`Cursor`].
+#[cfg(test)]
+pub(crate) struct IterCursor {
+    it: Source,
+    cur: Option<Entry>,
+}
+
+#[cfg(test)]
+impl Cursor for IterCursor {
+    fn current(&self) -> Option<&Entry> {
+        self.cur.as_ref()
+    }
+    fn advance(&mut self) -> MidgeResult<()> {
+        self.cur = None;
+        self.cur = self.it.next().transpose()?;
+        Ok(())
+    }
+}
+
+/// One merge input: a memtable or SST cursor (dispatched statically; tests also merge boxed streams).
+pub(crate) enum Input {
+    Mem(MemCursor),
+    Sst(SstIter),
+    #[cfg(test)]
+    Iter(IterCursor),
+}
+
+impl Input {
+    /// Wraps a boxed stream.
+    #[cfg(test)]
+    pub fn iter(it: Source) -> Input {
+        Input::Iter(IterCursor { it, cur: None })
+    }
+    #[inline]
+    fn current(&self) -> Option<&Entry> {
+        match self {
+            Input::Mem(c) => c.current(),
+            Input::Sst(c) => c.current(),
+            #[cfg(test)]
+            Input::Iter(c) => c.current(),
+        }
+    }
+    #[inline]
+    fn advance(&mut self) -> MidgeResult<()> {
+        match self {
+            Input::Mem(c) => c.advance(),
+            Input::Sst(c) => c.advance(),
+            #[cfg(test)]
+            Input::Iter(c) => c.advance(),
+        }
+    }
+}
+
+/// Merges inputs by internal order (ascending, or descending when `reverse`) with a binary heap of input
+/// indices, reading versions in place: `peek` borrows the next version, `advance` moves past it.
 pub(crate) struct MergeIter {
-    sources: Vec<Source>,
-    heads: Vec<Option<Entry>>,
+    inputs: Vec<Input>,
+    /// Indices of inputs that have a current version, as a heap whose root is the next version to yield.
+    heap: Vec<usize>,
     reverse: bool,
     primed: bool,
 }
 
 impl MergeIter {
-    pub fn new(sources: Vec<Source>, reverse: bool) -> MergeIter {
-        let n = sources.len();
+    pub fn new(inputs: Vec<Input>, reverse: bool) -> MergeIter {
         MergeIter {
-            sources,
-            heads: vec![None; n],
+            heap: Vec::with_capacity(inputs.len()),
+            inputs,
             reverse,
             primed: false,
         }
     }
 
-    fn prime(&mut self) -> MidgeResult<()> {
-        for i in 0..self.sources.len() {
-            self.heads[i] = self.sources[i].next().transpose()?;
+    /// True when input `a`'s current version comes before input `b`'s.
+    #[inline]
+    fn before(&self, a: usize, b: usize) -> bool {
+        let (Some(x), Some(y)) = (self.inputs[a].current(), self.inputs[b].current()) else {
+            return false;
+        };
+        let ord = cmp_internal(&x.key, x.seq, &y.key, y.seq);
+        if self.reverse {
+            ord == Ordering::Greater
+        } else {
+            ord == Ordering::Less
         }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.heap.len();
+        loop {
+            let l = 2 * i + 1;
+            if l >= n {
+                return;
+            }
+            let r = l + 1;
+            let c = if r < n && self.before(self.heap[r], self.heap[l]) {
+                r
+            } else {
+                l
+            };
+            if self.before(self.heap[c], self.heap[i]) {
+                self.heap.swap(c, i);
+                i = c;
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn prime(&mut self) -> MidgeResult<()> {
         self.primed = true;
+        for i in 0..self.inputs.len() {
+            self.inputs[i].advance()?;
+            if self.inputs[i].current().is_some() {
+                self.heap.push(i);
+            }
+        }
+        for i in (0..self.heap.len() / 2).rev() {
+            self.sift_down(i);
+        }
         Ok(())
+    }
+
+    /// The next version in merge order, without consuming it.
+    #[inline]
+    pub fn peek(&mut self) -> MidgeResult<Option<&Entry>> {
+        if !self.primed {
+            self.prime()?;
+        }
+        Ok(match self.heap.first() {
+            Some(&i) => self.inputs[i].current(),
+            None => None,
+        })
+    }
+
+    /// Moves past the version `peek` returned.
+    pub fn advance(&mut self) -> MidgeResult<()> {
+        let Some(&top) = self.heap.first() else {
+            return Ok(());
+        };
+        let res = self.inputs[top].advance();
+        if res.is_err() || self.inputs[top].current().is_none() {
+            self.heap.swap_remove(0);
+        }
+        if self.heap.len() > 1 {
+            self.sift_down(0);
+        }
+        res
     }
 }
 
 impl Iterator for MergeIter {
     type Item = MidgeResult<Entry>;
     fn next(&mut self) -> Option<Self::Item> {
-        if !self.primed
-            && let Err(e) = self.prime()
-        {
-            return Some(Err(e));
-        }
-        let mut best: Option<usize> = None;
-        for (i, h) in self.heads.iter().enumerate() {
-            let Some(e) = h else { continue };
-            best = match best {
-                None => Some(i),
-                Some(b) => {
-                    let be = self.heads[b].as_ref()?;
-                    let ord = cmp_internal(&e.key, e.seq, &be.key, be.seq);
-                    let better = if self.reverse {
-                        ord == Ordering::Greater
-                    } else {
-                        ord == Ordering::Less
-                    };
-                    if better { Some(i) } else { Some(b) }
-                }
-            };
-        }
-        let i = best?;
-        let out = self.heads[i].take();
-        match self.sources[i].next().transpose() {
-            Ok(n) => self.heads[i] = n,
+        let e = match self.peek() {
+            Ok(Some(e)) => e.clone(),
+            Ok(None) => return None,
             Err(e) => return Some(Err(e)),
+        };
+        match self.advance() {
+            Ok(()) => Some(Ok(e)),
+            Err(err) => Some(Err(err)),
         }
-        out.map(Ok)
     }
 }
 
 /// Turns merged versions into visible `(key, value)` rows at a snapshot.
 pub(crate) struct VisibleIter {
     merge: MergeIter,
+    reverse: bool,
     snapshot: Seq,
     read_time: u64,
     tombstones: Vec<RangeTombstone>,
-    lookahead: Option<Entry>,
+    /// The key whose versions are being skipped when none of them is returned.
+    skip: Vec<u8>,
 }
 
 impl VisibleIter {
     pub fn new(
-        sources: Vec<Source>,
+        inputs: Vec<Input>,
         reverse: bool,
         snapshot: Seq,
         read_time: u64,
@@ -95,60 +213,106 @@ impl VisibleIter {
     ) -> VisibleIter {
         let tombstones = tombstones.into_iter().filter(|t| t.seq <= snapshot).collect();
         VisibleIter {
-            merge: MergeIter::new(sources, reverse),
+            merge: MergeIter::new(inputs, reverse),
+            reverse,
             snapshot,
             read_time,
             tombstones,
-            lookahead: None,
+            skip: Vec::new(),
         }
     }
 
-    fn pull(&mut self) -> MidgeResult<Option<Entry>> {
-        if let Some(e) = self.lookahead.take() {
-            return Ok(Some(e));
-        }
-        self.merge.next().transpose()
+    /// Builds from boxed streams.
+    #[cfg(test)]
+    pub fn from_sources(
+        sources: Vec<Source>,
+        reverse: bool,
+        snapshot: Seq,
+        read_time: u64,
+        tombstones: Vec<RangeTombstone>,
+    ) -> VisibleIter {
+        let inputs = sources.into_iter().map(Input::iter).collect();
+        VisibleIter::new(inputs, reverse, snapshot, read_time, tombstones)
     }
+
+    /// Forward: versions of a key arrive newest first, so the first at or below the snapshot decides (every
+    /// key decided is skipped to its end, so the first such version met is always its key's newest).
+    fn next_forward(&mut self) -> MidgeResult<Option<(Bytes, Bytes)>> {
+        loop {
+            let Some(e) = self.merge.peek()? else {
+                return Ok(None);
+            };
+            if e.seq > self.snapshot {
+                self.merge.advance()?;
+                continue;
+            }
+            if shows(e, self.read_time, self.snapshot, &self.tombstones) {
+                let row = (e.key.clone(), e.value.clone());
+                self.merge.advance()?;
+                skip_key(&mut self.merge, &row.0)?;
+                return Ok(Some(row));
+            }
+            self.skip.clear();
+            self.skip.extend_from_slice(&e.key);
+            self.merge.advance()?;
+            skip_key(&mut self.merge, &self.skip)?;
+        }
+    }
+
+    /// Reverse: versions of a key arrive oldest first, so the last at or below the snapshot decides.
+    fn next_reverse(&mut self) -> MidgeResult<Option<(Bytes, Bytes)>> {
+        loop {
+            let Some(e) = self.merge.peek()? else {
+                return Ok(None);
+            };
+            let key = e.key.clone();
+            // Some(None): the deciding version hides the key.
+            let mut best: Option<Option<Bytes>> = None;
+            while let Some(e) = self.merge.peek()? {
+                if !keys_eq(&e.key, &key) {
+                    break;
+                }
+                if e.seq <= self.snapshot {
+                    best = Some(
+                        shows(e, self.read_time, self.snapshot, &self.tombstones).then(|| e.value.clone()),
+                    );
+                }
+                self.merge.advance()?;
+            }
+            if let Some(Some(v)) = best {
+                return Ok(Some((key, v)));
+            }
+        }
+    }
+}
+
+/// True when `e`, the version a reader at `snapshot` sees for its key, reads as a row.
+#[inline]
+fn shows(e: &Entry, read_time: u64, snapshot: Seq, tombstones: &[RangeTombstone]) -> bool {
+    !e.is_absent_at(read_time) && !tombstones.iter().any(|t| t.hides(&e.key, e.seq, snapshot))
+}
+
+/// Moves `merge` past every remaining version of `key`.
+#[inline]
+fn skip_key(merge: &mut MergeIter, key: &[u8]) -> MidgeResult<()> {
+    while let Some(e) = merge.peek()? {
+        if !keys_eq(&e.key, key) {
+            break;
+        }
+        merge.advance()?;
+    }
+    Ok(())
 }
 
 impl Iterator for VisibleIter {
     type Item = MidgeResult<(Bytes, Bytes)>;
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let first = match self.pull() {
-                Ok(Some(e)) => e,
-                Ok(None) => return None,
-                Err(e) => return Some(Err(e)),
-            };
-            let mut best = (first.seq <= self.snapshot).then_some(first.clone());
-            loop {
-                match self.pull() {
-                    Ok(Some(e)) if e.key == first.key => {
-                        if e.seq <= self.snapshot && best.as_ref().is_none_or(|b| e.seq > b.seq) {
-                            best = Some(e);
-                        }
-                    }
-                    Ok(Some(e)) => {
-                        self.lookahead = Some(e);
-                        break;
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Some(Err(e)),
-                }
-            }
-            let Some(b) = best else { continue };
-            if b.is_absent_at(self.read_time) {
-                continue;
-            }
-            if self
-                .tombstones
-                .iter()
-                .any(|t| t.hides(&b.key, b.seq, self.snapshot))
-            {
-                continue;
-            }
-            return Some(Ok((b.key, b.value)));
-        }
+        let r = if self.reverse {
+            self.next_reverse()
+        } else {
+            self.next_forward()
+        };
+        r.transpose()
     }
 }
 
@@ -199,7 +363,7 @@ mod tests {
             seq: 7,
         }];
         for reverse in [false, true] {
-            let rows: Vec<_> = VisibleIter::new(
+            let rows: Vec<_> = VisibleIter::from_sources(
                 vec![src(a.clone(), reverse), src(b.clone(), reverse)],
                 reverse,
                 8,
@@ -217,7 +381,7 @@ mod tests {
             }
             assert_eq!(rows, want, "reverse={reverse}");
         }
-        let old: Vec<_> = VisibleIter::new(
+        let old: Vec<_> = VisibleIter::from_sources(
             vec![src(a.clone(), false), src(b.clone(), false)],
             false,
             4,
@@ -242,9 +406,10 @@ mod tests {
         let mut x = e("a", 1, EntryKind::Put);
         x.expiry = Some(100);
         let rows: Vec<_> =
-            VisibleIter::new(vec![src(vec![x.clone()], false)], false, 10, 100, vec![]).collect();
+            VisibleIter::from_sources(vec![src(vec![x.clone()], false)], false, 10, 100, vec![]).collect();
         assert!(rows.is_empty());
-        let rows: Vec<_> = VisibleIter::new(vec![src(vec![x], false)], false, 10, 99, vec![]).collect();
+        let rows: Vec<_> =
+            VisibleIter::from_sources(vec![src(vec![x], false)], false, 10, 99, vec![]).collect();
         assert_eq!(rows.len(), 1);
     }
 
@@ -257,7 +422,7 @@ mod tests {
             ]
             .into_iter(),
         );
-        let mut it = VisibleIter::new(vec![s], false, 10, 0, vec![]);
+        let mut it = VisibleIter::from_sources(vec![s], false, 10, 0, vec![]);
         assert!(it.next().unwrap().is_err());
     }
 

@@ -20,6 +20,56 @@ struct IKey {
     rseq: Reverse<Seq>,
 }
 
+/// An internal key viewed as `(user key, reversed seq)`, so the map can be searched with a borrowed key
+/// (no allocation per lookup). Ordered exactly like [`IKey`].
+trait IKeyView {
+    fn parts(&self) -> (&[u8], Reverse<Seq>);
+}
+
+impl IKeyView for IKey {
+    fn parts(&self) -> (&[u8], Reverse<Seq>) {
+        (&self.key, self.rseq)
+    }
+}
+
+/// A borrowed search key.
+struct IKeyRef<'a> {
+    key: &'a [u8],
+    rseq: Reverse<Seq>,
+}
+
+impl IKeyView for IKeyRef<'_> {
+    fn parts(&self) -> (&[u8], Reverse<Seq>) {
+        (self.key, self.rseq)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn IKeyView + 'a> for IKey {
+    fn borrow(&self) -> &(dyn IKeyView + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn IKeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn IKeyView + '_ {}
+
+impl PartialOrd for dyn IKeyView + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn IKeyView + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Val {
     kind: EntryKind,
@@ -30,7 +80,10 @@ struct Val {
 /// Per-entry bookkeeping counted toward the memtable's size: two `Bytes` handles and their heap headers, the
 /// B-tree slot and node share, and the version fields (measured: ~200 bytes beyond key and value).
 const ENTRY_OVERHEAD: u64 = 200;
+/// Versions read per refill: the first chunk is small (a short seek clones little), later ones double up to
+/// `CHUNK`.
 const CHUNK: usize = 256;
+const FIRST_CHUNK: usize = 16;
 
 /// One memtable generation.
 #[derive(Debug)]
@@ -111,11 +164,14 @@ impl Memtable {
     /// Newest version of `key` with `seq <= snapshot`.
     pub fn get(&self, key: &[u8], snapshot: Seq) -> Option<Entry> {
         let m = self.map.read().unwrap_or_else(|p| p.into_inner());
-        let from = IKey {
-            key: Bytes::copy_from_slice(key),
+        let from = IKeyRef {
+            key,
             rseq: Reverse(snapshot),
         };
-        let (k, v) = m.range(from..).next()?;
+        let from: &dyn IKeyView = &from;
+        let (k, v) = m
+            .range::<dyn IKeyView, _>((Bound::Included(from), Bound::Unbounded))
+            .next()?;
         (k.key.as_ref() == key).then(|| to_entry(k, v))
     }
 
@@ -154,6 +210,7 @@ impl Memtable {
             hi,
             reverse,
             buf: VecDeque::new(),
+            chunk: FIRST_CHUNK,
             done: false,
         }
     }
@@ -177,6 +234,7 @@ pub(crate) struct MemCursor {
     hi: Bound<IKey>,
     reverse: bool,
     buf: VecDeque<Entry>,
+    chunk: usize,
     done: bool,
 }
 
@@ -189,13 +247,15 @@ impl MemCursor {
             return;
         }
         let range = m.range((self.lo.clone(), self.hi.clone()));
+        let want = self.chunk;
+        self.chunk = (want * 2).min(CHUNK);
         let chunk: Vec<Entry> = if self.reverse {
-            range.rev().take(CHUNK).map(|(k, v)| to_entry(k, v)).collect()
+            range.rev().take(want).map(|(k, v)| to_entry(k, v)).collect()
         } else {
-            range.take(CHUNK).map(|(k, v)| to_entry(k, v)).collect()
+            range.take(want).map(|(k, v)| to_entry(k, v)).collect()
         };
         drop(m);
-        if chunk.len() < CHUNK {
+        if chunk.len() < want {
             self.done = true;
         }
         if let Some(last) = chunk.last() {
@@ -210,6 +270,21 @@ impl MemCursor {
             }
         }
         self.buf.extend(chunk);
+    }
+}
+
+impl crate::iter::Cursor for MemCursor {
+    #[inline]
+    fn current(&self) -> Option<&Entry> {
+        self.buf.front()
+    }
+
+    fn advance(&mut self) -> MidgeResult<()> {
+        self.buf.pop_front();
+        if self.buf.is_empty() && !self.done {
+            self.refill();
+        }
+        Ok(())
     }
 }
 

@@ -1,9 +1,10 @@
 //! Block encoding: prefix-compressed data blocks with restart points, and the per-block trailer
 //! (`codec u8 | crc32(payload ‖ codec) u32`) with optional LZ4 compression.
 
+use super::cache::{DecodedBlock, PackedKeys};
 use super::{MIN_COMPRESS, RESTART_INTERVAL};
 use crate::codec::{DecodeError, Put, Reader, crc_matches, crc32};
-use crate::types::{Entry, EntryKind};
+use crate::types::{Entry, EntryKind, Seq};
 use bytes::Bytes;
 
 const CODEC_RAW: u8 = 0;
@@ -68,7 +69,10 @@ impl DataBlockBuilder {
 }
 
 /// Decodes a data block payload into its entries, validating structure and order.
-pub(crate) fn decode_data(payload: &[u8]) -> Result<Vec<Entry>, DecodeError> {
+///
+/// Allocation-free per entry: keys are materialized back to back in one buffer and every entry's key and value
+/// are slices of that buffer and of the payload (so a row handed out keeps its block's buffers alive).
+pub(crate) fn decode_data(payload: Vec<u8>) -> Result<DecodedBlock, DecodeError> {
     let bad = |what, offset| DecodeError { what, offset };
     if payload.len() < 4 {
         return Err(bad("block too short", 0));
@@ -83,18 +87,32 @@ pub(crate) fn decode_data(payload: &[u8]) -> Result<Vec<Entry>, DecodeError> {
         .len()
         .checked_sub(4 + nr.checked_mul(4).ok_or(bad("restart count", 0))?)
         .ok_or(bad("restart count", 0))?;
+    struct Raw {
+        seq: Seq,
+        kind: EntryKind,
+        expiry: Option<u64>,
+        value: (usize, usize),
+    }
     let mut r = Reader::new(&payload[..restarts_at]);
-    let mut out: Vec<Entry> = Vec::new();
-    let mut key: Vec<u8> = Vec::new();
+    let cap = nr * RESTART_INTERVAL;
+    let mut raw: Vec<Raw> = Vec::with_capacity(cap);
+    let mut keys: Vec<u8> = Vec::with_capacity(restarts_at / 2);
+    let mut ends: Vec<u32> = Vec::with_capacity(cap);
+    let mut prev = 0usize; // where the previous key starts in `keys`
     while !r.is_empty() {
         let at = r.pos();
         let shared = r.u32("shared len")? as usize;
-        if shared > key.len() || (out.len().is_multiple_of(RESTART_INTERVAL) && shared != 0) {
+        let prev_len = keys.len() - prev;
+        if shared > prev_len || (raw.len().is_multiple_of(RESTART_INTERVAL) && shared != 0) {
             return Err(bad("bad shared prefix", at));
         }
         let suffix = r.slice32("key suffix")?;
-        key.truncate(shared);
-        key.extend_from_slice(suffix);
+        let start = keys.len();
+        keys.extend_from_within(prev..prev + shared);
+        keys.extend_from_slice(suffix);
+        if keys.len() > u32::MAX as usize {
+            return Err(bad("block too large", at));
+        }
         let seq = r.u64("seq")?;
         let kind = match r.u8("kind")? {
             0 => EntryKind::Put,
@@ -106,25 +124,49 @@ pub(crate) fn decode_data(payload: &[u8]) -> Result<Vec<Entry>, DecodeError> {
             1 => Some(r.u64("expiry")?),
             _ => return Err(bad("unknown entry flags", at)),
         };
-        let value = Bytes::copy_from_slice(r.slice32("value")?);
-        let e = Entry {
-            key: Bytes::copy_from_slice(&key),
-            seq,
-            kind,
-            value,
-            expiry,
-        };
-        if let Some(p) = out.last()
-            && crate::types::cmp_internal(&p.key, p.seq, &e.key, e.seq) != std::cmp::Ordering::Less
+        let v = r.slice32("value")?.len();
+        let value = (r.pos() - v, r.pos());
+        if let Some(p) = raw.last()
+            && crate::types::cmp_internal(&keys[prev..start], p.seq, &keys[start..], seq)
+                != std::cmp::Ordering::Less
         {
             return Err(bad("entries out of order", at));
         }
-        out.push(e);
+        ends.push(keys.len() as u32);
+        prev = start;
+        raw.push(Raw {
+            seq,
+            kind,
+            expiry,
+            value,
+        });
     }
-    if out.len().div_ceil(RESTART_INTERVAL) != nr {
+    if raw.len().div_ceil(RESTART_INTERVAL) != nr {
         return Err(bad("restart count mismatch", restarts_at));
     }
-    Ok(out)
+    let payload = Bytes::from(payload);
+    let keys = Bytes::from(keys);
+    let mut start = 0usize;
+    let entries = raw
+        .iter()
+        .zip(&ends)
+        .map(|(x, end)| {
+            let end = *end as usize;
+            let key = keys.slice(start..end);
+            start = end;
+            Entry {
+                key,
+                seq: x.seq,
+                kind: x.kind,
+                value: payload.slice(x.value.0..x.value.1),
+                expiry: x.expiry,
+            }
+        })
+        .collect();
+    Ok(DecodedBlock::from_parts(
+        entries,
+        PackedKeys::from_parts(keys, ends),
+    ))
 }
 
 /// Wraps a payload for storage: optional LZ4, then the trailer.
@@ -152,7 +194,7 @@ pub(crate) fn seal(payload: &[u8], compress: bool) -> Vec<u8> {
 }
 
 /// Checks the trailer and returns the decompressed payload.
-pub(crate) fn unseal(stored: &[u8]) -> Result<Vec<u8>, DecodeError> {
+pub(crate) fn unseal(mut stored: Vec<u8>) -> Result<Vec<u8>, DecodeError> {
     if stored.len() < TRAILER {
         return Err(DecodeError {
             what: "block shorter than its trailer",
@@ -175,7 +217,11 @@ pub(crate) fn unseal(stored: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let codec = body[body.len() - 1];
     let data = &body[..body.len() - 1];
     match codec {
-        CODEC_RAW => Ok(data.to_vec()),
+        CODEC_RAW => {
+            let n = data.len();
+            stored.truncate(n);
+            Ok(stored)
+        }
         CODEC_LZ4 => {
             let mut r = Reader::new(data);
             let n = r.u32("uncompressed length")? as usize;

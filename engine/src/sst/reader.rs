@@ -2,7 +2,7 @@
 
 use super::block::{decode_data, unseal};
 use super::bloom::Bloom;
-use super::cache::{Block, BlockCache, DecodedBlock};
+use super::cache::{Block, BlockCache, PackedKeys};
 use super::writer::SstMeta;
 use super::{FOOTER_LEN, MAGIC, SstStats, VERSION};
 use crate::codec::{DecodeError, Reader, crc_matches};
@@ -29,6 +29,8 @@ pub(crate) struct SstReader {
     id: u64,
     size: u64,
     index: Vec<IndexEntry>,
+    /// The index's last keys packed, for binary search.
+    index_keys: PackedKeys,
     bloom: Option<Bloom>,
     tombstones: Vec<RangeTombstone>,
     meta: SstMeta,
@@ -66,7 +68,7 @@ impl SstReader {
 
     fn read_block(&self, offset: u64, len: u64, what: &str) -> MidgeResult<Vec<u8>> {
         let raw = self.read(offset, len)?;
-        unseal(&raw).map_err(|e| self.corrupt(offset + e.offset as u64, what, e.what))
+        unseal(raw).map_err(|e| self.corrupt(offset + e.offset as u64, what, e.what))
     }
 
     /// Opens and validates the file's footer and metadata blocks.
@@ -84,6 +86,7 @@ impl SstReader {
             id,
             size,
             index: Vec::new(),
+            index_keys: PackedKeys::default(),
             bloom: None,
             tombstones: Vec::new(),
             meta: SstMeta::default(),
@@ -140,6 +143,11 @@ impl SstReader {
             decode_tombstones(&tb).map_err(|e| r.corrupt(tomb_h.0, "valid range tombstones", e.what))?;
         let ib = r.read_block(index_h.0, index_h.1, "index block")?;
         r.index = decode_index(&ib, bloom_h.0).map_err(|e| r.corrupt(index_h.0, "a valid index", e.what))?;
+        r.index_keys = PackedKeys::new(
+            r.index.iter().map(|ix| ix.last_key.as_ref()),
+            r.index.len(),
+            r.index.iter().map(|ix| ix.last_key.len()).sum(),
+        );
         Ok(r)
     }
 
@@ -153,6 +161,11 @@ impl SstReader {
     }
 
     fn block(&self, i: usize) -> MidgeResult<Block> {
+        self.block_with(i, true)
+    }
+
+    /// Block `i`, from the cache when there; a block read from the file is cached only when `fill`.
+    fn block_with(&self, i: usize, fill: bool) -> MidgeResult<Block> {
         let ix = &self.index[i];
         if let Some(c) = &self.cache
             && let Some(b) = c.get(self.id, ix.offset)
@@ -161,13 +174,13 @@ impl SstReader {
         }
         self.stats.blocks_read.fetch_add(1, Ordering::Relaxed);
         let payload = self.read_block(ix.offset, ix.len, "data block")?;
-        let entries =
-            decode_data(&payload).map_err(|e| self.corrupt(ix.offset, "a valid data block", e.what))?;
-        if entries.last().map(|e| &e.key) != Some(&ix.last_key) {
+        let decoded =
+            decode_data(payload).map_err(|e| self.corrupt(ix.offset, "a valid data block", e.what))?;
+        if decoded.last().map(|e| &e.key) != Some(&ix.last_key) {
             return Err(self.corrupt(ix.offset, "a block ending at its index key", "another key"));
         }
-        let b: Block = Arc::new(DecodedBlock::new(entries));
-        if let Some(c) = &self.cache {
+        let b: Block = Arc::new(decoded);
+        if fill && let Some(c) = &self.cache {
             c.insert(self.id, ix.offset, b.clone());
         }
         Ok(b)
@@ -175,7 +188,7 @@ impl SstReader {
 
     /// First block whose last key is >= `key`.
     fn seek_block(&self, key: &[u8]) -> usize {
-        self.index.partition_point(|ix| ix.last_key.as_ref() < key)
+        self.index_keys.partition_point(|k| k < key)
     }
 
     /// Newest version of `key` with `seq <= snapshot` (tombstones included), using the bloom filter first.
@@ -190,13 +203,14 @@ impl SstReader {
         }
         for i in self.seek_block(key)..self.index.len() {
             let b = self.block(i)?;
-            let start = b.partition_point_by_key(|k| k < key);
-            for e in &b[start..] {
-                if e.key.as_ref() != key {
+            // Compare against the packed keys (already warm from the search), touching only the entry found.
+            for j in b.partition_point_by_key(|k| k < key)..b.len() {
+                if b.key(j) != key {
                     return Ok(None);
                 }
-                if e.seq <= snapshot {
-                    return Ok(Some(e.clone()));
+                if b[j].seq <= snapshot {
+                    // Shares the block's buffers (no copy): a value the caller keeps holds its block's payload.
+                    return Ok(Some(b[j].clone()));
                 }
             }
         }
@@ -214,7 +228,7 @@ impl SstReader {
             let ix = &self.index[i];
             let payload = self.read_block(ix.offset, ix.len, "data block")?;
             let b =
-                decode_data(&payload).map_err(|e| self.corrupt(ix.offset, "a valid data block", e.what))?;
+                decode_data(payload).map_err(|e| self.corrupt(ix.offset, "a valid data block", e.what))?;
             if let (Some((k, q)), Some(f)) = (&last, b.first())
                 && crate::types::cmp_internal(k, *q, &f.key, f.seq) != std::cmp::Ordering::Less
             {
@@ -329,6 +343,13 @@ pub(crate) struct SstIter {
     block: Option<Block>,
     /// Forward: the next entry to yield. Reverse: one past it.
     pos: usize,
+    /// The entry under the cursor (an index into `block`).
+    cur: Option<usize>,
+    /// Whether the loaded block reaches past the far bound (so each entry must be checked against it).
+    check_far: bool,
+    /// Whether blocks read from the file go into the block cache (not for compaction inputs, which are about
+    /// to be deleted and would only evict blocks readers use).
+    fill_cache: bool,
     done: bool,
 }
 
@@ -354,11 +375,9 @@ impl SstIter {
             match &hi {
                 Bound::Unbounded => reader.index.len(),
                 // Versions of one key may continue into the next block, so include one block past the bound.
-                Bound::Included(k) => (reader
-                    .index
-                    .partition_point(|ix| ix.last_key.as_ref() <= k.as_ref())
-                    + 1)
-                .min(reader.index.len()),
+                Bound::Included(k) => {
+                    (reader.index_keys.partition_point(|ix| ix <= k.as_ref()) + 1).min(reader.index.len())
+                }
                 Bound::Excluded(k) => (reader.seek_block(k) + 1).min(reader.index.len()),
             }
         } else {
@@ -375,8 +394,17 @@ impl SstIter {
             next_block,
             block: None,
             pos: 0,
+            cur: None,
+            check_far: true,
+            fill_cache: true,
             done: false,
         }
+    }
+
+    /// Reads blocks missing from the cache without caching them.
+    pub fn without_cache_fill(mut self) -> SstIter {
+        self.fill_cache = false;
+        self
     }
 
     /// Loads the next block in iteration order and positions inside it; false at the end.
@@ -394,7 +422,7 @@ impl SstIter {
             self.next_block += 1;
             self.next_block - 1
         };
-        let b = self.reader.block(i)?;
+        let b = self.reader.block_with(i, self.fill_cache)?;
         // Keys ascend within a block, so "inside the near bound" is false then true (forward) and "inside
         // the far bound" true then false (reverse): start at the partition point.
         self.pos = if self.reverse {
@@ -408,45 +436,60 @@ impl SstIter {
                 _ => b.partition_point_by_key(|k| !in_lo(&self.lo, k)),
             }
         };
+        self.check_far = if self.reverse {
+            b.is_empty() || !in_lo(&self.lo, b.key(0))
+        } else {
+            b.is_empty() || !in_hi(&self.hi, b.key(b.len() - 1))
+        };
         self.block = Some(b);
         Ok(true)
     }
 }
 
-impl Iterator for SstIter {
-    type Item = MidgeResult<Entry>;
-    fn next(&mut self) -> Option<Self::Item> {
+impl crate::iter::Cursor for SstIter {
+    #[inline]
+    fn current(&self) -> Option<&Entry> {
+        self.block.as_ref()?.get(self.cur?)
+    }
+
+    fn advance(&mut self) -> MidgeResult<()> {
+        self.cur = None;
         loop {
             if self.done {
-                return None;
+                return Ok(());
             }
             if let Some(b) = &self.block {
-                let e = if self.reverse {
+                let i = if self.reverse {
                     if self.pos > 0 {
                         self.pos -= 1;
-                        Some(&b[self.pos])
+                        Some(self.pos)
                     } else {
                         None
                     }
                 } else if self.pos < b.len() {
                     self.pos += 1;
-                    Some(&b[self.pos - 1])
+                    Some(self.pos - 1)
                 } else {
                     None
                 };
-                if let Some(e) = e {
-                    // `load_next` started past the near bound, so only the far one can end the walk.
-                    let past = if self.reverse {
-                        !in_lo(&self.lo, &e.key)
-                    } else {
-                        !in_hi(&self.hi, &e.key)
-                    };
-                    if past {
-                        self.done = true;
-                        self.block = None;
-                        return None;
+                if let Some(i) = i {
+                    // `load_next` started past the near bound, so only the far one can end the walk, and only
+                    // in a block that crosses it.
+                    if self.check_far {
+                        let k = b.key(i);
+                        let past = if self.reverse {
+                            !in_lo(&self.lo, k)
+                        } else {
+                            !in_hi(&self.hi, k)
+                        };
+                        if past {
+                            self.done = true;
+                            self.block = None;
+                            return Ok(());
+                        }
                     }
-                    return Some(Ok(e.clone()));
+                    self.cur = Some(i);
+                    return Ok(());
                 }
             }
             match self.load_next() {
@@ -454,14 +497,25 @@ impl Iterator for SstIter {
                 Ok(false) => {
                     self.done = true;
                     self.block = None;
-                    return None;
+                    return Ok(());
                 }
                 Err(e) => {
                     self.done = true;
                     self.block = None;
-                    return Some(Err(e));
+                    return Err(e);
                 }
             }
         }
+    }
+}
+
+impl Iterator for SstIter {
+    type Item = MidgeResult<Entry>;
+    fn next(&mut self) -> Option<Self::Item> {
+        use crate::iter::Cursor;
+        if let Err(e) = self.advance() {
+            return Some(Err(e));
+        }
+        self.current().cloned().map(Ok)
     }
 }
