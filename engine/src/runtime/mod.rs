@@ -189,8 +189,11 @@ impl WakeSlot {
         })
     }
 
-    /// Blocks until [`WakeSlot::wake`] was called (at once if it already was); returns its token.
-    pub fn wait(&self) -> u32 {
+    /// Blocks until [`WakeSlot::wake`] was called (at once if it already was); returns its token. For up to
+    /// `spin` the thread yields instead of sleeping: a wake-up that arrives meanwhile costs the waker no
+    /// system call and the waiter no context switch (on a small VM each costs more CPU than the commit).
+    pub fn wait(&self, spin: Duration) -> u32 {
+        spin_until(spin, || self.token.load(Ordering::Acquire) != 0);
         loop {
             let t = self.token.load(Ordering::Acquire);
             if t != 0 {
@@ -205,6 +208,25 @@ impl WakeSlot {
         debug_assert_ne!(token, 0);
         self.token.store(token, Ordering::Release);
         self.thread.unpark();
+    }
+}
+
+/// Yields the thread (letting other runnable threads run) until `done` holds or `budget` of real time has
+/// passed; returns `done()`. A spin-wait for events expected within microseconds, where sleeping and being
+/// woken would cost more. Returns at once on targets without threads (nothing else could make it true).
+pub fn spin_until(budget: Duration, done: impl Fn() -> bool) -> bool {
+    if !THREADS || budget.is_zero() {
+        return done();
+    }
+    let start = std::time::Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() >= budget {
+            return false;
+        }
+        std::thread::yield_now();
     }
 }
 

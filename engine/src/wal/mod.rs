@@ -34,6 +34,10 @@ pub(crate) const WAL_DIR: &str = "wal";
 /// Wake-up tokens of a group-commit waiter: its round ended, or it is to lead the next round.
 const WAKE_DONE: u32 = 1;
 const WAKE_LEAD: u32 = 2;
+/// How many waiters of a finished round each woken caller wakes in turn.
+const FAN_OUT: usize = 2;
+/// The longest a group-commit waiter or gathering leader yields instead of sleeping.
+const MAX_SPIN_NS: u64 = 300_000;
 /// Largest payload a frame may carry.
 pub(crate) const MAX_PAYLOAD: usize = 64 << 20;
 /// How far ahead of the appends a preallocated segment is extended (also bounds the zeros a crash leaves).
@@ -124,6 +128,8 @@ pub(crate) struct Wal {
     poisoned: AtomicBool,
     /// Adaptive gather before a group-commit fsync (see [`Wal::gather`]).
     gather: Gather,
+    /// Waiters of finished rounds not yet woken (see [`Wal::fan_out`]).
+    fanout: Mutex<Vec<Arc<WakeSlot>>>,
     pub stats: WalStats,
 }
 
@@ -487,6 +493,7 @@ impl Wal {
             synced_lsn: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             gather: Gather::default(),
+            fanout: Mutex::new(Vec::new()),
             stats: WalStats::default(),
         })
     }
@@ -724,7 +731,10 @@ impl Wal {
             let slot = WakeSlot::new();
             g.waiters[(round % 2) as usize].push(slot.clone());
             drop(g);
-            heir = slot.wait() == WAKE_LEAD;
+            heir = slot.wait(self.spin_budget()) == WAKE_LEAD;
+            if !heir {
+                self.fan_out();
+            }
             // Woken when the round ended (usually covering us) or to lead the next one.
             if !heir && self.synced_lsn.load(Ordering::Acquire) >= lsn && !self.is_poisoned() {
                 self.stats.sync_waiters_covered.fetch_add(1, Ordering::Relaxed);
@@ -768,8 +778,13 @@ impl Wal {
         for w in &wake {
             w.wake(token);
         }
-        for w in &done {
-            w.wake(WAKE_DONE);
+        if r.is_err() {
+            for w in &done {
+                w.wake(WAKE_DONE);
+            }
+        } else {
+            lock(&self.fanout).extend(done);
+            self.fan_out();
         }
         r
     }
@@ -810,6 +825,12 @@ impl Wal {
         let goal = g.goal.load(Ordering::Relaxed);
         let budget = (g.fsync_ewma_ns.load(Ordering::Relaxed) / 2).min(2_000_000);
         let deadline = self.clock.monotonic_nanos().saturating_add(budget);
+        // The commits gathered for are usually a few microseconds of CPU each away: yield first.
+        let spin = std::time::Duration::from_nanos(budget.min(MAX_SPIN_NS));
+        if crate::runtime::spin_until(spin, || g.appends.load(Ordering::SeqCst) >= goal) {
+            g.goal.store(0, Ordering::SeqCst);
+            return;
+        }
         let mut l = lock(&g.lock);
         g.goal.store(goal, Ordering::SeqCst);
         loop {
@@ -829,6 +850,26 @@ impl Wal {
             }
         }
         g.goal.store(0, Ordering::SeqCst);
+    }
+
+    /// How long a group-commit waiter yields before it sleeps: about one fsync (its round ends by then
+    /// unless it waits for the next one), at most [`MAX_SPIN_NS`].
+    fn spin_budget(&self) -> std::time::Duration {
+        let ewma = self.gather.fsync_ewma_ns.load(Ordering::Relaxed);
+        std::time::Duration::from_nanos((ewma * 2).min(MAX_SPIN_NS))
+    }
+
+    /// Wakes up to [`FAN_OUT`] waiters of a finished round; each of them does the same when it runs, so a
+    /// round's waiters are woken in a tree instead of one by one by the leader.
+    fn fan_out(&self) {
+        let batch: Vec<Arc<WakeSlot>> = {
+            let mut f = lock(&self.fanout);
+            let n = f.len().saturating_sub(FAN_OUT);
+            f.split_off(n)
+        };
+        for w in &batch {
+            w.wake(WAKE_DONE);
+        }
     }
 
     /// Fsyncs the active segment, covering everything appended to it before the call.
