@@ -15,7 +15,13 @@
 //! new file size: appends into a growing file cost the file system an extra metadata write per sync. The
 //! frame format is unchanged; a preallocated segment simply ends in zero bytes after its last frame. Replay treats an all-zero tail of the
 //! last segment as the end of the log (and trims it); a segment is trimmed to its logical length before it is
-//! sealed and at a clean close, so sealed segments never carry one.
+//! sealed and at a clean close, so sealed segments never carry one. Sync rounds also write zeros a little
+//! past their frames ([`ZERO_AHEAD`]) so that the blocks they overwrite next are already allocated.
+//!
+//! Group commit (sync commits): a commit's frame is buffered ([`Wal::append_deferred`]) and the leader of the
+//! fsync round that covers it writes every buffered frame with one `pwrite`, then fsyncs. When the last round
+//! saw concurrent committers, the leader first waits briefly for them to append ([`Wal::gather`]); waiters
+//! yield for about one fsync before they sleep, and are woken directly, never through a shared mutex.
 
 pub(crate) mod record;
 
