@@ -302,6 +302,7 @@ impl Core {
         self.check_writable()?;
         self.check_policy(opts)?;
         let policy = opts.policy();
+        let _committer = (policy == DurabilityPolicy::Sync).then(|| self.wal.sync_committer());
         let ops = &req.writes.ops;
         let encoded: usize = ops.iter().map(WalOp::encoded_len).sum::<usize>() + 64;
         if policy != DurabilityPolicy::BestEffort && encoded > crate::wal::MAX_PAYLOAD {
@@ -341,7 +342,13 @@ impl Core {
         let lsn = if policy == DurabilityPolicy::BestEffort {
             0
         } else {
-            match self.wal.append(&record) {
+            // A sync commit's frame is written by the fsync round that covers it, with its peers'.
+            let appended = if policy == DurabilityPolicy::Sync {
+                self.wal.append_deferred(&record)
+            } else {
+                self.wal.append(&record)
+            };
+            match appended {
                 Ok(l) => l,
                 Err(e) => return Err(self.durability_failed(e)),
             }

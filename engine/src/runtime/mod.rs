@@ -169,6 +169,67 @@ impl Executor for InlineExecutor {
     fn sleep(&self, _d: Duration) {}
 }
 
+/// A one-shot wake-up for one blocked thread: [`WakeSlot::wait`] blocks the thread that created the slot
+/// until another calls [`WakeSlot::wake`]. Cheaper than a shared condition variable when a group of waiters
+/// is released at once: each is woken directly and none has to re-take a contended mutex on its way out.
+/// Only for targets with threads ([`THREADS`]); a single-threaded caller must never wait.
+#[derive(Debug)]
+pub struct WakeSlot {
+    /// 0 until woken, then the waker's token.
+    token: std::sync::atomic::AtomicU32,
+    thread: std::thread::Thread,
+}
+
+impl WakeSlot {
+    /// A slot the calling thread will wait on.
+    pub fn new() -> Arc<WakeSlot> {
+        Arc::new(WakeSlot {
+            token: std::sync::atomic::AtomicU32::new(0),
+            thread: std::thread::current(),
+        })
+    }
+
+    /// Blocks until [`WakeSlot::wake`] was called (at once if it already was); returns its token. For up to
+    /// `spin` the thread yields instead of sleeping: a wake-up that arrives meanwhile costs the waker no
+    /// system call and the waiter no context switch (on a small VM each costs more CPU than the commit).
+    pub fn wait(&self, spin: Duration) -> u32 {
+        spin_until(spin, || self.token.load(Ordering::Acquire) != 0);
+        loop {
+            let t = self.token.load(Ordering::Acquire);
+            if t != 0 {
+                return t;
+            }
+            std::thread::park();
+        }
+    }
+
+    /// Releases the waiter with `token` (not 0).
+    pub fn wake(&self, token: u32) {
+        debug_assert_ne!(token, 0);
+        self.token.store(token, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+/// Yields the thread (letting other runnable threads run) until `done` holds or `budget` of real time has
+/// passed; returns `done()`. A spin-wait for events expected within microseconds, where sleeping and being
+/// woken would cost more. Returns at once on targets without threads (nothing else could make it true).
+pub fn spin_until(budget: Duration, done: impl Fn() -> bool) -> bool {
+    if !THREADS || budget.is_zero() {
+        return done();
+    }
+    let start = std::time::Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() >= budget {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// Whether this target can run OS threads (false on wasm32). Tests that need real concurrency check it here,
 /// so no platform `cfg` leaks into the modules they test.
 pub const THREADS: bool = cfg!(not(target_family = "wasm"));

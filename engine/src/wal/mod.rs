@@ -15,14 +15,20 @@
 //! new file size: appends into a growing file cost the file system an extra metadata write per sync. The
 //! frame format is unchanged; a preallocated segment simply ends in zero bytes after its last frame. Replay treats an all-zero tail of the
 //! last segment as the end of the log (and trims it); a segment is trimmed to its logical length before it is
-//! sealed and at a clean close, so sealed segments never carry one.
+//! sealed and at a clean close, so sealed segments never carry one. Sync rounds also write zeros a little
+//! past their frames ([`ZERO_AHEAD`]) so that the blocks they overwrite next are already allocated.
+//!
+//! Group commit (sync commits): a commit's frame is buffered ([`Wal::append_deferred`]) and the leader of the
+//! fsync round that covers it writes every buffered frame with one `pwrite`, then fsyncs. When the last round
+//! saw concurrent committers, the leader first waits briefly for them to append ([`Wal::gather`]); waiters
+//! yield for about one fsync before they sleep, and are woken directly, never through a shared mutex.
 
 pub(crate) mod record;
 
 use crate::codec::{FRAME_HEADER, Put, Reader, crc_matches, encode_frame};
 use crate::error::{Corrupt, FileKind, MidgeError, MidgeResult};
 use crate::options::RecoveryPolicy;
-use crate::runtime::Clock;
+use crate::runtime::{Clock, WakeSlot};
 use crate::storage::{File, OpenMode, SharedFs};
 use crate::types::Seq;
 use record::TxnRecord;
@@ -31,10 +37,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 pub(crate) const WAL_DIR: &str = "wal";
+/// Wake-up tokens of a group-commit waiter: its round ended, or it is to lead the next round.
+const WAKE_DONE: u32 = 1;
+const WAKE_LEAD: u32 = 2;
+/// How many waiters of a finished round each woken caller wakes in turn.
+const FAN_OUT: usize = 2;
+/// The longest a group-commit waiter or gathering leader yields instead of sleeping.
+const MAX_SPIN_NS: u64 = 300_000;
 /// Largest payload a frame may carry.
 pub(crate) const MAX_PAYLOAD: usize = 64 << 20;
 /// How far ahead of the appends a preallocated segment is extended (also bounds the zeros a crash leaves).
 pub(crate) const PREALLOC_STEP: u64 = 4 << 20;
+/// A sync round writes zeros this far past its frames (within the preallocated range) when fewer than half
+/// of them are left. `set_len` reserves a sparse range: the first write into each block allocates it, and
+/// then `fdatasync` must also write the changed block map (on this device ≈ +50 % per fsync). A group-commit
+/// round writes a few KiB, so most rounds would allocate a block; zeros written ahead, in the same fsync,
+/// allocate blocks for dozens of rounds at once. Only sync rounds do it, so buffered logging writes no extra
+/// bytes.
+const ZERO_AHEAD: u64 = 64 << 10;
 
 pub(crate) fn segment_path(id: u64) -> String {
     format!("{WAL_DIR}/{id:020}.wal")
@@ -70,19 +90,28 @@ struct Group {
     running: bool,
     round: u64,
     target: u64,
+    /// Callers waiting for round `r` are in `waiters[r % 2]`.
+    waiters: [Vec<Arc<WakeSlot>>; 2],
 }
 
 struct Active {
     id: u64,
     file: Arc<dyn File>,
-    /// Bytes written to this segment.
+    /// Bytes appended to this segment: written to the file, then `pending`.
     len: u64,
+    /// Frames of sync commits appended but not yet written: the next fsync round's leader writes them all
+    /// with one `pwrite` before its fsync (see [`Wal::append_deferred`]). Starts at file offset
+    /// `len - pending.len()`.
+    pending: Vec<u8>,
     /// Bytes of this segment covered by a completed fsync.
     synced: u64,
     /// Global position of this segment's byte 0.
     base_lsn: u64,
     /// Length the file was extended to ahead of the appends (0 when not preallocating).
     reserved: u64,
+    /// Bytes of the preallocated range really written (frames or zeros), so the file system has allocated
+    /// their blocks and overwriting them changes no metadata (see [`ZERO_AHEAD`]).
+    filled: u64,
 }
 
 /// The open WAL: appends frames to the active segment and makes them durable with shared fsyncs.
@@ -95,8 +124,6 @@ pub(crate) struct Wal {
     segments: Mutex<BTreeMap<u64, Seq>>,
     /// Group commit state (see [`Wal::sync_to_then`]).
     group: Mutex<Group>,
-    /// Waiters for fsync round `r` sleep on `round_cv[r % 2]`.
-    round_cv: [Condvar; 2],
     /// Preallocate the active segment ahead of the appends (local storage only).
     preallocate: bool,
     /// How far ahead of the appends to reserve: [`PREALLOC_STEP`], or the segment size if smaller.
@@ -105,7 +132,39 @@ pub(crate) struct Wal {
     synced_lsn: AtomicU64,
     last_sync_nanos: AtomicU64,
     poisoned: AtomicBool,
+    /// Adaptive gather before a group-commit fsync (see [`Wal::gather`]).
+    gather: Gather,
+    /// Waiters of finished rounds not yet woken (see [`Wal::fan_out`]).
+    fanout: Mutex<Vec<Arc<WakeSlot>>>,
     pub stats: WalStats,
+}
+
+/// State for the leader's bounded wait for concurrent committers before its fsync.
+#[derive(Debug, Default)]
+struct Gather {
+    /// Sync committers inside the commit path now (see [`Wal::sync_committer`]).
+    committers: AtomicU64,
+    /// The most sync committers seen at once since the last fsync round started.
+    peak: AtomicU64,
+    /// Frames appended so far.
+    appends: AtomicU64,
+    /// `appends` when the last fsync round took its target.
+    covered: AtomicU64,
+    /// The `appends` count a gathering leader waits for (0: nobody gathers).
+    goal: AtomicU64,
+    /// Smoothed fsync duration (ns), which bounds the gather.
+    fsync_ewma_ns: AtomicU64,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+/// Counts one sync committer while alive (see [`Wal::sync_committer`]).
+pub(crate) struct SyncCommitter<'a>(&'a Gather);
+
+impl Drop for SyncCommitter<'_> {
+    fn drop(&mut self) {
+        self.0.committers.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Wal {
@@ -426,18 +485,21 @@ impl Wal {
                 id: next_id,
                 file,
                 len: 0,
+                pending: Vec::new(),
                 synced: 0,
                 base_lsn: 0,
                 reserved,
+                filled: 0,
             }),
             segments: Mutex::new(segments),
             group: Mutex::new(Group::default()),
-            round_cv: [Condvar::new(), Condvar::new()],
             preallocate,
             prealloc_step,
             appended_lsn: AtomicU64::new(0),
             synced_lsn: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
+            gather: Gather::default(),
+            fanout: Mutex::new(Vec::new()),
             stats: WalStats::default(),
         })
     }
@@ -453,6 +515,21 @@ impl Wal {
     /// Appends one transaction. Returns the log position that a covering sync must reach. The caller holds
     /// the engine's commit lock, so appends are ordered by sequence.
     pub fn append(&self, rec: &TxnRecord) -> MidgeResult<u64> {
+        self.append_frame(rec, false)
+    }
+
+    /// [`Wal::append`] for a commit that will wait for a covering [`Wal::sync_to`]: the frame is kept in
+    /// memory and written, together with every other frame appended meanwhile, by the fsync round that
+    /// covers it (one `pwrite` per round instead of one per commit). Any plain append, rotation or sync
+    /// writes the pending frames first, so the file always receives frames in log order.
+    pub fn append_deferred(&self, rec: &TxnRecord) -> MidgeResult<u64> {
+        self.append_frame(rec, true)
+    }
+
+    /// Most bytes a deferred append leaves pending before it writes them itself.
+    const MAX_PENDING: usize = 1 << 20;
+
+    fn append_frame(&self, rec: &TxnRecord, defer: bool) -> MidgeResult<u64> {
         if self.is_poisoned() {
             return Err(MidgeError::Poisoned(
                 "WAL failed earlier; reopen the engine".into(),
@@ -475,10 +552,15 @@ impl Wal {
             a.reserved =
                 preallocate_segment(&a.file, end + self.prealloc_step).inspect_err(|_| self.poison())?;
         }
-        if let Err(e) = a.file.write_at(a.len, &frame) {
-            // A failed write may have left a partial frame; later appends would sit behind garbage.
-            self.poison();
-            return Err(MidgeError::from_io("wal append", e));
+        if defer && a.pending.len() + frame.len() <= Self::MAX_PENDING {
+            a.pending.extend_from_slice(&frame);
+        } else {
+            self.write_pending(&mut a)?;
+            if let Err(e) = a.file.write_at(a.len, &frame) {
+                // A failed write may have left a partial frame; later appends would sit behind garbage.
+                self.poison();
+                return Err(MidgeError::from_io("wal append", e));
+            }
         }
         a.len += frame.len() as u64;
         let lsn = a.base_lsn + a.len;
@@ -488,6 +570,13 @@ impl Wal {
             self.rotate_locked(&mut a)?;
         }
         drop(a);
+        let n = self.gather.appends.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.gather.goal.load(Ordering::SeqCst) == n {
+            // The gathering leader waits for exactly this append: wake it (under its lock, so the wake-up
+            // cannot fall between its check and its wait).
+            let _g = lock(&self.gather.lock);
+            self.gather.cv.notify_one();
+        }
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
         self.stats.append_ns.fetch_add(
             self.clock.monotonic_nanos().saturating_sub(started),
@@ -505,7 +594,40 @@ impl Wal {
         self.rotate_locked(&mut a)
     }
 
+    /// Writes the frames of deferred appends to the file (one `pwrite`). A failure poisons: the commits
+    /// they belong to are never acknowledged, and later frames would sit behind a hole.
+    fn write_pending(&self, a: &mut Active) -> MidgeResult<()> {
+        if a.pending.is_empty() {
+            return Ok(());
+        }
+        if self.is_poisoned() {
+            return Err(MidgeError::Poisoned(
+                "WAL failed earlier; reopen the engine".into(),
+            ));
+        }
+        let at = a.len - a.pending.len() as u64;
+        if let Err(e) = a.file.write_at(at, &a.pending) {
+            self.poison();
+            return Err(MidgeError::from_io("wal append", e));
+        }
+        a.pending.clear();
+        a.filled = a.filled.max(a.len);
+        if self.preallocate && a.filled < a.len + ZERO_AHEAD / 2 && a.filled < a.reserved {
+            // Beyond every frame, so only zeros are overwritten: replay reads them as the unused tail. A
+            // failure poisons like any failed WAL write (nothing is acknowledged after a failed storage step).
+            let to = (a.len + ZERO_AHEAD).min(a.reserved);
+            let zeros = vec![0u8; (to - a.filled) as usize];
+            if let Err(e) = a.file.write_at(a.filled, &zeros) {
+                self.poison();
+                return Err(MidgeError::from_io("wal preallocate", e));
+            }
+            a.filled = to;
+        }
+        Ok(())
+    }
+
     fn rotate_locked(&self, a: &mut Active) -> MidgeResult<()> {
+        self.write_pending(a)?;
         self.fsync(&a.file)?;
         if self.preallocate {
             // The sealed segment must end at its last frame before the next one exists (replay rejects a
@@ -535,9 +657,11 @@ impl Wal {
             id: next,
             file,
             len: 0,
+            pending: Vec::new(),
             synced: 0,
             base_lsn: synced_to,
             reserved,
+            filled: 0,
         };
         lock(&self.segments).insert(next, 0);
         self.synced_lsn.fetch_max(synced_to, Ordering::AcqRel);
@@ -558,6 +682,9 @@ impl Wal {
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.stats.fsync_ns.fetch_add(ns, Ordering::Relaxed);
         self.stats.fsync_ns_max.fetch_max(ns, Ordering::Relaxed);
+        let ewma = self.gather.fsync_ewma_ns.load(Ordering::Relaxed);
+        let ewma = if ewma == 0 { ns } else { (ewma * 7 + ns) / 8 };
+        self.gather.fsync_ewma_ns.store(ewma, Ordering::Relaxed);
         self.last_sync_nanos
             .store(self.clock.monotonic_nanos(), Ordering::Relaxed);
         Ok(())
@@ -582,6 +709,8 @@ impl Wal {
             return Ok(());
         }
         let mut g = lock(&self.group);
+        // Set when the last round's leader picked this caller to lead the next round.
+        let mut heir = false;
         loop {
             if self.is_poisoned() {
                 return Err(MidgeError::Poisoned(
@@ -589,6 +718,15 @@ impl Wal {
                 ));
             }
             if self.synced_lsn.load(Ordering::Acquire) >= lsn {
+                // Covered after all (an fsync reached further than its round's target, or a rotation
+                // synced): an heir passes the lead on, so the next round's waiters are not stranded.
+                let next = ((g.round + 1) % 2) as usize;
+                if heir
+                    && !g.running
+                    && let Some(w) = g.waiters[next].pop()
+                {
+                    w.wake(WAKE_LEAD);
+                }
                 self.stats.sync_waiters_covered.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
@@ -596,15 +734,36 @@ impl Wal {
                 break;
             }
             let round = if lsn <= g.target { g.round } else { g.round + 1 };
-            g = self.round_cv[(round % 2) as usize]
-                .wait(g)
-                .unwrap_or_else(|p| p.into_inner());
+            let slot = WakeSlot::new();
+            g.waiters[(round % 2) as usize].push(slot.clone());
+            drop(g);
+            heir = slot.wait(self.spin_budget()) == WAKE_LEAD;
+            if !heir {
+                self.fan_out();
+            }
+            // Woken when the round ended (usually covering us) or to lead the next one.
+            if !heir && self.synced_lsn.load(Ordering::Acquire) >= lsn && !self.is_poisoned() {
+                self.stats.sync_waiters_covered.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            g = lock(&self.group);
         }
         g.running = true;
         g.round += 1;
+        let round = g.round;
+        if self.gather_due() {
+            // Callers arriving while the leader gathers wait for this round; one that appended after the
+            // target was taken wakes at its end, finds itself not covered and goes round again.
+            g.target = u64::MAX;
+            drop(g);
+            self.gather();
+            g = lock(&self.group);
+        }
         // Every append up to here is in the segment (appends hold `active`), so this fsync covers it.
         g.target = self.appended_lsn.load(Ordering::Acquire);
-        let round = g.round;
+        self.gather
+            .covered
+            .store(self.gather.appends.load(Ordering::SeqCst), Ordering::Relaxed);
         drop(g);
         let r = self.sync_active();
         if r.is_ok() {
@@ -612,20 +771,118 @@ impl Wal {
         }
         let mut g = lock(&self.group);
         g.running = false;
-        drop(g);
-        self.round_cv[(round % 2) as usize].notify_all();
-        if r.is_err() {
-            self.round_cv[((round + 1) % 2) as usize].notify_all();
+        let done = std::mem::take(&mut g.waiters[(round % 2) as usize]);
+        let next = &mut g.waiters[((round + 1) % 2) as usize];
+        // After a failure everyone wakes (to see the poison); else one waiter of the next round leads it.
+        let (wake, token): (Vec<Arc<WakeSlot>>, u32) = if r.is_err() {
+            (std::mem::take(next), WAKE_DONE)
         } else {
-            self.round_cv[((round + 1) % 2) as usize].notify_one();
+            (next.pop().into_iter().collect(), WAKE_LEAD)
+        };
+        drop(g);
+        // The next leader first, so the device is busy again while the others are woken.
+        for w in &wake {
+            w.wake(token);
+        }
+        if r.is_err() {
+            for w in &done {
+                w.wake(WAKE_DONE);
+            }
+        } else {
+            lock(&self.fanout).extend(done);
+            self.fan_out();
         }
         r
+    }
+
+    /// Counts the caller as a sync committer until the guard drops: the group-commit leader uses the peak
+    /// count to decide how many commits to gather before its fsync.
+    pub fn sync_committer(&self) -> SyncCommitter<'_> {
+        let n = self.gather.committers.fetch_add(1, Ordering::AcqRel) + 1;
+        self.gather.peak.fetch_max(n, Ordering::AcqRel);
+        SyncCommitter(&self.gather)
+    }
+
+    /// How many appends a new round should gather: the most sync committers seen at once during the last
+    /// round (each of them commits again soon), when that is more than one and not yet all appended.
+    fn gather_due(&self) -> bool {
+        let g = &self.gather;
+        let want = g
+            .peak
+            .swap(g.committers.load(Ordering::Acquire), Ordering::AcqRel);
+        if !crate::runtime::THREADS || want <= 1 {
+            return false;
+        }
+        let goal = g.covered.load(Ordering::Relaxed) + want;
+        if g.appends.load(Ordering::SeqCst) >= goal {
+            return false;
+        }
+        g.goal.store(goal, Ordering::Relaxed);
+        true
+    }
+
+    /// Group commit on a device whose fsync costs more than a commit's CPU: N writers settle into two
+    /// alternating groups (one in its fsync, one gathering), so a round carries about N/2 commits. When the
+    /// last round saw concurrent committers, the leader waits (at most half the measured fsync time) until
+    /// as many commits are appended as there were committers, so one fsync covers them all. A lone writer
+    /// never waits.
+    fn gather(&self) {
+        let g = &self.gather;
+        let goal = g.goal.load(Ordering::Relaxed);
+        let budget = (g.fsync_ewma_ns.load(Ordering::Relaxed) / 2).min(2_000_000);
+        let deadline = self.clock.monotonic_nanos().saturating_add(budget);
+        // The commits gathered for are usually a few microseconds of CPU each away: yield first.
+        let spin = std::time::Duration::from_nanos(budget.min(MAX_SPIN_NS));
+        if crate::runtime::spin_until(spin, || g.appends.load(Ordering::SeqCst) >= goal) {
+            g.goal.store(0, Ordering::SeqCst);
+            return;
+        }
+        let mut l = lock(&g.lock);
+        g.goal.store(goal, Ordering::SeqCst);
+        loop {
+            if g.appends.load(Ordering::SeqCst) >= goal {
+                break;
+            }
+            let now = self.clock.monotonic_nanos();
+            if now >= deadline {
+                break;
+            }
+            let (next, timeout) =
+                g.cv.wait_timeout(l, std::time::Duration::from_nanos(deadline - now))
+                    .unwrap_or_else(|p| p.into_inner());
+            l = next;
+            if timeout.timed_out() {
+                break;
+            }
+        }
+        g.goal.store(0, Ordering::SeqCst);
+    }
+
+    /// How long a group-commit waiter yields before it sleeps: about one fsync (its round ends by then
+    /// unless it waits for the next one), at most [`MAX_SPIN_NS`].
+    fn spin_budget(&self) -> std::time::Duration {
+        let ewma = self.gather.fsync_ewma_ns.load(Ordering::Relaxed);
+        std::time::Duration::from_nanos((ewma * 2).min(MAX_SPIN_NS))
+    }
+
+    /// Wakes up to [`FAN_OUT`] waiters of a finished round; each of them does the same when it runs, so a
+    /// round's waiters are woken in a tree instead of one by one by the leader.
+    fn fan_out(&self) {
+        let batch: Vec<Arc<WakeSlot>> = {
+            let mut f = lock(&self.fanout);
+            let n = f.len().saturating_sub(FAN_OUT);
+            f.split_off(n)
+        };
+        for w in &batch {
+            w.wake(WAKE_DONE);
+        }
     }
 
     /// Fsyncs the active segment, covering everything appended to it before the call.
     fn sync_active(&self) -> MidgeResult<()> {
         let (file, id, seg_len, target) = {
-            let a = lock(&self.active);
+            let mut a = lock(&self.active);
+            self.write_pending(&mut a)?;
             (a.file.clone(), a.id, a.len, a.base_lsn + a.len)
         };
         self.fsync(&file)?;
@@ -645,7 +902,10 @@ impl Wal {
         if !self.preallocate || self.is_poisoned() {
             return;
         }
-        let a = lock(&self.active);
+        let mut a = lock(&self.active);
+        if self.write_pending(&mut a).is_err() {
+            return;
+        }
         if let Err(e) = a.file.set_len(a.len).and_then(|()| a.file.sync_all()) {
             tracing::warn!("trimming the preallocated WAL segment at close failed: {e}");
         }

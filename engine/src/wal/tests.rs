@@ -281,6 +281,74 @@ fn trim_at_close_leaves_only_frames() {
 }
 
 #[test]
+fn deferred_frames_are_written_by_the_covering_sync_and_keep_log_order() {
+    let (m, fs) = setup();
+    let wal = open_preallocated(&fs, 1, 1 << 20);
+    let a = wal.append_deferred(&rec(1, "a")).unwrap();
+    let b = wal.append_deferred(&rec(4, "b")).unwrap();
+    assert_eq!(wal.appended_lsn(), b);
+    assert!(
+        seg_bytes(&fs, 1).iter().all(|&x| x == 0),
+        "a deferred frame waits for its fsync round"
+    );
+    // A plain append writes the pending frames first, so the file never has a hole before it.
+    let c = wal.append(&rec(7, "c")).unwrap();
+    let d = wal.append_deferred(&rec(10, "d")).unwrap();
+    let before = m.sync_count();
+    wal.sync_to(a).unwrap();
+    assert_eq!(m.sync_count() - before, 1, "one fsync covers every pending frame");
+    assert!(wal.synced_lsn() >= d && c < d);
+    let bytes = seg_bytes(&fs, 1);
+    let (frames, end) = scan_segment("active", &bytes);
+    assert_eq!(frames.len(), 4);
+    assert!(matches!(end, SegmentEnd::Zeros(at) if at == d));
+    assert!(
+        bytes[d as usize..(d + ZERO_AHEAD) as usize]
+            .iter()
+            .all(|&x| x == 0),
+        "zeros written ahead of the frames"
+    );
+    drop(wal);
+    let (seen, rep) = collect(&fs, RecoveryPolicy::Strict).unwrap();
+    assert_eq!(seen, vec![1, 4, 7, 10]);
+    assert_eq!(rep.torn_tail_bytes, 0);
+}
+
+#[test]
+fn concurrent_deferred_sync_commits_all_become_durable() {
+    if !crate::runtime::THREADS {
+        return; // wasm32: no threads to race
+    }
+    let (m, fs) = setup();
+    let wal = Arc::new(open_preallocated(&fs, 1, 1 << 16));
+    let commit = std::sync::Mutex::new(1u64);
+    let before = m.sync_count();
+    std::thread::scope(|sc| {
+        for _ in 0..8 {
+            sc.spawn(|| {
+                for _ in 0..50 {
+                    let _c = wal.sync_committer();
+                    let lsn = {
+                        let mut c = commit.lock().unwrap();
+                        let lsn = wal.append_deferred(&rec(*c, "k")).unwrap();
+                        *c += 3;
+                        lsn
+                    };
+                    wal.sync_to(lsn).unwrap();
+                    assert!(wal.synced_lsn() >= lsn);
+                }
+            });
+        }
+    });
+    let syncs = m.sync_count() - before;
+    assert!(syncs <= 400, "{syncs} fsyncs for 400 commits");
+    drop(wal);
+    let (seen, _) = collect(&fs, RecoveryPolicy::Strict).unwrap();
+    assert_eq!(seen.len(), 400);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
 fn concurrent_sync_commits_share_fsyncs_and_all_become_durable() {
     if !crate::runtime::THREADS {
         return; // wasm32: no threads to race (the inline executor path is covered by the other tests)
