@@ -114,10 +114,19 @@ pub(crate) const FRAME_HEADER: usize = 8;
 /// Encodes one checksummed frame.
 pub(crate) fn encode_frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
-    out.put_u32(payload.len() as u32);
-    out.put_u32(crc32(payload));
+    out.extend_from_slice(&[0; FRAME_HEADER]);
     out.extend_from_slice(payload);
+    seal_frame(&mut out);
     out
+}
+
+/// Fills in the header of a frame encoded in place: `buf` is [`FRAME_HEADER`] placeholder bytes followed by
+/// the payload. Byte-identical to [`encode_frame`] of that payload.
+pub(crate) fn seal_frame(buf: &mut [u8]) {
+    let (header, payload) = buf.split_at_mut(FRAME_HEADER);
+    let crc = crc32(payload);
+    header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[4..].copy_from_slice(&crc.to_le_bytes());
 }
 
 #[cfg(test)]

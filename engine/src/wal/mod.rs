@@ -25,7 +25,7 @@
 
 pub(crate) mod record;
 
-use crate::codec::{FRAME_HEADER, Put, Reader, crc_matches, encode_frame};
+use crate::codec::{FRAME_HEADER, Put, Reader, crc_matches, seal_frame};
 use crate::error::{Corrupt, FileKind, MidgeError, MidgeResult};
 use crate::options::RecoveryPolicy;
 use crate::runtime::{Clock, WakeSlot};
@@ -103,6 +103,9 @@ struct Active {
     /// with one `pwrite` before its fsync (see [`Wal::append_deferred`]). Starts at file offset
     /// `len - pending.len()`.
     pending: Vec<u8>,
+    /// Reused buffer a frame is encoded into (a large transaction otherwise costs several large allocations
+    /// and copies per commit). Carried over to the next segment at rotation.
+    scratch: Vec<u8>,
     /// Bytes of this segment covered by a completed fsync.
     synced: u64,
     /// Global position of this segment's byte 0.
@@ -486,6 +489,7 @@ impl Wal {
                 file,
                 len: 0,
                 pending: Vec::new(),
+                scratch: Vec::new(),
                 synced: 0,
                 base_lsn: 0,
                 reserved,
@@ -537,32 +541,23 @@ impl Wal {
         }
         let started = self.clock.monotonic_nanos();
         let mut a = lock(&self.active);
-        let mut payload = Vec::with_capacity(8 + 64);
-        payload.put_u64(a.synced);
-        payload.extend_from_slice(&rec.encode());
-        if payload.len() > MAX_PAYLOAD {
+        let mut frame = std::mem::take(&mut a.scratch);
+        frame.clear();
+        frame.extend_from_slice(&[0; FRAME_HEADER]);
+        frame.put_u64(a.synced);
+        rec.encode_into(&mut frame);
+        let payload_len = frame.len() - FRAME_HEADER;
+        if payload_len > MAX_PAYLOAD {
             return Err(MidgeError::InvalidArgument(format!(
-                "transaction encodes to {} bytes; the limit is {MAX_PAYLOAD}",
-                payload.len()
+                "transaction encodes to {payload_len} bytes; the limit is {MAX_PAYLOAD}"
             )));
         }
-        let frame = encode_frame(&payload);
-        let end = a.len + frame.len() as u64;
-        if self.preallocate && end > a.reserved {
-            a.reserved =
-                preallocate_segment(&a.file, end + self.prealloc_step).inspect_err(|_| self.poison())?;
+        seal_frame(&mut frame);
+        let res = self.place_frame(&mut a, &frame, defer);
+        if frame.capacity() <= Self::MAX_SCRATCH {
+            a.scratch = frame;
         }
-        if defer && a.pending.len() + frame.len() <= Self::MAX_PENDING {
-            a.pending.extend_from_slice(&frame);
-        } else {
-            self.write_pending(&mut a)?;
-            if let Err(e) = a.file.write_at(a.len, &frame) {
-                // A failed write may have left a partial frame; later appends would sit behind garbage.
-                self.poison();
-                return Err(MidgeError::from_io("wal append", e));
-            }
-        }
-        a.len += frame.len() as u64;
+        res?;
         let lsn = a.base_lsn + a.len;
         self.appended_lsn.store(lsn, Ordering::Release);
         lock(&self.segments).insert(a.id, rec.commit_seq());
@@ -583,6 +578,31 @@ impl Wal {
             Ordering::Relaxed,
         );
         Ok(lsn)
+    }
+
+    /// Largest encode buffer kept for the next append.
+    const MAX_SCRATCH: usize = 4 << 20;
+
+    /// Puts one sealed frame at the end of the active segment: buffered for the next fsync round when
+    /// deferred (and there is room), else written now after any pending frames. Advances `a.len`.
+    fn place_frame(&self, a: &mut Active, frame: &[u8], defer: bool) -> MidgeResult<()> {
+        let end = a.len + frame.len() as u64;
+        if self.preallocate && end > a.reserved {
+            a.reserved =
+                preallocate_segment(&a.file, end + self.prealloc_step).inspect_err(|_| self.poison())?;
+        }
+        if defer && a.pending.len() + frame.len() <= Self::MAX_PENDING {
+            a.pending.extend_from_slice(frame);
+        } else {
+            self.write_pending(a)?;
+            if let Err(e) = a.file.write_at(a.len, frame) {
+                // A failed write may have left a partial frame; later appends would sit behind garbage.
+                self.poison();
+                return Err(MidgeError::from_io("wal append", e));
+            }
+        }
+        a.len += frame.len() as u64;
+        Ok(())
     }
 
     /// Seals the active segment (fsync) and starts a new one. Everything appended so far becomes durable.
@@ -658,6 +678,7 @@ impl Wal {
             file,
             len: 0,
             pending: Vec::new(),
+            scratch: std::mem::take(&mut a.scratch),
             synced: 0,
             base_lsn: synced_to,
             reserved,

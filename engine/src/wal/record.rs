@@ -62,8 +62,16 @@ impl TxnRecord {
         self.begin_seq + self.ops.len() as u64 + 1
     }
 
+    #[cfg(test)]
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + self.ops.iter().map(WalOp::encoded_len).sum::<usize>());
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoding to `out` (reserving its exact size first).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(32 + self.ops.iter().map(WalOp::encoded_len).sum::<usize>());
         out.extend_from_slice(MAGIC);
         out.put_u8(VERSION);
         out.put_u8(KIND_TXN_BATCH);
@@ -99,7 +107,6 @@ impl TxnRecord {
                 }
             }
         }
-        out
     }
 
     pub fn decode(buf: &[u8]) -> Result<TxnRecord, DecodeError> {
