@@ -211,9 +211,55 @@ struct GcIter {
     bottommost: bool,
     now_ms: u64,
     drop_expired: bool,
+    /// Range tombstones that can hide something (at or below the horizon), sorted by start.
     tombstones: Vec<RangeTombstone>,
+    /// `tombstones[next_tombstone..]` start after the current key.
+    next_tombstone: usize,
+    /// Tombstones covering the current key (start <= key < end): a sweep, since keys arrive in order, so
+    /// each version is checked against the few ranges around it rather than all of them.
+    covering: Vec<RangeTombstone>,
     current: Option<bytes::Bytes>,
     kept_floor: bool,
+}
+
+impl GcIter {
+    fn new(
+        inner: MergeIter,
+        horizon: Seq,
+        bottommost: bool,
+        now_ms: u64,
+        drop_expired: bool,
+        tombstones: &[RangeTombstone],
+    ) -> GcIter {
+        let mut tombstones: Vec<RangeTombstone> =
+            tombstones.iter().filter(|t| t.seq <= horizon).cloned().collect();
+        tombstones.sort_by(|a, b| a.start.cmp(&b.start));
+        GcIter {
+            inner,
+            horizon,
+            bottommost,
+            now_ms,
+            drop_expired,
+            tombstones,
+            next_tombstone: 0,
+            covering: Vec::new(),
+            current: None,
+            kept_floor: false,
+        }
+    }
+
+    /// Moves the sweep to `key` (keys never decrease).
+    fn sweep_to(&mut self, key: &[u8]) {
+        self.covering.retain(|t| key < t.end.as_ref());
+        while let Some(t) = self.tombstones.get(self.next_tombstone)
+            && t.start.as_ref() <= key
+        {
+            if key < t.end.as_ref() {
+                self.covering.push(t.clone());
+            }
+            self.next_tombstone += 1;
+        }
+    }
 }
 
 impl Iterator for GcIter {
@@ -227,6 +273,7 @@ impl Iterator for GcIter {
             if self.current.as_ref() != Some(&e.key) {
                 self.current = Some(e.key.clone());
                 self.kept_floor = false;
+                self.sweep_to(&e.key);
             }
             if e.seq > self.horizon {
                 return Some(Ok(e));
@@ -235,10 +282,7 @@ impl Iterator for GcIter {
                 continue; // shadowed by a newer version every snapshot sees
             }
             self.kept_floor = true;
-            let hidden = self
-                .tombstones
-                .iter()
-                .any(|t| t.seq <= self.horizon && e.seq < t.seq && t.covers(&e.key));
+            let hidden = self.covering.iter().any(|t| e.seq < t.seq);
             if hidden {
                 continue;
             }
@@ -336,16 +380,14 @@ impl Core {
                         )
                     })
                     .collect();
-                let mut gc = GcIter {
-                    inner: MergeIter::new(sources, false),
+                let mut gc = GcIter::new(
+                    MergeIter::new(sources, false),
                     horizon,
                     bottommost,
-                    now_ms: self.clock.now_millis(),
-                    drop_expired: self.snapshots.count() == 0,
-                    tombstones: tombs.clone(),
-                    current: None,
-                    kept_floor: false,
-                };
+                    self.clock.now_millis(),
+                    self.snapshots.count() == 0,
+                    &tombs,
+                );
                 // Range tombstones are carried unless nothing below can hold what they hide. Carried tombstones
                 // go into a single output so files in a level never overlap.
                 let carry: Vec<RangeTombstone> = tombs
