@@ -83,7 +83,7 @@ impl Core {
         }
         self.wal.rotate()?;
         let old = std::mem::replace(&mut v.active, Arc::new(Memtable::new()));
-        v.immutable.push(old);
+        Arc::make_mut(&mut v.immutable).push(old);
         Ok(())
     }
 
@@ -194,7 +194,7 @@ impl Core {
             let all = Arc::make_mut(&mut v.tables);
             all.extend(tables);
             sort_tables(all);
-            v.immutable.retain(|m| !Arc::ptr_eq(m, &mem));
+            Arc::make_mut(&mut v.immutable).retain(|m| !Arc::ptr_eq(m, &mem));
         }
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         self.release_wal()?;

@@ -35,8 +35,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub(crate) struct CfMems {
     pub active: Arc<Memtable>,
-    /// Frozen generations awaiting flush, oldest first.
-    pub immutable: Vec<Arc<Memtable>>,
+    /// Frozen generations awaiting flush, oldest first (copy-on-write like `tables`).
+    pub immutable: Arc<Vec<Arc<Memtable>>>,
     /// Live SSTs of this column family (all levels). Swapped together with memtables so a reader never
     /// sees a flushed memtable twice or not at all. Shared copy-on-write, so a reader's view is one `Arc` clone.
     pub tables: Arc<Vec<Arc<lsm::Table>>>,
@@ -57,7 +57,7 @@ impl CfState {
             name,
             mems: RwLock::new(CfMems {
                 active: Arc::new(Memtable::new()),
-                immutable: Vec::new(),
+                immutable: Arc::new(Vec::new()),
                 tables: Arc::default(),
             }),
         }

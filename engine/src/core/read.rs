@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 struct View {
     active: Arc<Memtable>,
     /// Oldest first (read in reverse); empty, so not allocated, unless a flush is pending.
-    immutable: Vec<Arc<Memtable>>,
+    immutable: Arc<Vec<Arc<Memtable>>>,
     tables: Arc<Vec<Arc<Table>>>,
 }
 
@@ -63,12 +63,8 @@ impl Core {
                 }
             };
         for mem in view.mems() {
-            consider(
-                mem.get(key, snapshot),
-                &mem.range_tombstones(),
-                &mut best,
-                &mut tomb,
-            );
+            consider(mem.get(key, snapshot), &[], &mut best, &mut tomb);
+            tomb = tomb.max(mem.covering_tombstone_seq(key, snapshot));
         }
         for t in view.tables.iter() {
             // Nothing in this or any later (older) table can beat what we have.

@@ -175,6 +175,18 @@ impl Memtable {
         (k.key.as_ref() == key).then(|| to_entry(k, v))
     }
 
+    /// The newest range tombstone at or below `snapshot` covering `key` (0 when none), without copying the
+    /// tombstone list.
+    pub fn covering_tombstone_seq(&self, key: &[u8], snapshot: Seq) -> Seq {
+        let ranges = self.ranges.read().unwrap_or_else(|p| p.into_inner());
+        ranges
+            .iter()
+            .filter(|t| t.seq <= snapshot && t.covers(key))
+            .map(|t| t.seq)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Range tombstones overlapping `[lower, upper]` (all of them when unbounded).
     pub fn range_tombstones(&self) -> Vec<RangeTombstone> {
         self.ranges.read().unwrap_or_else(|p| p.into_inner()).clone()
