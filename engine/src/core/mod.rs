@@ -829,28 +829,31 @@ impl Drop for Core {
 
 /// Applies a logged transaction to a memtable with its original sequences.
 pub(crate) fn apply_record(mem: &Memtable, rec: &TxnRecord) {
-    for (i, op) in rec.ops.iter().enumerate() {
-        let seq = rec.begin_seq + 1 + i as u64;
-        match op {
-            WalOp::Put { key, value, expiry } => mem.insert(Entry {
-                key: key.clone(),
-                seq,
-                kind: EntryKind::Put,
-                value: value.clone(),
-                expiry: *expiry,
-            }),
-            WalOp::Delete { key } => mem.insert(Entry {
-                key: key.clone(),
-                seq,
-                kind: EntryKind::Delete,
-                value: Bytes::new(),
-                expiry: None,
-            }),
-            WalOp::DeleteRange { start, end } => mem.insert_range(RangeTombstone {
+    let seqs = (rec.begin_seq + 1..).zip(&rec.ops);
+    mem.insert_many(seqs.clone().filter_map(|(seq, op)| match op {
+        WalOp::Put { key, value, expiry } => Some(Entry {
+            key: key.clone(),
+            seq,
+            kind: EntryKind::Put,
+            value: value.clone(),
+            expiry: *expiry,
+        }),
+        WalOp::Delete { key } => Some(Entry {
+            key: key.clone(),
+            seq,
+            kind: EntryKind::Delete,
+            value: Bytes::new(),
+            expiry: None,
+        }),
+        WalOp::DeleteRange { .. } => None,
+    }));
+    for (seq, op) in seqs {
+        if let WalOp::DeleteRange { start, end } = op {
+            mem.insert_range(RangeTombstone {
                 start: start.clone(),
                 end: end.clone(),
                 seq,
-            }),
+            });
         }
     }
 }

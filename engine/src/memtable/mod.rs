@@ -84,6 +84,8 @@ const ENTRY_OVERHEAD: u64 = 200;
 /// `CHUNK`.
 const CHUNK: usize = 256;
 const FIRST_CHUNK: usize = 16;
+/// Versions inserted per acquisition of the write lock.
+const INSERT_BATCH: usize = 32;
 
 /// One memtable generation.
 #[derive(Debug)]
@@ -113,25 +115,40 @@ impl Memtable {
     }
 
     /// Adds one version.
+    #[cfg(test)]
     pub fn insert(&self, e: Entry) {
-        self.bytes.fetch_add(
-            e.key.len() as u64 + e.value.len() as u64 + ENTRY_OVERHEAD,
-            Ordering::Relaxed,
-        );
-        self.max_seq.fetch_max(e.seq, Ordering::Relaxed);
-        self.min_seq.fetch_min(e.seq, Ordering::Relaxed);
-        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
-        m.insert(
-            IKey {
-                key: e.key,
-                rseq: Reverse(e.seq),
-            },
-            Val {
-                kind: e.kind,
-                value: e.value,
-                expiry: e.expiry,
-            },
-        );
+        self.insert_many(std::iter::once(e));
+    }
+
+    /// Adds versions (a transaction's puts and deletes), taking the write lock once per [`INSERT_BATCH`]
+    /// versions rather than once per version; readers wait at most one batch.
+    pub fn insert_many(&self, entries: impl IntoIterator<Item = Entry>) {
+        let mut entries = entries.into_iter().peekable();
+        let (mut bytes, mut lo, mut hi) = (0u64, Seq::MAX, 0);
+        while entries.peek().is_some() {
+            let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+            for e in entries.by_ref().take(INSERT_BATCH) {
+                bytes += e.key.len() as u64 + e.value.len() as u64 + ENTRY_OVERHEAD;
+                lo = lo.min(e.seq);
+                hi = hi.max(e.seq);
+                m.insert(
+                    IKey {
+                        key: e.key,
+                        rseq: Reverse(e.seq),
+                    },
+                    Val {
+                        kind: e.kind,
+                        value: e.value,
+                        expiry: e.expiry,
+                    },
+                );
+            }
+        }
+        if bytes > 0 {
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.max_seq.fetch_max(hi, Ordering::Relaxed);
+            self.min_seq.fetch_min(lo, Ordering::Relaxed);
+        }
     }
 
     /// Adds a range tombstone.
