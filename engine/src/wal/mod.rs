@@ -40,8 +40,6 @@ pub(crate) const WAL_DIR: &str = "wal";
 /// Wake-up tokens of a group-commit waiter: its round ended, or it is to lead the next round.
 const WAKE_DONE: u32 = 1;
 const WAKE_LEAD: u32 = 2;
-/// How many waiters of a finished round each woken caller wakes in turn.
-const FAN_OUT: usize = 2;
 /// The longest a group-commit waiter or gathering leader yields instead of sleeping.
 const MAX_SPIN_NS: u64 = 300_000;
 /// Largest payload a frame may carry.
@@ -134,8 +132,6 @@ pub(crate) struct Wal {
     poisoned: AtomicBool,
     /// Adaptive gather before a group-commit fsync (see [`Wal::gather`]).
     gather: Gather,
-    /// Waiters of finished rounds not yet woken (see [`Wal::fan_out`]).
-    fanout: Mutex<Vec<Arc<WakeSlot>>>,
     pub stats: WalStats,
 }
 
@@ -499,7 +495,6 @@ impl Wal {
             synced_lsn: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             gather: Gather::default(),
-            fanout: Mutex::new(Vec::new()),
             stats: WalStats::default(),
         })
     }
@@ -738,9 +733,6 @@ impl Wal {
             g.waiters[(round % 2) as usize].push(slot.clone());
             drop(g);
             heir = slot.wait(self.spin_budget()) == WAKE_LEAD;
-            if !heir {
-                self.fan_out();
-            }
             // Woken when the round ended (usually covering us) or to lead the next one.
             if !heir && self.synced_lsn.load(Ordering::Acquire) >= lsn && !self.is_poisoned() {
                 self.stats.sync_waiters_covered.fetch_add(1, Ordering::Relaxed);
@@ -780,17 +772,15 @@ impl Wal {
             (next.pop().into_iter().collect(), WAKE_LEAD)
         };
         drop(g);
-        // The next leader first, so the device is busy again while the others are woken.
+        // The next leader first, so the device is busy again while the others are woken. The leader wakes
+        // every waiter of its round itself: most are still yielding (their wake-up is an atomic store, no
+        // system call), and all of them become runnable at once. Waking in a tree (each woken waiter waking
+        // two more) made them run one after another, and the next round's gather waited longer for them.
         for w in &wake {
             w.wake(token);
         }
-        if r.is_err() {
-            for w in &done {
-                w.wake(WAKE_DONE);
-            }
-        } else {
-            lock(&self.fanout).extend(done);
-            self.fan_out();
+        for w in &done {
+            w.wake(WAKE_DONE);
         }
         r
     }
@@ -863,19 +853,6 @@ impl Wal {
     fn spin_budget(&self) -> std::time::Duration {
         let ewma = self.gather.fsync_ewma_ns.load(Ordering::Relaxed);
         std::time::Duration::from_nanos((ewma * 2).min(MAX_SPIN_NS))
-    }
-
-    /// Wakes up to [`FAN_OUT`] waiters of a finished round; each of them does the same when it runs, so a
-    /// round's waiters are woken in a tree instead of one by one by the leader.
-    fn fan_out(&self) {
-        let batch: Vec<Arc<WakeSlot>> = {
-            let mut f = lock(&self.fanout);
-            let n = f.len().saturating_sub(FAN_OUT);
-            f.split_off(n)
-        };
-        for w in &batch {
-            w.wake(WAKE_DONE);
-        }
     }
 
     /// Fsyncs the active segment, covering everything appended to it before the call.
