@@ -454,7 +454,9 @@ impl Core {
             if let Some(p) = lock(&self.poison).as_ref() {
                 return Err(MidgeError::Poisoned(p.clone()));
             }
+            v.waiters += 1;
             v = self.vis_cv.wait(v).unwrap_or_else(|p| p.into_inner());
+            v.waiters -= 1;
         }
         Ok(())
     }

@@ -84,6 +84,8 @@ struct Visibility {
     visible: Seq,
     /// Completed commits waiting for earlier ones: begin_seq -> commit_seq.
     done: BTreeMap<Seq, Seq>,
+    /// Threads waiting on `vis_cv` (a notify is a system call even when nobody waits).
+    waiters: usize,
 }
 
 /// Counters for runtime metrics.
@@ -130,6 +132,8 @@ pub(crate) struct Core {
     closing: AtomicBool,
     closed: AtomicBool,
     poison: Mutex<Option<String>>,
+    /// Set once `poison` holds a reason: the commit path checks this instead of locking `poison`.
+    poisoned: AtomicBool,
     pub salvage: bool,
     /// A weak handle to ourselves, for scheduling background work from `&self` methods.
     pub me: std::sync::Weak<Core>,
@@ -175,7 +179,9 @@ impl Core {
     pub fn check_writable(&self) -> MidgeResult<()> {
         self.check_open()?;
         self.check_fenced()?;
-        if let Some(p) = lock(&self.poison).as_ref() {
+        if self.poisoned.load(Ordering::Acquire)
+            && let Some(p) = lock(&self.poison).as_ref()
+        {
             return Err(MidgeError::Poisoned(p.clone()));
         }
         Ok(())
@@ -197,13 +203,14 @@ impl Core {
         if p.is_none() {
             tracing::error!("midge engine poisoned: {why}");
             *p = Some(why.to_string());
+            self.poisoned.store(true, Ordering::Release);
         }
         drop(p);
         self.vis_cv.notify_all();
     }
 
     pub fn is_poisoned(&self) -> bool {
-        lock(&self.poison).is_some() || self.wal.is_poisoned()
+        self.poisoned.load(Ordering::Acquire) || self.wal.is_poisoned()
     }
 
     /// Maps a durability error, poisoning the engine when it means an unknown amount was lost.
@@ -401,12 +408,16 @@ impl Core {
         if policy == DurabilityPolicy::Sync {
             self.counters.durable_seq.fetch_max(commit_seq, Ordering::AcqRel);
         }
-        if leader_publishes {
-            // Covered by an fsync that did not publish it (a background or buffered-mode sync): publish
-            // it and anything else such a sync covered, so the queue never outlives its fsyncs.
-            self.publish_synced();
+        // Usually the group-commit leader already published this commit (then it and every entry before it
+        // left `pending_sync`): skip both locks, which all of a round's waiters would take at once.
+        if self.visible.load(Ordering::Acquire) < commit_seq {
+            if leader_publishes {
+                // Covered by an fsync that did not publish it (a background or buffered-mode sync): publish
+                // it and anything else such a sync covered, so the queue never outlives its fsyncs.
+                self.publish_synced();
+            }
+            self.publish(begin, commit_seq)?;
         }
-        self.publish(begin, commit_seq)?;
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         if rotated && let Some(me) = self.me.upgrade() {
             me.schedule(cf);
@@ -474,7 +485,9 @@ impl Core {
         }
         if v.visible != was {
             self.visible.store(v.visible, Ordering::Release);
-            self.vis_cv.notify_all();
+            if v.waiters > 0 {
+                self.vis_cv.notify_all();
+            }
         }
     }
 
@@ -509,7 +522,9 @@ impl Core {
                 return Err(MidgeError::Poisoned(p.clone()));
             }
             // Only reachable with concurrent committers (never on single-threaded wasm32).
+            v.waiters += 1;
             v = self.vis_cv.wait(v).unwrap_or_else(|p| p.into_inner());
+            v.waiters -= 1;
         }
         Ok(())
     }

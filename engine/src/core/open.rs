@@ -246,6 +246,7 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         vis: Mutex::new(Visibility {
             visible: last_seq,
             done: BTreeMap::new(),
+            waiters: 0,
         }),
         vis_cv: Condvar::new(),
         pending_sync: Mutex::new(std::collections::VecDeque::new()),
@@ -255,6 +256,7 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         closing: AtomicBool::new(false),
         closed: AtomicBool::new(false),
         poison: Mutex::new(None),
+        poisoned: AtomicBool::new(false),
         salvage,
         recovery,
         counters: Counters::default(),
