@@ -320,17 +320,29 @@ fn concurrent_deferred_sync_commits_all_become_durable() {
         return; // wasm32: no threads to race
     }
     let (m, fs) = setup();
-    let wal = Arc::new(open_preallocated(&fs, 1, 1 << 16));
+    race_sync_commits(&m, &fs, open_preallocated(&fs, 1, 1 << 16), true);
+}
+
+/// 8 threads × 50 sync commits (deferred frames or plain appends): at most one fsync per commit, and every
+/// commit replays, in log order.
+fn race_sync_commits(m: &MemoryFs, fs: &SharedFs, wal: Wal, deferred: bool) {
+    let wal = Arc::new(wal);
     let commit = std::sync::Mutex::new(1u64);
     let before = m.sync_count();
     std::thread::scope(|sc| {
         for _ in 0..8 {
             sc.spawn(|| {
                 for _ in 0..50 {
-                    let _c = wal.sync_committer();
+                    let _c = deferred.then(|| wal.sync_committer());
                     let lsn = {
                         let mut c = commit.lock().unwrap();
-                        let lsn = wal.append_deferred(&rec(*c, "k")).unwrap();
+                        let r = rec(*c, "k");
+                        let lsn = if deferred {
+                            wal.append_deferred(&r)
+                        } else {
+                            wal.append(&r)
+                        }
+                        .unwrap();
                         *c += 3;
                         lsn
                     };
@@ -343,7 +355,7 @@ fn concurrent_deferred_sync_commits_all_become_durable() {
     let syncs = m.sync_count() - before;
     assert!(syncs <= 400, "{syncs} fsyncs for 400 commits");
     drop(wal);
-    let (seen, _) = collect(&fs, RecoveryPolicy::Strict).unwrap();
+    let (seen, _) = collect(fs, RecoveryPolicy::Strict).unwrap();
     assert_eq!(seen.len(), 400);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
 }
@@ -354,29 +366,7 @@ fn concurrent_sync_commits_share_fsyncs_and_all_become_durable() {
         return; // wasm32: no threads to race (the inline executor path is covered by the other tests)
     }
     let (m, fs) = setup();
-    let wal = Arc::new(open_wal(&fs, 1));
-    let commit = std::sync::Mutex::new(1u64);
-    let before = m.sync_count();
-    std::thread::scope(|sc| {
-        for _ in 0..8 {
-            sc.spawn(|| {
-                for _ in 0..50 {
-                    let lsn = {
-                        let mut c = commit.lock().unwrap();
-                        let lsn = wal.append(&rec(*c, "k")).unwrap();
-                        *c += 3;
-                        lsn
-                    };
-                    wal.sync_to(lsn).unwrap();
-                    assert!(wal.synced_lsn() >= lsn);
-                }
-            });
-        }
-    });
-    let syncs = m.sync_count() - before;
-    assert!(syncs <= 400, "{syncs} fsyncs for 400 commits");
-    let (seen, _) = collect(&fs, RecoveryPolicy::Strict).unwrap();
-    assert_eq!(seen.len(), 400);
+    race_sync_commits(&m, &fs, open_wal(&fs, 1), false);
 }
 
 #[test]
