@@ -377,4 +377,19 @@ impl GuestScanIterator for Scan {
         let rows = self.it.borrow_mut().next_batch(max as usize).map_err(err)?;
         Ok(rows.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
     }
+
+    fn next_batch_flat(&self, max: u32) -> Result<Vec<u8>, WitError> {
+        let rows = self.it.borrow_mut().next_batch(max as usize).map_err(err)?;
+        let len = rows.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+        let mut out = Vec::with_capacity(len);
+        for (k, v) in &rows {
+            for part in [k, v] {
+                let n = u32::try_from(part.len())
+                    .map_err(|_| WitError::InvalidArgument("a row longer than 4 GiB".into()))?;
+                out.extend_from_slice(&n.to_le_bytes());
+                out.extend_from_slice(part);
+            }
+        }
+        Ok(out)
+    }
 }

@@ -586,6 +586,36 @@ impl ComponentEngine {
     }
 }
 
+/// Rows per `next-batch-flat` crossing.
+const SCAN_BATCH: u32 = 256;
+
+/// Appends the rows of one `next-batch-flat` buffer (`u32` LE key length, key, `u32` LE value length, value —
+/// repeated) to `out` as zero-copy slices of `batch`; returns how many rows it held. A malformed buffer from the
+/// guest is an `Internal` error, never a panic.
+fn decode_flat_batch(batch: &Bytes, out: &mut Vec<(Bytes, Bytes)>) -> MidgeResult<usize> {
+    let bad = || MidgeError::Internal("component returned a malformed scan batch".into());
+    let mut at = 0usize;
+    let take = |at: &mut usize| -> MidgeResult<Bytes> {
+        let len = batch.get(*at..*at + 4).ok_or_else(bad)?;
+        let len = u32::from_le_bytes(len.try_into().map_err(|_| bad())?) as usize;
+        let start = *at + 4;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= batch.len())
+            .ok_or_else(bad)?;
+        *at = end;
+        Ok(batch.slice(start..end))
+    };
+    let mut n = 0;
+    while at < batch.len() {
+        let k = take(&mut at)?;
+        let v = take(&mut at)?;
+        out.push((k, v));
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// A transaction inside the component; same methods as [`cntryl_midge::Transaction`].
 pub struct ComponentTransaction<'e> {
     engine: &'e ComponentEngine,
@@ -681,20 +711,23 @@ impl ComponentTransaction<'_> {
             .engine
             .call(|s, p, _| p.cntryl_midge_engine().transaction().call_scan(s, tx, &q))?;
         let mut out = Vec::new();
-        loop {
-            let batch = self.engine.call(|s, p, _| {
+        let r = loop {
+            let batch = match self.engine.call(|s, p, _| {
                 p.cntryl_midge_engine()
                     .scan_iterator()
-                    .call_next_batch(s, it, 256)
-            })?;
-            let done = batch.len() < 256;
-            out.extend(batch.into_iter().map(|(k, v)| (Bytes::from(k), Bytes::from(v))));
-            if done {
-                break;
+                    .call_next_batch_flat(s, it, SCAN_BATCH)
+            }) {
+                Ok(b) => Bytes::from(b),
+                Err(e) => break Err(e),
+            };
+            match decode_flat_batch(&batch, &mut out) {
+                Ok(n) if n < SCAN_BATCH as usize => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
             }
-        }
+        };
         self.engine.drop_resource(it);
-        Ok(out)
+        r.map(|()| out)
     }
 
     /// Sets the conflict policy.
@@ -768,5 +801,48 @@ impl Drop for ComponentEngine {
         {
             let _ = db.resource_drop(&mut g.store);
         }
+    }
+}
+
+#[cfg(test)]
+mod flat_batch_tests {
+    use super::*;
+
+    fn encode(rows: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in rows {
+            for part in [k, v] {
+                out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                out.extend_from_slice(part);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn decodes_rows_including_empty_keys_and_values() {
+        let rows: [(&[u8], &[u8]); 3] = [(b"a", b"1"), (b"", b"x"), (b"key", b"")];
+        let mut out = Vec::new();
+        assert_eq!(
+            decode_flat_batch(&Bytes::from(encode(&rows)), &mut out).unwrap(),
+            3
+        );
+        let got: Vec<(&[u8], &[u8])> = out.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+        assert_eq!(got, rows);
+        assert_eq!(decode_flat_batch(&Bytes::new(), &mut Vec::new()).unwrap(), 0);
+    }
+
+    #[test]
+    fn malformed_batches_are_internal_errors_not_panics() {
+        let good = encode(&[(b"key", b"value")]);
+        for cut in 1..good.len() {
+            let r = decode_flat_batch(&Bytes::copy_from_slice(&good[..cut]), &mut Vec::new());
+            assert!(matches!(r, Err(MidgeError::Internal(_))), "cut at {cut}");
+        }
+        let huge = [u32::MAX.to_le_bytes().as_slice(), b"k"].concat();
+        assert!(matches!(
+            decode_flat_batch(&Bytes::from(huge), &mut Vec::new()),
+            Err(MidgeError::Internal(_))
+        ));
     }
 }
