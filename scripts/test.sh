@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 ensure_wasm_tools || { echo "FAILED: could not install the wasm tools"; exit 1; }
 ensure_moto || { echo "FAILED: could not install moto"; exit 1; }
-log="$MIDGE_CACHE/logs/test.log"
+# One log per checkout, so two checkouts sharing the cache never interleave their summaries.
+log="$MIDGE_CACHE/logs/test-$(pwd | cksum | cut -d" " -f1).log"
+echo "(full log: $log)"
 status=0
 
 echo "== cargo test (workspace default members: engine, host, conformance suite)"
