@@ -274,11 +274,20 @@ fn decode_tombstones(b: &[u8]) -> Result<Vec<RangeTombstone>, DecodeError> {
     let n = r.u32("tombstone count")? as usize;
     let mut out = Vec::with_capacity(n.min(r.remaining() / 16));
     for _ in 0..n {
-        out.push(RangeTombstone {
+        let at = r.pos();
+        let t = RangeTombstone {
             start: r.bytes32("start")?,
             end: r.bytes32("end")?,
             seq: r.u64("seq")?,
-        });
+        };
+        // The engine never writes an empty or inverted range (delete_range rejects start > end, drops start == end).
+        if t.start >= t.end {
+            return Err(DecodeError {
+                what: "range tombstone with start >= end",
+                offset: at,
+            });
+        }
+        out.push(t);
     }
     if !r.is_empty() {
         return Err(DecodeError {

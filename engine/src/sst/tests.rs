@@ -165,6 +165,24 @@ fn out_of_order_adds_are_rejected_and_tombstone_only_tables_work() {
 }
 
 #[test]
+fn an_inverted_range_tombstone_is_corruption_not_a_silent_no_op() {
+    let fs = MemoryFs::new();
+    build(
+        &fs,
+        "inv.sst",
+        &[entry(b"a", 1, false, None)],
+        &[RangeTombstone {
+            start: Bytes::from("f"),
+            end: Bytes::from("c"),
+            seq: 3,
+        }],
+        4096,
+    );
+    let err = open(&fs, "inv.sst", false).unwrap_err();
+    assert!(matches!(err, crate::error::MidgeError::Corruption(_)), "{err:?}");
+}
+
+#[test]
 fn every_single_byte_flip_is_detected_or_harmless() {
     let fs = MemoryFs::new();
     let v = sorted(
