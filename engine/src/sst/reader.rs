@@ -235,6 +235,14 @@ impl SstReader {
                 return Err(self.corrupt(ix.offset, "blocks in key order", "an overlap"));
             }
             last = b.last().map(|e| (e.key.clone(), e.seq));
+            for j in 0..b.len() {
+                // Lookups trust the meta bounds and the bloom filter to skip the table: an entry outside them,
+                // or a key the filter says is absent, would be a silently missing row.
+                self.check_in_bounds(ix.offset, b.key(j), b[j].seq)?;
+                if self.bloom.as_ref().is_some_and(|f| !f.may_contain(b.key(j))) {
+                    return Err(self.corrupt(ix.offset, "every key in the bloom filter", "a false negative"));
+                }
+            }
             s.data_blocks += 1;
             s.entries += b.len() as u64;
         }
@@ -245,7 +253,47 @@ impl SstReader {
                 format!("{}", s.entries),
             ));
         }
+        if self.tombstones.len() as u64 != self.meta.range_tombstones {
+            return Err(self.corrupt(
+                0,
+                &format!("{} range tombstones", self.meta.range_tombstones),
+                format!("{}", self.tombstones.len()),
+            ));
+        }
+        for t in &self.tombstones {
+            self.check_in_bounds(0, &t.start, t.seq)?;
+            self.check_in_bounds(0, &t.end, t.seq)?;
+        }
         Ok(s)
+    }
+
+    /// Test hook: replaces the decoded meta and bloom filter (as a writer bug or a forged file would).
+    #[cfg(test)]
+    pub(crate) fn tamper(&mut self, meta: impl FnOnce(&mut SstMeta), bloom: Option<Bloom>) {
+        meta(&mut self.meta);
+        if bloom.is_some() {
+            self.bloom = bloom;
+        }
+    }
+
+    /// A key and sequence inside the table's recorded bounds.
+    fn check_in_bounds(&self, offset: u64, key: &[u8], seq: Seq) -> MidgeResult<()> {
+        let m = &self.meta;
+        if key < m.smallest_key.as_ref()
+            || key > m.largest_key.as_ref()
+            || seq < m.smallest_seq
+            || seq > m.largest_seq
+        {
+            return Err(self.corrupt(
+                offset,
+                "keys and sequences within the table's recorded bounds",
+                format!(
+                    "seq {seq} outside {}..={} or a key outside the key range",
+                    m.smallest_seq, m.largest_seq
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

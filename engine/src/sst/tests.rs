@@ -165,6 +165,44 @@ fn out_of_order_adds_are_rejected_and_tombstone_only_tables_work() {
 }
 
 #[test]
+fn verify_catches_meta_bounds_and_bloom_filters_that_would_hide_rows() {
+    let fs = MemoryFs::new();
+    let v: Vec<Entry> = (0..200u64)
+        .map(|i| entry(format!("k{i:03}").as_bytes(), 1000 - i, false, None))
+        .collect();
+    let tombs = [RangeTombstone {
+        start: Bytes::from("k050"),
+        end: Bytes::from("k060"),
+        seq: 900,
+    }];
+    build(&fs, "t.sst", &v, &tombs, 256);
+    open(&fs, "t.sst", false).unwrap().verify().unwrap();
+    let corrupt = |r: SstReader| {
+        let e = r.verify().unwrap_err();
+        assert!(matches!(e, crate::error::MidgeError::Corruption(_)), "{e:?}");
+    };
+    // A largest key below the real one: lookups of the last keys would skip the table.
+    let mut r = open(&fs, "t.sst", false).unwrap();
+    r.tamper(|m| m.largest_key = Bytes::from("k100"), None);
+    corrupt(r);
+    // A sequence range that excludes an entry (or a tombstone).
+    let mut r = open(&fs, "t.sst", false).unwrap();
+    r.tamper(|m| m.largest_seq = 899, None);
+    corrupt(r);
+    // A bloom filter built from other keys: false negatives.
+    let mut other = super::bloom::BloomBuilder::default();
+    other.add(b"something else");
+    let bloom = super::bloom::Bloom::decode(&other.finish(10)).unwrap();
+    let mut r = open(&fs, "t.sst", false).unwrap();
+    r.tamper(|_| {}, Some(bloom));
+    corrupt(r);
+    // A tombstone count that disagrees with the tombstone block.
+    let mut r = open(&fs, "t.sst", false).unwrap();
+    r.tamper(|m| m.range_tombstones = 2, None);
+    corrupt(r);
+}
+
+#[test]
 fn an_inverted_range_tombstone_is_corruption_not_a_silent_no_op() {
     let fs = MemoryFs::new();
     build(
