@@ -105,6 +105,14 @@ impl RangeTombstone {
     pub fn covers(&self, key: &[u8]) -> bool {
         self.start.as_ref() <= key && key < self.end.as_ref()
     }
+    /// The sequence of the newest tombstone in `ts` at or below `snapshot` covering `key` (0 when none).
+    pub fn newest_covering(ts: &[RangeTombstone], key: &[u8], snapshot: Seq) -> Seq {
+        ts.iter()
+            .filter(|t| t.seq <= snapshot && t.covers(key))
+            .map(|t| t.seq)
+            .max()
+            .unwrap_or(0)
+    }
     /// True when this tombstone hides a version `(key, seq)` for a reader at `snapshot`.
     pub fn hides(&self, key: &[u8], seq: Seq, snapshot: Seq) -> bool {
         self.seq <= snapshot && seq < self.seq && self.covers(key)

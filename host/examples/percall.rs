@@ -8,8 +8,13 @@ use std::time::Instant;
 
 fn main() -> MidgeResult<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let host = ComponentHost::load(args[0].as_ref())?;
-    let dir = std::path::PathBuf::from(&args[1]);
+    let [wasm, dir] = args.as_slice() else {
+        return Err(MidgeError::InvalidArgument(
+            "usage: percall <midge_guest.wasm> <dir>".into(),
+        ));
+    };
+    let host = ComponentHost::load(wasm.as_ref())?;
+    let dir = std::path::PathBuf::from(dir);
     for (label, opts, n) in [
         ("best_effort", WriteOptions::best_effort(), 20_000u64),
         ("buffered", WriteOptions::buffered(), 20_000),

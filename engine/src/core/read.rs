@@ -49,21 +49,15 @@ impl Core {
         let view = self.view(cf)?;
         let mut best: Option<Entry> = None;
         let mut tomb: Seq = 0;
-        let consider =
-            |e: Option<Entry>, rts: &[RangeTombstone], best: &mut Option<Entry>, tomb: &mut Seq| {
-                if let Some(e) = e
-                    && best.as_ref().is_none_or(|b| e.seq > b.seq)
-                {
-                    *best = Some(e);
-                }
-                for rt in rts {
-                    if rt.seq <= snapshot && rt.covers(key) {
-                        *tomb = (*tomb).max(rt.seq);
-                    }
-                }
-            };
+        let newer = |e: Option<Entry>, best: &mut Option<Entry>| {
+            if let Some(e) = e
+                && best.as_ref().is_none_or(|b| e.seq > b.seq)
+            {
+                *best = Some(e);
+            }
+        };
         for mem in view.mems() {
-            consider(mem.get(key, snapshot), &[], &mut best, &mut tomb);
+            newer(mem.get(key, snapshot), &mut best);
             tomb = tomb.max(mem.covering_tombstone_seq(key, snapshot));
         }
         for t in view.tables.iter() {
@@ -78,12 +72,12 @@ impl Core {
             if t.meta.level == 0 {
                 self.counters.reads_l0.fetch_add(1, Ordering::Relaxed);
             }
-            consider(
-                t.reader.get(key, snapshot)?,
+            newer(t.reader.get(key, snapshot)?, &mut best);
+            tomb = tomb.max(RangeTombstone::newest_covering(
                 t.reader.range_tombstones(),
-                &mut best,
-                &mut tomb,
-            );
+                key,
+                snapshot,
+            ));
         }
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         Ok((best, tomb))

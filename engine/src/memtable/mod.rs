@@ -196,12 +196,7 @@ impl Memtable {
     /// tombstone list.
     pub fn covering_tombstone_seq(&self, key: &[u8], snapshot: Seq) -> Seq {
         let ranges = self.ranges.read().unwrap_or_else(|p| p.into_inner());
-        ranges
-            .iter()
-            .filter(|t| t.seq <= snapshot && t.covers(key))
-            .map(|t| t.seq)
-            .max()
-            .unwrap_or(0)
+        RangeTombstone::newest_covering(&ranges, key, snapshot)
     }
 
     /// Range tombstones overlapping `[lower, upper]` (all of them when unbounded).
@@ -352,6 +347,32 @@ mod tests {
         assert!(m.get(b"a", 1).is_none());
         assert!(m.get(b"c", 10).is_none());
         assert_eq!(m.max_seq(), 5);
+    }
+
+    #[test]
+    fn insert_many_spanning_lock_batches_keeps_every_version_and_the_accounting() {
+        let m = Memtable::new();
+        let n = 3 * INSERT_BATCH as u64 + 5;
+        m.insert_many((0..n).map(|i| Entry {
+            key: Bytes::from(format!("k{i:03}")),
+            seq: 100 + i,
+            kind: if i % 2 == 0 {
+                EntryKind::Put
+            } else {
+                EntryKind::Delete
+            },
+            value: Bytes::from(vec![7u8; (i % 3) as usize]),
+            expiry: None,
+        }));
+        for i in 0..n {
+            let e = m.get(format!("k{i:03}").as_bytes(), Seq::MAX).unwrap();
+            assert_eq!(e.seq, 100 + i);
+        }
+        assert_eq!((m.min_seq(), m.max_seq()), (Some(100), 100 + n - 1));
+        let bytes: u64 = (0..n).map(|i| 4 + i % 3 + ENTRY_OVERHEAD).sum();
+        assert_eq!(m.approximate_bytes(), bytes);
+        m.insert_many(std::iter::empty());
+        assert_eq!(m.approximate_bytes(), bytes);
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub(crate) const PREALLOC_STEP: u64 = 4 << 20;
 /// allocate blocks for dozens of rounds at once. Only sync rounds do it, so buffered logging writes no extra
 /// bytes.
 const ZERO_AHEAD: u64 = 64 << 10;
+/// The bytes a sync round writes ahead (no allocation per refill).
+static ZEROS: [u8; ZERO_AHEAD as usize] = [0; ZERO_AHEAD as usize];
 
 pub(crate) fn segment_path(id: u64) -> String {
     format!("{WAL_DIR}/{id:020}.wal")
@@ -631,8 +633,8 @@ impl Wal {
             // Beyond every frame, so only zeros are overwritten: replay reads them as the unused tail. A
             // failure poisons like any failed WAL write (nothing is acknowledged after a failed storage step).
             let to = (a.len + ZERO_AHEAD).min(a.reserved);
-            let zeros = vec![0u8; (to - a.filled) as usize];
-            if let Err(e) = a.file.write_at(a.filled, &zeros) {
+            let zeros = &ZEROS[..(to - a.filled) as usize];
+            if let Err(e) = a.file.write_at(a.filled, zeros) {
                 self.poison();
                 return Err(MidgeError::from_io("wal preallocate", e));
             }
