@@ -41,6 +41,36 @@ impl Entry {
     }
 }
 
+/// A version found by a point lookup: an [`Entry`] without its key, which the caller already holds (so a
+/// lookup never clones or touches the stored key's bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub seq: Seq,
+    pub kind: EntryKind,
+    /// Empty for tombstones.
+    pub value: Bytes,
+    /// Absolute expiry in milliseconds since the epoch; `None` never expires.
+    pub expiry: Option<u64>,
+}
+
+impl Found {
+    /// True when this version reads as absent at `now_ms` (a tombstone, or an expired value).
+    pub fn is_absent_at(&self, now_ms: u64) -> bool {
+        self.kind == EntryKind::Delete || self.expiry.is_some_and(|e| e <= now_ms)
+    }
+}
+
+impl From<&Entry> for Found {
+    fn from(e: &Entry) -> Found {
+        Found {
+            seq: e.seq,
+            kind: e.kind,
+            value: e.value.clone(),
+            expiry: e.expiry,
+        }
+    }
+}
+
 /// Internal key order: user key ascending, then sequence descending.
 #[inline]
 pub(crate) fn cmp_internal(ak: &[u8], aseq: Seq, bk: &[u8], bseq: Seq) -> Ordering {

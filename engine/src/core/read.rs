@@ -7,7 +7,7 @@ use crate::error::{MidgeError, MidgeResult};
 use crate::iter::{Input, VisibleIter};
 use crate::memtable::Memtable;
 use crate::sst::SstIter;
-use crate::types::{ColumnFamilyId, Entry, RangeTombstone, Seq};
+use crate::types::{ColumnFamilyId, Found, RangeTombstone, Seq};
 use bytes::Bytes;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -45,11 +45,11 @@ impl Core {
     }
 
     /// The newest version of `key` at or below `snapshot` and the newest covering range tombstone.
-    fn lookup(&self, cf: ColumnFamilyId, key: &[u8], snapshot: Seq) -> MidgeResult<(Option<Entry>, Seq)> {
+    fn lookup(&self, cf: ColumnFamilyId, key: &[u8], snapshot: Seq) -> MidgeResult<(Option<Found>, Seq)> {
         let view = self.view(cf)?;
-        let mut best: Option<Entry> = None;
+        let mut best: Option<Found> = None;
         let mut tomb: Seq = 0;
-        let newer = |e: Option<Entry>, best: &mut Option<Entry>| {
+        let newer = |e: Option<Found>, best: &mut Option<Found>| {
             if let Some(e) = e
                 && best.as_ref().is_none_or(|b| e.seq > b.seq)
             {

@@ -6,7 +6,7 @@
 //! long scan never blocks writers and never holds more than one chunk.
 
 use crate::error::MidgeResult;
-use crate::types::{Entry, EntryKind, RangeTombstone, Seq};
+use crate::types::{Entry, EntryKind, Found, RangeTombstone, Seq};
 use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, VecDeque};
@@ -14,34 +14,86 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// An internal key: user key ascending, then sequence descending. `head` holds the key's first 16 bytes
+/// (zero-padded, big-endian words) so that most comparisons in the tree are two integer compares and never
+/// touch the key's heap bytes; ties on `head` fall through to the full key, so the order is exactly
+/// `(key, Reverse(seq))`.
+#[derive(Debug, Clone)]
 struct IKey {
+    head: [u64; 2],
     key: Bytes,
     rseq: Reverse<Seq>,
 }
 
-/// An internal key viewed as `(user key, reversed seq)`, so the map can be searched with a borrowed key
-/// (no allocation per lookup). Ordered exactly like [`IKey`].
+impl IKey {
+    fn new(key: Bytes, seq: Seq) -> IKey {
+        IKey {
+            head: head(&key),
+            key,
+            rseq: Reverse(seq),
+        }
+    }
+}
+
+/// The first 16 bytes of `key`, zero-padded, as two big-endian words: comparing heads orders keys as the
+/// bytes do, except that keys equal in their first 16 bytes (or differing only by trailing zero padding)
+/// tie and must be compared in full.
+#[inline]
+fn head(key: &[u8]) -> [u64; 2] {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key[..n]);
+    let (hi, lo) = b.split_at(8);
+    [
+        u64::from_be_bytes(hi.try_into().unwrap_or_default()),
+        u64::from_be_bytes(lo.try_into().unwrap_or_default()),
+    ]
+}
+
+/// Orders two keys whose heads are equal. Two keys of at most 16 bytes with equal heads differ only in
+/// trailing zeros, so the shorter one is a prefix of the other and sorts first: their lengths decide without
+/// reading the key bytes (a cache miss per comparison in a large tree).
+#[inline]
+fn cmp_tail(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    if a.len() <= 16 && b.len() <= 16 {
+        a.len().cmp(&b.len())
+    } else {
+        a.cmp(b)
+    }
+}
+
+/// An internal key viewed as `(head, user key, reversed seq)`, so the map can be searched with a borrowed
+/// key (no allocation per lookup). Ordered exactly like [`IKey`].
 trait IKeyView {
-    fn parts(&self) -> (&[u8], Reverse<Seq>);
+    fn parts(&self) -> (&[u64; 2], &[u8], Reverse<Seq>);
 }
 
 impl IKeyView for IKey {
-    fn parts(&self) -> (&[u8], Reverse<Seq>) {
-        (&self.key, self.rseq)
+    #[inline]
+    fn parts(&self) -> (&[u64; 2], &[u8], Reverse<Seq>) {
+        (&self.head, &self.key, self.rseq)
     }
 }
 
 /// A borrowed search key.
 struct IKeyRef<'a> {
+    head: [u64; 2],
     key: &'a [u8],
     rseq: Reverse<Seq>,
 }
 
 impl IKeyView for IKeyRef<'_> {
-    fn parts(&self) -> (&[u8], Reverse<Seq>) {
-        (self.key, self.rseq)
+    #[inline]
+    fn parts(&self) -> (&[u64; 2], &[u8], Reverse<Seq>) {
+        (&self.head, self.key, self.rseq)
     }
+}
+
+#[inline]
+fn cmp_parts(a: &dyn IKeyView, b: &dyn IKeyView) -> std::cmp::Ordering {
+    let (ah, ak, ar) = a.parts();
+    let (bh, bk, br) = b.parts();
+    ah.cmp(bh).then_with(|| cmp_tail(ak, bk)).then(ar.cmp(&br))
 }
 
 impl<'a> std::borrow::Borrow<dyn IKeyView + 'a> for IKey {
@@ -52,7 +104,7 @@ impl<'a> std::borrow::Borrow<dyn IKeyView + 'a> for IKey {
 
 impl PartialEq for dyn IKeyView + '_ {
     fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
+        cmp_parts(self, other).is_eq()
     }
 }
 
@@ -66,7 +118,31 @@ impl PartialOrd for dyn IKeyView + '_ {
 
 impl Ord for dyn IKeyView + '_ {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.parts().cmp(&other.parts())
+        cmp_parts(self, other)
+    }
+}
+
+impl PartialEq for IKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for IKey {}
+
+impl PartialOrd for IKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for IKey {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.head
+            .cmp(&other.head)
+            .then_with(|| cmp_tail(&self.key, &other.key))
+            .then(self.rseq.cmp(&other.rseq))
     }
 }
 
@@ -132,10 +208,7 @@ impl Memtable {
                 lo = lo.min(e.seq);
                 hi = hi.max(e.seq);
                 m.insert(
-                    IKey {
-                        key: e.key,
-                        rseq: Reverse(e.seq),
-                    },
+                    IKey::new(e.key, e.seq),
                     Val {
                         kind: e.kind,
                         value: e.value,
@@ -179,9 +252,11 @@ impl Memtable {
     }
 
     /// Newest version of `key` with `seq <= snapshot`.
-    pub fn get(&self, key: &[u8], snapshot: Seq) -> Option<Entry> {
+    pub fn get(&self, key: &[u8], snapshot: Seq) -> Option<Found> {
         let m = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let head = head(key);
         let from = IKeyRef {
+            head,
             key,
             rseq: Reverse(snapshot),
         };
@@ -189,7 +264,12 @@ impl Memtable {
         let (k, v) = m
             .range::<dyn IKeyView, _>((Bound::Included(from), Bound::Unbounded))
             .next()?;
-        (k.key.as_ref() == key).then(|| to_entry(k, v))
+        (k.head == head && cmp_tail(&k.key, key).is_eq()).then(|| Found {
+            seq: k.rseq.0,
+            kind: v.kind,
+            value: v.value.clone(),
+            expiry: v.expiry,
+        })
     }
 
     /// The newest range tombstone at or below `snapshot` covering `key` (0 when none), without copying the
@@ -207,25 +287,13 @@ impl Memtable {
     /// A lazy cursor over versions with user key in bounds, in internal order (or exactly reversed).
     pub fn cursor(self: &Arc<Self>, lower: Bound<Bytes>, upper: Bound<Bytes>, reverse: bool) -> MemCursor {
         let lo = match lower {
-            Bound::Included(k) => Bound::Included(IKey {
-                key: k,
-                rseq: Reverse(Seq::MAX),
-            }),
-            Bound::Excluded(k) => Bound::Excluded(IKey {
-                key: k,
-                rseq: Reverse(0),
-            }),
+            Bound::Included(k) => Bound::Included(IKey::new(k, Seq::MAX)),
+            Bound::Excluded(k) => Bound::Excluded(IKey::new(k, 0)),
             Bound::Unbounded => Bound::Unbounded,
         };
         let hi = match upper {
-            Bound::Included(k) => Bound::Included(IKey {
-                key: k,
-                rseq: Reverse(0),
-            }),
-            Bound::Excluded(k) => Bound::Excluded(IKey {
-                key: k,
-                rseq: Reverse(Seq::MAX),
-            }),
+            Bound::Included(k) => Bound::Included(IKey::new(k, 0)),
+            Bound::Excluded(k) => Bound::Excluded(IKey::new(k, Seq::MAX)),
             Bound::Unbounded => Bound::Unbounded,
         };
         MemCursor {
@@ -283,10 +351,7 @@ impl MemCursor {
             self.done = true;
         }
         if let Some(last) = chunk.last() {
-            let pos = Bound::Excluded(IKey {
-                key: last.key.clone(),
-                rseq: Reverse(last.seq),
-            });
+            let pos = Bound::Excluded(IKey::new(last.key.clone(), last.seq));
             if self.reverse {
                 self.hi = pos;
             } else {
@@ -421,5 +486,51 @@ mod tests {
             )
             .collect();
         assert!(empty.is_empty());
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..Default::default() })]
+        /// The inline 16-byte heads order keys exactly as their bytes do: keys that share 16 bytes, differ
+        /// only by trailing zeros, or are empty.
+        #[test]
+        fn order_and_lookups_match_a_sorted_model(
+            keys in proptest::collection::vec(
+                proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(0xffu8)], 0..20),
+                1..60,
+            ),
+            probes in proptest::collection::vec(
+                proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(0xffu8)], 0..20),
+                0..20,
+            ),
+        ) {
+            let m = Arc::new(Memtable::new());
+            let mut model: Vec<(Vec<u8>, Seq)> = Vec::new();
+            for (i, k) in keys.iter().enumerate() {
+                let seq = i as Seq + 1;
+                m.insert(Entry {
+                    key: Bytes::from(k.clone()),
+                    seq,
+                    kind: EntryKind::Put,
+                    value: Bytes::from(seq.to_le_bytes().to_vec()),
+                    expiry: None,
+                });
+                model.push((k.clone(), seq));
+            }
+            model.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            let got: Vec<(Vec<u8>, Seq)> = m
+                .cursor(Bound::Unbounded, Bound::Unbounded, false)
+                .map(|e| e.map(|e| (e.key.to_vec(), e.seq)))
+                .collect::<MidgeResult<_>>()
+                .unwrap();
+            prop_assert_eq!(&got, &model);
+            for k in keys.iter().chain(&probes) {
+                for snap in [1, keys.len() as Seq / 2, Seq::MAX] {
+                    let want = model.iter().find(|(mk, s)| mk == k && *s <= snap).map(|(_, s)| *s);
+                    prop_assert_eq!(m.get(k, snap).map(|f| f.seq), want);
+                }
+            }
+        }
     }
 }

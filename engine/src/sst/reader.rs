@@ -8,7 +8,7 @@ use super::{FOOTER_LEN, MAGIC, SstStats, VERSION};
 use crate::codec::{DecodeError, Reader, crc_matches};
 use crate::error::{Corrupt, FileKind, MidgeError, MidgeResult};
 use crate::storage::File;
-use crate::types::{Entry, RangeTombstone, Seq};
+use crate::types::{Entry, Found, RangeTombstone, Seq};
 use bytes::Bytes;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -192,7 +192,7 @@ impl SstReader {
     }
 
     /// Newest version of `key` with `seq <= snapshot` (tombstones included), using the bloom filter first.
-    pub fn get(&self, key: &[u8], snapshot: Seq) -> MidgeResult<Option<Entry>> {
+    pub fn get(&self, key: &[u8], snapshot: Seq) -> MidgeResult<Option<Found>> {
         if key < self.meta.smallest_key.as_ref() || key > self.meta.largest_key.as_ref() {
             return Ok(None);
         }
@@ -210,7 +210,7 @@ impl SstReader {
                 }
                 if b[j].seq <= snapshot {
                     // Shares the block's buffers (no copy): a value the caller keeps holds its block's payload.
-                    return Ok(Some(b[j].clone()));
+                    return Ok(Some(Found::from(&b[j])));
                 }
             }
         }
