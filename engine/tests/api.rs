@@ -226,3 +226,59 @@ fn reverse_prefix_and_limit_scans_follow_the_query_contract() {
     assert_eq!(it.by_ref().count(), 6);
     assert!(it.exhausted() && it.status().is_ok());
 }
+
+/// A transaction keeps one view of its column family's memtables and tables across reads; flushes,
+/// compactions and drops between its reads must neither change what it sees nor leave it reading stale
+/// sources.
+#[test]
+fn reads_in_one_transaction_survive_flushes_compactions_and_drops_between_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(OpenOptions::local(dir.path()).build()).unwrap();
+    let cf = engine.get_column_family("default").unwrap();
+    let put = |k: &str, v: &str| {
+        let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite).unwrap();
+        tx.put(k.as_bytes().to_vec(), v.as_bytes().to_vec(), None)
+            .unwrap();
+        tx.commit(WriteOptions::buffered()).unwrap();
+    };
+    put("a", "a1");
+    put("b", "b1");
+    let reader = engine.begin_tx(cf.id(), TransactionMode::ReadOnly).unwrap();
+    assert_eq!(reader.get(b"a").unwrap().as_deref(), Some(&b"a1"[..]));
+    for round in 0..3 {
+        put("a", &format!("a{}", round + 2));
+        let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite).unwrap();
+        tx.delete(b"b".to_vec()).unwrap();
+        tx.commit(WriteOptions::buffered()).unwrap();
+        engine.flush_cf(&cf).unwrap();
+        if round == 1 {
+            engine.compact_all().unwrap();
+        }
+        assert_eq!(
+            reader.get(b"a").unwrap().as_deref(),
+            Some(&b"a1"[..]),
+            "round {round}"
+        );
+        assert_eq!(
+            reader.get(b"b").unwrap().as_deref(),
+            Some(&b"b1"[..]),
+            "round {round}"
+        );
+        let fresh = engine.begin_tx(cf.id(), TransactionMode::ReadOnly).unwrap();
+        let want = format!("a{}", round + 2);
+        assert_eq!(fresh.get(b"a").unwrap().as_deref(), Some(want.as_bytes()));
+        assert_eq!(fresh.get(b"b").unwrap(), None);
+    }
+
+    let tmp = engine.create_column_family("tmp").unwrap();
+    let mut tx = engine.begin_tx(tmp.id(), TransactionMode::ReadWrite).unwrap();
+    tx.put(b"k".to_vec(), b"v".to_vec(), None).unwrap();
+    tx.commit(WriteOptions::sync()).unwrap();
+    let held = engine.begin_tx(tmp.id(), TransactionMode::ReadOnly).unwrap();
+    assert_eq!(held.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    engine.drop_column_family_discarding_unflushed(tmp.id()).unwrap();
+    assert!(
+        matches!(held.get(b"k"), Err(MidgeError::InvalidArgument(_))),
+        "a read after the drop is refused, not served from the cached view"
+    );
+}

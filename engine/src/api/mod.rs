@@ -5,7 +5,7 @@
 
 mod scan;
 
-use crate::core::{CommitRequest, Core};
+use crate::core::{CommitRequest, Core, ViewCache};
 use crate::error::{MidgeError, MidgeResult};
 use crate::metrics::{
     ReadAmpMetricsSnapshot, RecoveryMetricsSnapshot, RuntimeMetricsSnapshot, SnapshotPinSnapshot,
@@ -308,6 +308,7 @@ pub struct Transaction {
     policy: ConflictPolicy,
     writes: WriteSet,
     asserts: Vec<(Bytes, Option<Bytes>)>,
+    views: ViewCache,
 }
 
 impl Transaction {
@@ -330,6 +331,7 @@ impl Transaction {
             policy: ConflictPolicy::default(),
             writes: WriteSet::default(),
             asserts: Vec::new(),
+            views: ViewCache::default(),
         })
     }
 
@@ -443,7 +445,8 @@ impl Transaction {
         if let Own::Value(v) = self.writes.own(key) {
             return Ok(v);
         }
-        self.core.get(self.cf, key, self.snapshot, self.read_time)
+        self.core
+            .get_cached(self.cf, &self.views, key, self.snapshot, self.read_time)
     }
 
     /// Scans rows matching `query`, merging this transaction's own writes with its snapshot.

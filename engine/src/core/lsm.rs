@@ -77,7 +77,7 @@ impl Core {
 
     /// Freezes the active memtable of `cf` (caller holds the commit lock) so a flush can write it out.
     pub(crate) fn rotate_locked(&self, cf: &CfState) -> MidgeResult<()> {
-        let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
+        let mut v = cf.mems_mut();
         if v.active.approximate_bytes() == 0 {
             return Ok(());
         }
@@ -190,7 +190,7 @@ impl Core {
         };
         self.apply_edit(&mut lock(&self.manifest), edit)?;
         {
-            let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
+            let mut v = cf.mems_mut();
             let all = Arc::make_mut(&mut v.tables);
             all.extend(tables);
             sort_tables(all);
@@ -343,7 +343,7 @@ impl Core {
                     ..Default::default()
                 };
                 self.apply_edit(&mut lock(&self.manifest), edit)?;
-                let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
+                let mut v = cf.mems_mut();
                 for t in Arc::make_mut(&mut v.tables).iter_mut() {
                     if let Some(m) = moved.iter().find(|m| m.id == t.meta.id) {
                         *t = Arc::new(Table {
@@ -424,7 +424,7 @@ impl Core {
                 };
                 self.apply_edit(&mut lock(&self.manifest), edit)?;
                 {
-                    let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
+                    let mut v = cf.mems_mut();
                     let all = Arc::make_mut(&mut v.tables);
                     all.retain(|t| !ids.contains(&t.meta.id));
                     all.extend(new_tables);

@@ -8,6 +8,7 @@
 pub(crate) mod lsm;
 pub(crate) mod open;
 mod read;
+pub(crate) use read::ViewCache;
 
 use crate::error::{MidgeError, MidgeResult};
 use crate::manifest::{Edit, Manifest};
@@ -47,7 +48,12 @@ pub(crate) struct CfMems {
 pub(crate) struct CfState {
     pub id: ColumnFamilyId,
     pub name: String,
+    /// Read freely; change only through [`CfState::mems_mut`], which bumps `generation`.
     pub mems: RwLock<CfMems>,
+    /// Bumped whenever `mems` changes or the column family is dropped, so a transaction can keep one view of
+    /// the sources across reads and revalidate it with a single load instead of a lock and three `Arc`
+    /// clones per read.
+    pub generation: AtomicU64,
 }
 
 impl CfState {
@@ -60,7 +66,15 @@ impl CfState {
                 immutable: Arc::new(Vec::new()),
                 tables: Arc::default(),
             }),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The memtables and tables for changing; invalidates every cached view (see [`CfState::generation`]).
+    pub fn mems_mut(&self) -> std::sync::RwLockWriteGuard<'_, CfMems> {
+        let g = self.mems.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        g
     }
 
     /// Memtables newest first.
@@ -636,7 +650,9 @@ impl Core {
         };
         self.apply_edit(&mut m, edit)?;
         drop(m);
-        self.cfs.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        if let Some(cf) = self.cfs.write().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+            cf.generation.fetch_add(1, Ordering::AcqRel);
+        }
         // Live readers keep their open handles; a crash before these removals leaves orphans, removed at open.
         for f in &files {
             let _ = self.fs.remove(&lsm::sst_path(*f));

@@ -299,7 +299,7 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
             ))
         })?;
         let table = core.open_table(meta)?;
-        let mut v = cf.mems.write().unwrap_or_else(|p| p.into_inner());
+        let mut v = cf.mems_mut();
         let all = std::sync::Arc::make_mut(&mut v.tables);
         all.push(table);
         super::lsm::sort_tables(all);

@@ -1,8 +1,8 @@
 //! The read path: point lookups, conflict probes and scan sources over a column family's memtables (newest
 //! first) and SSTs (by descending sequence).
 
-use super::Core;
 use super::lsm::Table;
+use super::{CfState, Core};
 use crate::error::{MidgeError, MidgeResult};
 use crate::iter::{Input, VisibleIter};
 use crate::memtable::Memtable;
@@ -10,10 +10,11 @@ use crate::sst::SstIter;
 use crate::types::{ColumnFamilyId, Found, RangeTombstone, Seq};
 use bytes::Bytes;
 use std::ops::Bound;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 /// One consistent view of a column family's sources.
+#[derive(Debug)]
 struct View {
     active: Arc<Memtable>,
     /// Oldest first (read in reverse); empty, so not allocated, unless a flush is pending.
@@ -28,7 +29,56 @@ impl View {
     }
 }
 
+/// A transaction's cached [`View`] of one column family, valid while the column family's generation is
+/// unchanged (see [`super::CfState::generation`]). Reads through it skip the column-family map lock, the
+/// memtable-set lock and three shared reference counts, all contended when writers run alongside.
+#[derive(Debug, Default)]
+pub(crate) struct ViewCache(Mutex<Option<CachedView>>);
+
+#[derive(Debug)]
+struct CachedView {
+    cf: Arc<CfState>,
+    generation: u64,
+    view: View,
+}
+
 impl Core {
+    /// Runs `f` on a current view of `cf`, reusing the one in `cache` while it is current.
+    fn with_view<R>(
+        &self,
+        cf: ColumnFamilyId,
+        cache: &ViewCache,
+        f: impl FnOnce(&View) -> MidgeResult<R>,
+    ) -> MidgeResult<R> {
+        let mut c = cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        match c.as_ref() {
+            Some(v) if v.cf.id == cf && v.cf.generation.load(Ordering::Acquire) == v.generation => {}
+            _ => {
+                let state = self.cf(cf).ok_or_else(|| {
+                    MidgeError::InvalidArgument(format!("unknown or dropped column family {cf}"))
+                })?;
+                let m = state.mems.read().unwrap_or_else(|p| p.into_inner());
+                // Read under the lock: `mems_mut` bumps it while holding the write lock.
+                let generation = state.generation.load(Ordering::Acquire);
+                let view = View {
+                    active: m.active.clone(),
+                    immutable: m.immutable.clone(),
+                    tables: m.tables.clone(),
+                };
+                drop(m);
+                *c = Some(CachedView {
+                    cf: state,
+                    generation,
+                    view,
+                });
+            }
+        }
+        match c.as_ref() {
+            Some(v) => f(&v.view),
+            None => Err(MidgeError::Internal("view cache empty after refresh".into())),
+        }
+    }
+
     fn view(&self, cf: ColumnFamilyId) -> MidgeResult<View> {
         let cf = self
             .cf(cf)
@@ -45,8 +95,7 @@ impl Core {
     }
 
     /// The newest version of `key` at or below `snapshot` and the newest covering range tombstone.
-    fn lookup(&self, cf: ColumnFamilyId, key: &[u8], snapshot: Seq) -> MidgeResult<(Option<Found>, Seq)> {
-        let view = self.view(cf)?;
+    fn lookup(&self, view: &View, key: &[u8], snapshot: Seq) -> MidgeResult<(Option<Found>, Seq)> {
         let mut best: Option<Found> = None;
         let mut tomb: Seq = 0;
         let newer = |e: Option<Found>, best: &mut Option<Found>| {
@@ -91,15 +140,26 @@ impl Core {
         snapshot: Seq,
         read_time: u64,
     ) -> MidgeResult<Option<Bytes>> {
-        let (best, tomb) = self.lookup(cf, key, snapshot)?;
-        Ok(best
-            .filter(|e| e.seq > tomb && !e.is_absent_at(read_time))
-            .map(|e| e.value))
+        let (best, tomb) = self.lookup(&self.view(cf)?, key, snapshot)?;
+        Ok(visible(best, tomb, read_time))
+    }
+
+    /// [`Core::get`] through a transaction's [`ViewCache`].
+    pub fn get_cached(
+        &self,
+        cf: ColumnFamilyId,
+        cache: &ViewCache,
+        key: &[u8],
+        snapshot: Seq,
+        read_time: u64,
+    ) -> MidgeResult<Option<Bytes>> {
+        let (best, tomb) = self.with_view(cf, cache, |v| self.lookup(v, key, snapshot))?;
+        Ok(visible(best, tomb, read_time))
     }
 
     /// The sequence of the newest mutation (put, delete or covering range delete) of `key`, visible or not.
     pub fn latest_mutation_seq(&self, cf: ColumnFamilyId, key: &[u8]) -> MidgeResult<Seq> {
-        let (best, tomb) = self.lookup(cf, key, Seq::MAX)?;
+        let (best, tomb) = self.lookup(&self.view(cf)?, key, Seq::MAX)?;
         Ok(best.map_or(0, |e| e.seq).max(tomb))
     }
 
@@ -186,4 +246,10 @@ impl Core {
             sources, reverse, snapshot, read_time, tombstones,
         ))
     }
+}
+
+/// The value a lookup's newest version and newest covering tombstone leave visible at `read_time`.
+fn visible(best: Option<Found>, tomb: Seq, read_time: u64) -> Option<Bytes> {
+    best.filter(|e| e.seq > tomb && !e.is_absent_at(read_time))
+        .map(|e| e.value)
 }
