@@ -101,6 +101,34 @@ pub(crate) fn cmp_keys(a: &[u8], b: &[u8]) -> Ordering {
     a.len().cmp(&b.len())
 }
 
+/// The first 16 bytes of `key`, zero-padded, as two big-endian words. Comparing heads orders keys as their
+/// bytes do, except that keys equal in their first 16 bytes (or differing only by trailing zeros there) tie
+/// and must be settled by [`cmp_tail`]. Sorted structures keep heads inline so a search compares integers
+/// in memory it already touches instead of chasing each key's bytes.
+#[inline]
+pub(crate) fn key_head(key: &[u8]) -> [u64; 2] {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key[..n]);
+    let (hi, lo) = b.split_at(8);
+    [
+        u64::from_be_bytes(hi.try_into().unwrap_or_default()),
+        u64::from_be_bytes(lo.try_into().unwrap_or_default()),
+    ]
+}
+
+/// Orders two keys whose [`key_head`]s are equal. Two keys of at most 16 bytes with equal heads differ only
+/// in trailing zeros, so the shorter one is a prefix of the other and sorts first: their lengths decide
+/// without reading the key bytes.
+#[inline]
+pub(crate) fn cmp_tail(a: &[u8], b: &[u8]) -> Ordering {
+    if a.len() <= 16 && b.len() <= 16 {
+        a.len().cmp(&b.len())
+    } else {
+        cmp_keys(a, b)
+    }
+}
+
 /// Key equality, eight bytes at a time inline (see [`cmp_keys`]).
 #[inline]
 pub(crate) fn keys_eq(a: &[u8], b: &[u8]) -> bool {

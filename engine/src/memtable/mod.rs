@@ -8,7 +8,7 @@
 //! long scan never blocks writers and never holds more than one chunk.
 
 use crate::error::MidgeResult;
-use crate::types::{Entry, EntryKind, Found, RangeTombstone, Seq};
+use crate::types::{Entry, EntryKind, Found, RangeTombstone, Seq, cmp_tail, key_head as head};
 use bytes::Bytes;
 use crossbeam_epoch as epoch;
 use crossbeam_skiplist::base::SkipList;
@@ -36,33 +36,6 @@ impl IKey {
             key,
             rseq: Reverse(seq),
         }
-    }
-}
-
-/// The first 16 bytes of `key`, zero-padded, as two big-endian words: comparing heads orders keys as the
-/// bytes do, except that keys equal in their first 16 bytes (or differing only by trailing zero padding)
-/// tie and must be compared in full.
-#[inline]
-fn head(key: &[u8]) -> [u64; 2] {
-    let mut b = [0u8; 16];
-    let n = key.len().min(16);
-    b[..n].copy_from_slice(&key[..n]);
-    let (hi, lo) = b.split_at(8);
-    [
-        u64::from_be_bytes(hi.try_into().unwrap_or_default()),
-        u64::from_be_bytes(lo.try_into().unwrap_or_default()),
-    ]
-}
-
-/// Orders two keys whose heads are equal. Two keys of at most 16 bytes with equal heads differ only in
-/// trailing zeros, so the shorter one is a prefix of the other and sorts first: their lengths decide without
-/// reading the key bytes (a cache miss per comparison in a large tree).
-#[inline]
-fn cmp_tail(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    if a.len() <= 16 && b.len() <= 16 {
-        a.len().cmp(&b.len())
-    } else {
-        a.cmp(b)
     }
 }
 

@@ -1,7 +1,8 @@
 //! A byte-budgeted LRU cache of decoded data blocks, keyed by (file id, block offset).
 
-use crate::types::Entry;
+use crate::types::{Entry, cmp_tail, key_head};
 use bytes::Bytes;
+use std::cmp::Ordering as KeyOrdering;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,9 @@ pub(crate) struct PackedKeys {
     keys: Bytes,
     /// `ends[i]` is where key `i` ends in `keys` (it starts where the previous one ends).
     ends: Vec<u32>,
+    /// Each key's [`key_head`]: a search probe compares one 16-byte head and reads the key itself only on a
+    /// tie (never for keys of at most 16 bytes).
+    heads: Vec<[u64; 2]>,
 }
 
 impl PackedKeys {
@@ -30,7 +34,32 @@ impl PackedKeys {
 
     /// From a buffer and the end offset of each key in it.
     pub fn from_parts(keys: Bytes, ends: Vec<u32>) -> PackedKeys {
-        PackedKeys { keys, ends }
+        let mut p = PackedKeys {
+            keys,
+            ends,
+            heads: Vec::new(),
+        };
+        p.heads = (0..p.ends.len()).map(|i| key_head(p.key(i))).collect();
+        p
+    }
+
+    /// The index of the first key `>= key` (`strict`: `> key`), by binary search over the heads.
+    pub fn lower_bound(&self, key: &[u8], strict: bool) -> usize {
+        let h = key_head(key);
+        let (mut lo, mut hi) = (0, self.heads.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let ord = match self.heads.get(mid) {
+                Some(m) => m.cmp(&h).then_with(|| cmp_tail(self.key(mid), key)),
+                None => KeyOrdering::Greater,
+            };
+            if ord.is_lt() || (strict && ord.is_eq()) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// Key `i` (empty when out of range).
@@ -42,21 +71,6 @@ impl PackedKeys {
         };
         let end = self.ends.get(i).map_or(start, |e| *e as usize);
         self.keys.get(start..end).unwrap_or_default()
-    }
-
-    /// The index of the first key failing `pred` (`pred` must hold for a prefix of the keys), like
-    /// `slice::partition_point`.
-    pub fn partition_point(&self, pred: impl Fn(&[u8]) -> bool) -> usize {
-        let (mut lo, mut hi) = (0, self.ends.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if pred(self.key(mid)) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
     }
 }
 
@@ -80,10 +94,9 @@ impl DecodedBlock {
         self.keys.key(i)
     }
 
-    /// The index of the first entry whose key fails `pred` (`pred` must hold for a prefix of the keys), like
-    /// `slice::partition_point` over the keys.
-    pub fn partition_point_by_key(&self, pred: impl Fn(&[u8]) -> bool) -> usize {
-        self.keys.partition_point(pred)
+    /// The index of the first entry whose key is `>= key` (`strict`: `> key`).
+    pub fn lower_bound(&self, key: &[u8], strict: bool) -> usize {
+        self.keys.lower_bound(key, strict)
     }
 }
 
@@ -120,18 +133,22 @@ struct Inner {
     bytes: u64,
 }
 
-/// Thread-safe LRU; capacity 0 disables caching.
+/// Shards of the cache, each its own LRU under its own lock, so concurrent readers rarely share a lock.
+const SHARDS: usize = 16;
+
+/// Thread-safe LRU, sharded by block; capacity 0 disables caching.
 #[derive(Debug)]
 pub(crate) struct BlockCache {
+    /// Per shard.
     capacity: u64,
-    inner: Mutex<Inner>,
+    shards: Box<[Mutex<Inner>]>,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
 }
 
 fn block_bytes(b: &DecodedBlock) -> u64 {
     b.iter()
-        .map(|e| 2 * e.key.len() as u64 + e.value.len() as u64 + 52)
+        .map(|e| 2 * e.key.len() as u64 + e.value.len() as u64 + 68)
         .sum::<u64>()
         + 64
 }
@@ -139,8 +156,8 @@ fn block_bytes(b: &DecodedBlock) -> u64 {
 impl BlockCache {
     pub fn new(capacity: u64) -> BlockCache {
         BlockCache {
-            capacity,
-            inner: Mutex::default(),
+            capacity: capacity / SHARDS as u64,
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -148,8 +165,17 @@ impl BlockCache {
 
     /// A hit only stamps the entry with a new tick (a hash lookup, no reordering); eviction re-queues
     /// entries whose stamp moved since they were queued, so the order is still least recently used.
+    fn shard(&self, file: u64, offset: u64) -> &Mutex<Inner> {
+        use std::hash::Hasher;
+        let mut h = IdHasher::default();
+        h.write_u64(file);
+        h.write_u64(offset);
+        // The multiply leaves the best-mixed bits on top.
+        &self.shards[(h.finish() >> 60) as usize % SHARDS]
+    }
+
     pub fn get(&self, file: u64, offset: u64) -> Option<Block> {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.shard(file, offset).lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *g;
         inner.tick += 1;
         let tick = inner.tick;
@@ -171,7 +197,7 @@ impl BlockCache {
         if size > self.capacity {
             return;
         }
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.shard(file, offset).lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *g;
         inner.tick += 1;
         let tick = inner.tick;

@@ -8,7 +8,7 @@ use super::{FOOTER_LEN, MAGIC, SstStats, VERSION};
 use crate::codec::{DecodeError, Reader, crc_matches};
 use crate::error::{Corrupt, FileKind, MidgeError, MidgeResult};
 use crate::storage::File;
-use crate::types::{Entry, Found, RangeTombstone, Seq};
+use crate::types::{Entry, Found, RangeTombstone, Seq, keys_eq};
 use bytes::Bytes;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -188,7 +188,7 @@ impl SstReader {
 
     /// First block whose last key is >= `key`.
     fn seek_block(&self, key: &[u8]) -> usize {
-        self.index_keys.partition_point(|k| k < key)
+        self.index_keys.lower_bound(key, false)
     }
 
     /// Newest version of `key` with `seq <= snapshot` (tombstones included), using the bloom filter first.
@@ -204,8 +204,8 @@ impl SstReader {
         for i in self.seek_block(key)..self.index.len() {
             let b = self.block(i)?;
             // Compare against the packed keys (already warm from the search), touching only the entry found.
-            for j in b.partition_point_by_key(|k| k < key)..b.len() {
-                if b.key(j) != key {
+            for j in b.lower_bound(key, false)..b.len() {
+                if !keys_eq(b.key(j), key) {
                     return Ok(None);
                 }
                 if b[j].seq <= snapshot {
@@ -432,9 +432,7 @@ impl SstIter {
             match &hi {
                 Bound::Unbounded => reader.index.len(),
                 // Versions of one key may continue into the next block, so include one block past the bound.
-                Bound::Included(k) => {
-                    (reader.index_keys.partition_point(|ix| ix <= k.as_ref()) + 1).min(reader.index.len())
-                }
+                Bound::Included(k) => (reader.index_keys.lower_bound(k, true) + 1).min(reader.index.len()),
                 Bound::Excluded(k) => (reader.seek_block(k) + 1).min(reader.index.len()),
             }
         } else {
@@ -483,14 +481,16 @@ impl SstIter {
         // Keys ascend within a block, so "inside the near bound" is false then true (forward) and "inside
         // the far bound" true then false (reverse): start at the partition point.
         self.pos = if self.reverse {
-            match self.hi {
+            match &self.hi {
                 Bound::Unbounded => b.len(),
-                _ => b.partition_point_by_key(|k| in_hi(&self.hi, k)),
+                Bound::Included(k) => b.lower_bound(k, true),
+                Bound::Excluded(k) => b.lower_bound(k, false),
             }
         } else {
-            match self.lo {
+            match &self.lo {
                 Bound::Unbounded => 0,
-                _ => b.partition_point_by_key(|k| !in_lo(&self.lo, k)),
+                Bound::Included(k) => b.lower_bound(k, false),
+                Bound::Excluded(k) => b.lower_bound(k, true),
             }
         };
         self.check_far = if self.reverse {
