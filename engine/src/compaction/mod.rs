@@ -134,6 +134,16 @@ fn pick_l0(l0: &[&FileMeta], l1: &[&FileMeta], busy: &BTreeSet<u64>, deepest_use
     if ov.iter().any(|f| busy.contains(&f.id)) {
         return None;
     }
+    // Disjoint L0 files that overlap nothing in L1 (a sequential load) already form valid L1 files: re-level
+    // them without rewriting a byte.
+    let mut sorted = l0.to_vec();
+    sorted.sort_by(|a, b| a.smallest_key.cmp(&b.smallest_key));
+    if ov.is_empty() && sorted.windows(2).all(|w| w[0].largest_key < w[1].smallest_key) {
+        return Some(Choice::Move {
+            files: l0.iter().map(|f| f.id).collect(),
+            to_level: 1,
+        });
+    }
     Some(Choice::Merge {
         level: 0,
         inputs: l0.iter().map(|f| f.id).collect(),
@@ -171,6 +181,36 @@ mod tests {
             multiplier: 10,
             max_level: 6,
         }
+    }
+
+    #[test]
+    fn disjoint_l0_files_clear_of_l1_move_without_a_rewrite() {
+        let mut files = vec![
+            f(1, 0, "c", "d", 10),
+            f(2, 0, "e", "f", 10),
+            f(3, 0, "g", "h", 10),
+            f(4, 0, "i", "j", 10),
+            f(10, 1, "a", "b", 10),
+        ];
+        assert_eq!(
+            choose(&files, &cfg(), &BTreeSet::new()),
+            Choice::Move {
+                files: vec![1, 2, 3, 4],
+                to_level: 1
+            }
+        );
+        // Two L0 files sharing a key, or one touching L1, must merge.
+        files[1] = f(2, 0, "d", "f", 10);
+        assert!(matches!(
+            choose(&files, &cfg(), &BTreeSet::new()),
+            Choice::Merge { .. }
+        ));
+        files[1] = f(2, 0, "e", "f", 10);
+        files[4] = f(10, 1, "a", "c", 10);
+        assert!(matches!(
+            choose(&files, &cfg(), &BTreeSet::new()),
+            Choice::Merge { .. }
+        ));
     }
 
     #[test]
@@ -259,11 +299,19 @@ mod tests {
             match choose(&files, &cfg(), &busy) {
                 Choice::Nothing => {}
                 Choice::Move { files: ids, to_level } => {
-                    for id in ids {
-                        let m = by_id(id);
-                        prop_assert!(!busy.contains(&id));
+                    for id in &ids {
+                        let m = by_id(*id);
+                        prop_assert!(!busy.contains(id));
                         prop_assert_eq!(m.level + 1, to_level);
                         prop_assert!(!files.iter().any(|o| o.level == to_level && overlaps(o, &m.smallest_key, &m.largest_key)));
+                        // Moved together, the files must not overlap each other either.
+                        for other in ids.iter().filter(|o| *o != id) {
+                            let o = by_id(*other);
+                            prop_assert!(!overlaps(o, &m.smallest_key, &m.largest_key), "moved files overlap");
+                        }
+                    }
+                    if to_level == 1 {
+                        prop_assert_eq!(ids.len(), files.iter().filter(|x| x.level == 0).count(), "L0 moves all or nothing");
                     }
                 }
                 Choice::Merge { level, inputs, overlapping, output_level, .. } => {

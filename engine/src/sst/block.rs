@@ -169,8 +169,13 @@ pub(crate) fn decode_data(payload: Vec<u8>) -> Result<DecodedBlock, DecodeError>
     ))
 }
 
-/// Wraps a payload for storage: optional LZ4, then the trailer.
+/// Wraps a payload for storage: optional LZ4, then the trailer. See [`seal_reporting`].
 pub(crate) fn seal(payload: &[u8], compress: bool) -> Vec<u8> {
+    seal_reporting(payload, compress).0
+}
+
+/// [`seal`], also telling whether LZ4 was tried and paid (stored compressed).
+pub(crate) fn seal_reporting(payload: &[u8], compress: bool) -> (Vec<u8>, bool) {
     let mut out;
     let codec;
     let compressed = (compress && payload.len() >= MIN_COMPRESS).then(|| lz4_flex::block::compress(payload));
@@ -190,7 +195,7 @@ pub(crate) fn seal(payload: &[u8], compress: bool) -> Vec<u8> {
     out.push(codec);
     let crc = crc32(&out);
     out.put_u32(crc);
-    out
+    (out, codec == CODEC_LZ4)
 }
 
 /// Checks the trailer and returns the decompressed payload.

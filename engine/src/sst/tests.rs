@@ -307,3 +307,43 @@ proptest! {
         }
     }
 }
+
+/// Incompressible blocks stop paying for LZ4 after a streak, but compression resumes when the data turns
+/// compressible again, and every block still round-trips.
+#[test]
+fn compression_backs_off_on_incompressible_data_and_resumes() {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let (random, zeros) = (400u64, 4000u64);
+    let v: Vec<Entry> = (0..random + zeros)
+        .map(|i| Entry {
+            key: Bytes::from(format!("k{i:08}")),
+            seq: 1,
+            kind: EntryKind::Put,
+            value: Bytes::from(if i < random { noise(200) } else { vec![0u8; 200] }),
+            expiry: None,
+        })
+        .collect();
+    let fs = MemoryFs::new();
+    let meta = build(&fs, "c.sst", &v, &[], 1024);
+    // The compressible tail (≈ 4000 × 209 bytes raw) must have been compressed again.
+    assert!(meta.size < random * 220 + zeros * 209 / 4, "size {}", meta.size);
+    let r = Arc::new(open(&fs, "c.sst", false).unwrap());
+    let got: Vec<Entry> = SstIter::new(r, Bound::Unbounded, Bound::Unbounded, false)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, v);
+    let tried: Vec<u32> = (0..60).filter(|s| writer::try_compress(true, *s)).collect();
+    assert!(!writer::try_compress(false, 0));
+    assert_eq!(tried[..8], [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(tried[8..], [23, 39, 55], "one probe in 16 after giving up");
+}

@@ -1,6 +1,6 @@
 //! Writes one SST: data blocks, then bloom, range-tombstone, meta and index blocks, then the footer.
 
-use super::block::{DataBlockBuilder, seal};
+use super::block::{DataBlockBuilder, seal, seal_reporting};
 use super::bloom::BloomBuilder;
 use super::{FOOTER_LEN, MAGIC, VERSION};
 use crate::codec::{Put, crc32};
@@ -59,6 +59,18 @@ pub(crate) struct SstWriter {
     last: Option<(Bytes, Seq)>,
     meta: SstMeta,
     seqs: Option<(Seq, Seq)>,
+    /// Data blocks in a row that LZ4 did not shrink; see [`SstWriter::try_compress`].
+    incompressible: u32,
+}
+
+/// After this many data blocks in a row that LZ4 did not shrink (random or already compressed values), only
+/// every [`PROBE_EVERY`]th block is tried, so incompressible data does not pay for compression it never gets.
+const GIVE_UP_AFTER: u32 = 8;
+const PROBE_EVERY: u32 = 16;
+
+/// See [`SstWriter::try_compress`]: `streak` data blocks in a row did not shrink.
+pub(super) fn try_compress(enabled: bool, streak: u32) -> bool {
+    enabled && (streak < GIVE_UP_AFTER || (streak - GIVE_UP_AFTER) % PROBE_EVERY == PROBE_EVERY - 1)
 }
 
 impl SstWriter {
@@ -76,6 +88,7 @@ impl SstWriter {
             last: None,
             meta: SstMeta::default(),
             seqs: None,
+            incompressible: 0,
         }
     }
 
@@ -145,12 +158,25 @@ impl SstWriter {
         Ok((at, data.len() as u64))
     }
 
+    /// Whether to try LZ4 on the next data block: always while it pays, then one block in
+    /// [`PROBE_EVERY`] once [`GIVE_UP_AFTER`] blocks in a row did not shrink. Decided from the data alone, so
+    /// both targets write the same bytes.
+    fn try_compress(&self) -> bool {
+        try_compress(self.opts.compress, self.incompressible)
+    }
+
     fn flush_block(&mut self) -> MidgeResult<()> {
         if self.block.is_empty() {
             return Ok(());
         }
         let payload = self.block.finish();
-        let stored = seal(&payload, self.opts.compress);
+        let tried = self.try_compress();
+        let (stored, paid) = seal_reporting(&payload, tried);
+        if tried {
+            self.incompressible = if paid { 0 } else { self.incompressible + 1 };
+        } else {
+            self.incompressible += 1;
+        }
         let (off, len) = self.write(&stored)?;
         let (k, s) = self.last.clone().unwrap_or_default();
         self.index.put_slice32(&k);
