@@ -860,31 +860,39 @@ impl Drop for Core {
 
 /// Applies a logged transaction to a memtable with its original sequences.
 pub(crate) fn apply_record(mem: &Memtable, rec: &TxnRecord) {
-    let seqs = (rec.begin_seq + 1..).zip(&rec.ops);
-    mem.insert_many(seqs.clone().filter_map(|(seq, op)| match op {
-        WalOp::Put { key, value, expiry } => Some(Entry {
-            key: key.clone(),
-            seq,
-            kind: EntryKind::Put,
-            value: value.clone(),
-            expiry: *expiry,
-        }),
-        WalOp::Delete { key } => Some(Entry {
-            key: key.clone(),
-            seq,
-            kind: EntryKind::Delete,
-            value: Bytes::new(),
-            expiry: None,
-        }),
-        WalOp::DeleteRange { .. } => None,
-    }));
-    for (seq, op) in seqs {
-        if let WalOp::DeleteRange { start, end } = op {
-            mem.insert_range(RangeTombstone {
+    let mut versions = Vec::with_capacity(rec.ops.len());
+    record_versions(rec, |e| versions.push(e), |t| mem.insert_range(t));
+    mem.insert_many(versions);
+}
+
+/// Splits a transaction record into its versions (puts and point deletes, each with its sequence) and its
+/// range tombstones.
+pub(crate) fn record_versions(
+    rec: &TxnRecord,
+    mut version: impl FnMut(Entry),
+    mut range: impl FnMut(RangeTombstone),
+) {
+    for (seq, op) in (rec.begin_seq + 1..).zip(&rec.ops) {
+        match op {
+            WalOp::Put { key, value, expiry } => version(Entry {
+                key: key.clone(),
+                seq,
+                kind: EntryKind::Put,
+                value: value.clone(),
+                expiry: *expiry,
+            }),
+            WalOp::Delete { key } => version(Entry {
+                key: key.clone(),
+                seq,
+                kind: EntryKind::Delete,
+                value: Bytes::new(),
+                expiry: None,
+            }),
+            WalOp::DeleteRange { start, end } => range(RangeTombstone {
                 start: start.clone(),
                 end: end.clone(),
                 seq,
-            });
+            }),
         }
     }
 }

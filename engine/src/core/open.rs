@@ -1,6 +1,6 @@
 //! Open and recovery: lock → format marker → manifest → WAL replay → fresh manifest snapshot → new WAL segment.
 
-use super::{CfState, CommitState, Core, Counters, Visibility, apply_record, lock};
+use super::{CfState, CommitState, Core, Counters, Visibility, lock, record_versions};
 use crate::cloud::Cloud;
 use crate::error::{MidgeError, MidgeResult};
 use crate::manifest::{self, CURRENT, Manifest, ManifestState};
@@ -11,6 +11,7 @@ use crate::storage::local::LocalFs;
 use crate::storage::memory::MemoryFs;
 use crate::storage::{OpenMode, SharedFs, publish_file};
 use crate::txn::SnapshotRegistry;
+use crate::types::{ColumnFamilyId, Entry, cmp_tail, key_head};
 use crate::wal::{self, WAL_DIR, Wal};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -171,16 +172,37 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         .map(|c| (c.id, Arc::new(CfState::new(c.id, c.name.clone()))))
         .collect();
     let flushed: BTreeMap<_, _> = state.cfs.values().map(|c| (c.id, c.flushed_seq)).collect();
+    // Replayed versions are gathered per column family and inserted in key order at the end: inserting a
+    // log's random-order keys one by one misses the cache at every level of the memtable, while sorted
+    // inserts walk a warm path (several times faster on a large log).
+    let mut replayed: BTreeMap<ColumnFamilyId, Vec<([u64; 2], Entry)>> = BTreeMap::new();
     let report = wal::replay(&fs, opts.recovery_policy, true, |rec| {
         // Records of dropped column families, or already covered by published SSTs, are skipped. `flushed` is
         // the highest operation sequence in a flushed memtable; a transaction's last op is commit_seq - 1.
         if let (Some(cf), Some(&f)) = (cfs.get(&rec.cf), flushed.get(&rec.cf))
             && rec.commit_seq() - 1 > f
         {
-            apply_record(&cf.mems.read().unwrap_or_else(|p| p.into_inner()).active, rec);
+            let into = replayed.entry(rec.cf).or_default();
+            let mems = cf.mems.read().unwrap_or_else(|p| p.into_inner());
+            record_versions(
+                rec,
+                |e| into.push((key_head(&e.key), e)),
+                |t| mems.active.insert_range(t),
+            );
         }
         Ok(())
     })?;
+    for (id, mut versions) in replayed {
+        versions.sort_unstable_by(|(ah, a), (bh, b)| {
+            ah.cmp(bh)
+                .then_with(|| cmp_tail(&a.key, &b.key))
+                .then(b.seq.cmp(&a.seq))
+        });
+        if let Some(cf) = cfs.get(&id) {
+            let mems = cf.mems.read().unwrap_or_else(|p| p.into_inner());
+            mems.active.insert_many(versions.into_iter().map(|(_, e)| e));
+        }
+    }
     let last_seq = report.max_seq.max(state.last_seq);
     let (cloud, mut fetched) = match attached {
         Some((c, r)) => (Some(c), r),

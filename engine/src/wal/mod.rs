@@ -292,29 +292,34 @@ fn preallocate_segment(file: &Arc<dyn File>, bytes: u64) -> MidgeResult<u64> {
 fn read_segment(file: &dyn File) -> std::io::Result<(Vec<u8>, u64)> {
     const CHUNK: usize = 1 << 20;
     let len = file.len()?;
-    let mut data = Vec::new();
-    let mut zeros = 0u64;
-    let mut buf = vec![0u8; CHUNK];
+    let too_large = || std::io::Error::other("segment too large for this target");
+    // Reserved once (untouched capacity costs no memory), so the log is read straight into place instead of
+    // through a bounce buffer and a doubling vector.
+    let mut data = Vec::with_capacity(usize::try_from(len).map_err(|_| too_large())?);
+    let mut zeros = 0usize;
     let mut off = 0u64;
     while off < len {
         let n = usize::try_from((len - off).min(CHUNK as u64)).unwrap_or(CHUNK);
-        file.read_exact_at(off, &mut buf[..n])?;
+        let start = data.len();
+        data.resize(start + n, 0);
+        file.read_exact_at(off, &mut data[start..])?;
         // OR-fold per 4 KiB (vectorizes; a short-circuiting byte loop does not).
-        if buf[..n]
+        if data[start..]
             .chunks(4096)
             .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
         {
-            zeros += n as u64;
-        } else {
-            let z = usize::try_from(zeros)
-                .map_err(|_| std::io::Error::other("segment too large for this target"))?;
-            data.resize(data.len() + z, 0);
+            // A zero run is kept out of `data` unless more log follows it.
+            data.truncate(start);
+            zeros += n;
+        } else if zeros > 0 {
+            data.resize(start + n + zeros, 0);
+            data.copy_within(start..start + n, start + zeros);
+            data[start..start + zeros].fill(0);
             zeros = 0;
-            data.extend_from_slice(&buf[..n]);
         }
         off += n as u64;
     }
-    Ok((data, zeros))
+    Ok((data, zeros as u64))
 }
 
 /// Reads the WAL under `policy`, calling `apply` for each record in log order. When `mutate` is true, a torn

@@ -1,8 +1,8 @@
 use super::record::WalOp;
 use super::*;
 use crate::runtime::SystemClock;
-use crate::storage::FileSystem;
 use crate::storage::memory::MemoryFs;
+use crate::storage::{FileSystem, OpenMode};
 use bytes::Bytes;
 
 fn rec(begin: u64, key: &str) -> TxnRecord {
@@ -395,4 +395,25 @@ fn zero_chunks_at_the_end_are_not_read_into_memory_but_frames_of_zeros_still_rep
     assert_eq!(rep.torn_tail_bytes, 0);
     assert_eq!(seg_bytes(&fs, 1).len() as u64, l2);
     assert!(l1 < l2);
+}
+
+/// A segment is read straight into place: zero runs between log bytes are kept, a zero tail is counted and
+/// left out, across 1 MiB read chunks.
+#[test]
+fn read_segment_keeps_inner_zero_runs_and_counts_the_zero_tail() {
+    let fs = MemoryFs::new();
+    let f = fs.open("seg", OpenMode::CreateTruncate).unwrap();
+    let mib = 1usize << 20;
+    let mut want = vec![7u8; 1000];
+    want.resize(1000 + 2 * mib + 5, 0);
+    want.extend_from_slice(&[9u8; 300]);
+    let mut file = want.clone();
+    file.resize(want.len() + 3 * mib, 0);
+    f.write_at(0, &file).unwrap();
+    let (data, zeros) = read_segment(&*f).unwrap();
+    // The tail counted as zeros starts at the first all-zero chunk after the last byte of log.
+    assert_eq!(data.len() as u64 + zeros, file.len() as u64);
+    assert_eq!(&data[..want.len()], &want[..]);
+    assert!(data[want.len()..].iter().all(|b| *b == 0));
+    assert!(zeros >= 2 * mib as u64, "zeros {zeros}");
 }
