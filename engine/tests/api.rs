@@ -232,7 +232,7 @@ fn reverse_prefix_and_limit_scans_follow_the_query_contract() {
 /// sources.
 #[test]
 fn reads_in_one_transaction_survive_flushes_compactions_and_drops_between_them() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
     let engine = Engine::open(OpenOptions::local(dir.path()).build()).unwrap();
     let cf = engine.get_column_family("default").unwrap();
     let put = |k: &str, v: &str| {
