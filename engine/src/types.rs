@@ -171,10 +171,6 @@ impl RangeTombstone {
             .max()
             .unwrap_or(0)
     }
-    /// True when this tombstone hides a version `(key, seq)` for a reader at `snapshot`.
-    pub fn hides(&self, key: &[u8], seq: Seq, snapshot: Seq) -> bool {
-        self.seq <= snapshot && seq < self.seq && self.covers(key)
-    }
 }
 
 /// Largest key size accepted (bytes).

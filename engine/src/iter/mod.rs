@@ -8,7 +8,7 @@
 use crate::error::MidgeResult;
 use crate::memtable::MemCursor;
 use crate::sst::SstIter;
-use crate::types::{Entry, RangeTombstone, Seq, cmp_internal, keys_eq};
+use crate::types::{Entry, RangeTombstone, Seq, cmp_internal, cmp_keys, keys_eq};
 use bytes::Bytes;
 use std::cmp::Ordering;
 
@@ -198,7 +198,7 @@ pub(crate) struct VisibleIter {
     reverse: bool,
     snapshot: Seq,
     read_time: u64,
-    tombstones: Vec<RangeTombstone>,
+    tombstones: Fragments,
     /// The key whose versions are being skipped when none of them is returned.
     skip: Vec<u8>,
 }
@@ -211,7 +211,8 @@ impl VisibleIter {
         read_time: u64,
         tombstones: Vec<RangeTombstone>,
     ) -> VisibleIter {
-        let tombstones = tombstones.into_iter().filter(|t| t.seq <= snapshot).collect();
+        let visible: Vec<RangeTombstone> = tombstones.into_iter().filter(|t| t.seq <= snapshot).collect();
+        let tombstones = Fragments::new(&visible);
         VisibleIter {
             merge: MergeIter::new(inputs, reverse),
             reverse,
@@ -246,7 +247,7 @@ impl VisibleIter {
                 self.merge.advance()?;
                 continue;
             }
-            if shows(e, self.read_time, self.snapshot, &self.tombstones) {
+            if shows(e, self.read_time, &mut self.tombstones) {
                 let row = (e.key.clone(), e.value.clone());
                 self.merge.advance()?;
                 skip_key(&mut self.merge, &row.0)?;
@@ -273,9 +274,7 @@ impl VisibleIter {
                     break;
                 }
                 if e.seq <= self.snapshot {
-                    best = Some(
-                        shows(e, self.read_time, self.snapshot, &self.tombstones).then(|| e.value.clone()),
-                    );
+                    best = Some(shows(e, self.read_time, &mut self.tombstones).then(|| e.value.clone()));
                 }
                 self.merge.advance()?;
             }
@@ -286,10 +285,67 @@ impl VisibleIter {
     }
 }
 
-/// True when `e`, the version a reader at `snapshot` sees for its key, reads as a row.
+/// True when `e`, the version a reader sees for its key, reads as a row (`tombstones` holds only those at or
+/// below the reader's snapshot).
 #[inline]
-fn shows(e: &Entry, read_time: u64, snapshot: Seq, tombstones: &[RangeTombstone]) -> bool {
-    !e.is_absent_at(read_time) && !tombstones.iter().any(|t| t.hides(&e.key, e.seq, snapshot))
+fn shows(e: &Entry, read_time: u64, tombstones: &mut Fragments) -> bool {
+    !e.is_absent_at(read_time) && tombstones.newest_covering(&e.key) <= e.seq
+}
+
+/// Range tombstones cut into sorted, non-overlapping fragments, each with the newest sequence covering it, so
+/// a scan asks one fragment per row (usually the one it asked last) instead of every tombstone.
+#[derive(Debug, Default)]
+pub(crate) struct Fragments {
+    /// Fragment `i` is `[bounds[i], bounds[i + 1])`, covered up to `seqs[i]` (0: not covered).
+    bounds: Vec<Bytes>,
+    seqs: Vec<Seq>,
+    /// The fragment the last lookup landed in (scans move through keys in order).
+    hint: usize,
+}
+
+impl Fragments {
+    pub fn new(tombstones: &[RangeTombstone]) -> Fragments {
+        let mut bounds: Vec<Bytes> = tombstones
+            .iter()
+            .filter(|t| t.start < t.end)
+            .flat_map(|t| [t.start.clone(), t.end.clone()])
+            .collect();
+        bounds.sort_unstable_by(|a, b| cmp_keys(a, b));
+        bounds.dedup();
+        let mut seqs = vec![0; bounds.len().saturating_sub(1)];
+        for t in tombstones.iter().filter(|t| t.start < t.end) {
+            let from = bounds.partition_point(|b| cmp_keys(b, &t.start).is_lt());
+            let to = bounds.partition_point(|b| cmp_keys(b, &t.end).is_lt());
+            for s in seqs.iter_mut().take(to).skip(from) {
+                *s = (*s).max(t.seq);
+            }
+        }
+        Fragments {
+            bounds,
+            seqs,
+            hint: 0,
+        }
+    }
+
+    /// The newest sequence of a tombstone covering `key` (0 when none).
+    #[inline]
+    pub fn newest_covering(&mut self, key: &[u8]) -> Seq {
+        if self.seqs.is_empty() {
+            return 0;
+        }
+        let inside = |i: usize| {
+            self.bounds.get(i).is_some_and(|lo| cmp_keys(lo, key).is_le())
+                && self.bounds.get(i + 1).is_some_and(|hi| cmp_keys(key, hi).is_lt())
+        };
+        if !inside(self.hint) {
+            let upper = self.bounds.partition_point(|b| cmp_keys(b, key).is_le());
+            if upper == 0 || upper >= self.bounds.len() {
+                return 0;
+            }
+            self.hint = upper - 1;
+        }
+        self.seqs.get(self.hint).copied().unwrap_or(0)
+    }
 }
 
 /// Moves `merge` past every remaining version of `key`.
@@ -432,5 +488,29 @@ mod tests {
         assert_eq!(prefix_successor(&[b'a', 0xFF]), Some(Bytes::from("b")));
         assert_eq!(prefix_successor(&[0xFF, 0xFF]), None);
         assert_eq!(prefix_successor(b""), None);
+    }
+
+    proptest::proptest! {
+        /// Fragments answer exactly what checking every tombstone would, in any lookup order (the hint must
+        /// never stick to a stale fragment).
+        #[test]
+        fn fragments_match_checking_every_tombstone(
+            ts in proptest::collection::vec((0u8..12, 0u8..12, 1u64..20), 0..12),
+            probes in proptest::collection::vec(0u8..14, 0..40),
+        ) {
+            let ts: Vec<RangeTombstone> = ts
+                .iter()
+                .map(|(a, b, seq)| RangeTombstone {
+                    start: Bytes::from(vec![*a]),
+                    end: Bytes::from(vec![*b]),
+                    seq: *seq,
+                })
+                .collect();
+            let mut f = Fragments::new(&ts);
+            for p in probes {
+                let want = RangeTombstone::newest_covering(&ts, &[p], Seq::MAX);
+                proptest::prop_assert_eq!(f.newest_covering(&[p]), want, "key {}", p);
+            }
+        }
     }
 }
