@@ -37,26 +37,28 @@ pub(crate) struct Entry {
 impl Entry {
     /// True when this version reads as absent at `now_ms` (a tombstone, or an expired value).
     pub fn is_absent_at(&self, now_ms: u64) -> bool {
-        self.kind == EntryKind::Delete || self.expiry.is_some_and(|e| e <= now_ms)
+        absent_at(self.kind, self.expiry, now_ms)
     }
 }
 
+fn absent_at(kind: EntryKind, expiry: Option<u64>, now_ms: u64) -> bool {
+    kind == EntryKind::Delete || expiry.is_some_and(|e| e <= now_ms)
+}
+
 /// A version found by a point lookup: an [`Entry`] without its key, which the caller already holds (so a
-/// lookup never clones or touches the stored key's bytes).
+/// lookup never clones or touches the stored key's bytes). Fields as in [`Entry`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Found {
     pub seq: Seq,
     pub kind: EntryKind,
-    /// Empty for tombstones.
     pub value: Bytes,
-    /// Absolute expiry in milliseconds since the epoch; `None` never expires.
     pub expiry: Option<u64>,
 }
 
 impl Found {
-    /// True when this version reads as absent at `now_ms` (a tombstone, or an expired value).
+    /// As [`Entry::is_absent_at`].
     pub fn is_absent_at(&self, now_ms: u64) -> bool {
-        self.kind == EntryKind::Delete || self.expiry.is_some_and(|e| e <= now_ms)
+        absent_at(self.kind, self.expiry, now_ms)
     }
 }
 
