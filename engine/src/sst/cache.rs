@@ -2,7 +2,6 @@
 
 use crate::types::{Entry, cmp_tail, key_head};
 use bytes::Bytes;
-use std::cmp::Ordering as KeyOrdering;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +18,13 @@ pub(crate) struct PackedKeys {
     /// Each key's [`key_head`]: a search probe compares one 16-byte head and reads the key itself only on a
     /// tie (never for keys of at most 16 bytes).
     heads: Vec<[u64; 2]>,
+    /// Every [`FENCE`]th head, contiguous: a search binary-searches these (a few cache lines) and then scans
+    /// one run of at most [`FENCE`] adjacent heads, instead of probing all over `heads`.
+    fences: Vec<[u64; 2]>,
 }
+
+/// Heads per fence (16 × 16 bytes: four adjacent cache lines).
+const FENCE: usize = 16;
 
 impl PackedKeys {
     pub fn new<'a>(keys: impl Iterator<Item = &'a [u8]>, count: usize, bytes: usize) -> PackedKeys {
@@ -38,28 +43,42 @@ impl PackedKeys {
             keys,
             ends,
             heads: Vec::new(),
+            fences: Vec::new(),
         };
         p.heads = (0..p.ends.len()).map(|i| key_head(p.key(i))).collect();
+        p.fences = p.heads.iter().step_by(FENCE).copied().collect();
         p
     }
 
-    /// The index of the first key `>= key` (`strict`: `> key`), by binary search over the heads.
+    /// The index of the first key `>= key` (`strict`: `> key`): a binary search over the fences, then a scan
+    /// of one run of adjacent heads.
     pub fn lower_bound(&self, key: &[u8], strict: bool) -> usize {
         let h = key_head(key);
-        let (mut lo, mut hi) = (0, self.heads.len());
+        // Whether key `i`, whose head is `head`, still sorts before the bound.
+        let before = |i: usize, head: &[u64; 2]| {
+            let ord = head.cmp(&h).then_with(|| cmp_tail(self.key(i), key));
+            ord.is_lt() || (strict && ord.is_eq())
+        };
+        let (mut lo, mut hi) = (0, self.fences.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let ord = match self.heads.get(mid) {
-                Some(m) => m.cmp(&h).then_with(|| cmp_tail(self.key(mid), key)),
-                None => KeyOrdering::Greater,
-            };
-            if ord.is_lt() || (strict && ord.is_eq()) {
+            if self.fences.get(mid).is_some_and(|f| before(mid * FENCE, f)) {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
-        lo
+        // Fence `lo` (if any) is the first not before the bound; the answer is in the run ending there.
+        let (start, end) = if lo == 0 {
+            (0, 0)
+        } else {
+            ((lo - 1) * FENCE + 1, (lo * FENCE).min(self.heads.len()))
+        };
+        let mut i = start;
+        while i < end && self.heads.get(i).is_some_and(|x| before(i, x)) {
+            i += 1;
+        }
+        i
     }
 
     /// Key `i` (empty when out of range).

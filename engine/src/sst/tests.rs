@@ -347,3 +347,22 @@ fn compression_backs_off_on_incompressible_data_and_resumes() {
     assert_eq!(tried[..8], [0, 1, 2, 3, 4, 5, 6, 7]);
     assert_eq!(tried[8..], [23, 39, 55], "one probe in 16 after giving up");
 }
+
+proptest! {
+    /// The fenced search over packed keys agrees with a plain partition point, on either side of the bound,
+    /// across many fences and with keys that tie on their 16-byte heads.
+    #[test]
+    fn packed_key_search_matches_a_partition_point(
+        mut keys in prop::collection::vec(model_key(4), 0..120),
+        probes in prop::collection::vec(model_key(4), 1..30),
+    ) {
+        keys.sort();
+
+        let bytes = keys.iter().map(Vec::len).sum();
+        let packed = cache::PackedKeys::new(keys.iter().map(Vec::as_slice), keys.len(), bytes);
+        for p in probes.iter().chain(&keys) {
+            prop_assert_eq!(packed.lower_bound(p, false), keys.partition_point(|k| k < p));
+            prop_assert_eq!(packed.lower_bound(p, true), keys.partition_point(|k| k <= p));
+        }
+    }
+}
