@@ -300,7 +300,6 @@ impl Drop for Tx {
 /// The transactions named by a `short-handle`. A handle is a slot index (low 32 bits) and the slot's
 /// generation (high 32 bits, never 0), so a handle whose transaction was dropped matches nothing, even after its
 /// slot is reused.
-#[derive(Default)]
 struct ShortHandles {
     slots: Vec<(u32, Option<TxSlot>)>,
     free: Vec<u32>,
@@ -344,7 +343,12 @@ impl ShortHandles {
 }
 
 thread_local! {
-    static SHORT: RefCell<ShortHandles> = RefCell::new(ShortHandles::default());
+    static SHORT: RefCell<ShortHandles> = const {
+        RefCell::new(ShortHandles {
+            slots: Vec::new(),
+            free: Vec::new(),
+        })
+    };
 }
 
 /// `get-short`: the value of `key[..len]` in the transaction with short handle `handle`.
