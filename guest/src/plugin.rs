@@ -1,10 +1,14 @@
 //! wit-bindgen exports of `cntryl:midge/engine`, delegating to `cntryl-midge`.
-#![allow(unsafe_code)] // only in the code `generate!` emits; the delegation below has none
+// Only in the code `generate!` emits, and the `export_name` attribute of the hand-written `get-short` export;
+// the delegation below has none.
+#![allow(unsafe_code)]
 
 use cntryl_midge::{Bytes, MidgeError};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
-wit_bindgen::generate!({ world: "plugin", path: "../wit" });
+// `get-short` is exported by hand below (`export_get_short`), without a `post-return`.
+wit_bindgen::generate!({ world: "plugin", path: "../wit", skip: ["get-short"] });
 
 use cntryl::midge::types::{
     ConflictPolicy as WitPolicy, Durability, Error as WitError, Health, OpenConfig, Query as WitQuery,
@@ -21,6 +25,9 @@ impl Guest for Component {
     type Database = Db;
     type Transaction = Tx;
     type ScanIterator = Scan;
+    fn take_short_error() -> Option<WitError> {
+        SHORT_ERROR.take()
+    }
 }
 
 export!(Component);
@@ -176,7 +183,8 @@ impl GuestDatabase for Db {
         };
         let tx = self.with(|e| e.begin_tx(cf, mode))?;
         Ok(Transaction::new(Tx {
-            tx: RefCell::new(Some(tx)),
+            tx: Rc::new(RefCell::new(Some(tx))),
+            short: Cell::new(0),
         }))
     }
 
@@ -271,9 +279,143 @@ impl GuestDatabase for Db {
     }
 }
 
+/// A transaction's state, shared by its resource and (once it has a `short-handle`) the handle table.
+type TxSlot = Rc<RefCell<Option<cntryl_midge::Transaction>>>;
+
 /// The `transaction` resource.
 pub struct Tx {
-    tx: RefCell<Option<cntryl_midge::Transaction>>,
+    tx: TxSlot,
+    /// Its `short-handle` (0: none issued yet).
+    short: Cell<u64>,
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.short.get() != 0 {
+            SHORT.with_borrow_mut(|h| h.remove(self.short.get()));
+        }
+    }
+}
+
+/// The transactions named by a `short-handle`. A handle is a slot index (low 32 bits) and the slot's
+/// generation (high 32 bits, never 0), so a handle whose transaction was dropped matches nothing, even after its
+/// slot is reused.
+struct ShortHandles {
+    slots: Vec<(u32, Option<TxSlot>)>,
+    free: Vec<u32>,
+}
+
+impl ShortHandles {
+    fn insert(&mut self, tx: TxSlot) -> u64 {
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push((0, None));
+                // wasm32: a slot per live transaction, far below u32::MAX.
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        let slot = &mut self.slots[i as usize];
+        slot.0 += 1;
+        slot.1 = Some(tx);
+        (u64::from(slot.0) << 32) | u64::from(i)
+    }
+
+    fn get(&self, handle: u64) -> Option<&TxSlot> {
+        let (generation, i) = ((handle >> 32) as u32, handle as u32);
+        match self.slots.get(i as usize) {
+            Some((g, Some(tx))) if *g == generation => Some(tx),
+            _ => None,
+        }
+    }
+
+    fn remove(&mut self, handle: u64) {
+        let (generation, i) = ((handle >> 32) as u32, handle as u32);
+        if let Some(slot) = self.slots.get_mut(i as usize)
+            && slot.0 == generation
+            && slot.1.take().is_some()
+            // A slot whose generation would wrap is retired rather than reused.
+            && generation < u32::MAX
+        {
+            self.free.push(i);
+        }
+    }
+}
+
+thread_local! {
+    static SHORT: RefCell<ShortHandles> = const {
+        RefCell::new(ShortHandles {
+            slots: Vec::new(),
+            free: Vec::new(),
+        })
+    };
+}
+
+/// `get-short`: the value of `key[..len]` in the transaction with short handle `handle`.
+fn get_short(handle: u64, len: usize, key: &[u8; 24]) -> Result<Option<Bytes>, WitError> {
+    let key = key.get(..len).ok_or_else(|| {
+        WitError::InvalidArgument(format!("get-short takes keys of at most 24 bytes, not {len}"))
+    })?;
+    SHORT.with_borrow(|h| {
+        let tx = h.get(handle).ok_or_else(|| {
+            WitError::InvalidArgument(format!("no live transaction has short handle {handle:#x}"))
+        })?;
+        let t = tx.borrow();
+        t.as_ref().ok_or_else(finished)?.get(key).map_err(err)
+    })
+}
+
+/// The canonical-ABI return area of `get-short` (`short-read`: a `u8` case at offset 0, then for `found` the
+/// list's pointer and length at 4 and 8) and the value its `found` list points into: the engine's own `Bytes`
+/// (a slice of the cached block), held rather than copied. Both stay untouched until the next `get-short`, by
+/// which time the host has copied the result out (it lifts the result before the call returns to its caller),
+/// so no `post-return` is needed to free anything.
+struct ShortReturn {
+    area: [u32; 3],
+    value: Option<Bytes>,
+}
+
+thread_local! {
+    static SHORT_RETURN: RefCell<ShortReturn> = const {
+        RefCell::new(ShortReturn { area: [0; 3], value: None })
+    };
+    /// The error of the last `get-short` that returned `failed`, for `take-short-error`.
+    static SHORT_ERROR: Cell<Option<WitError>> = const { Cell::new(None) };
+}
+
+/// The core export behind `get-short` (core signature `(i64, i32, i64, i64, i64) -> i32`, the result a
+/// pointer to the return area). Written by hand because wit-bindgen would return a freshly allocated list
+/// and export a `post-return` to free it: a second call into the component on every read. No `unsafe`
+/// operation happens here; the attribute only names the export.
+#[unsafe(export_name = "cntryl:midge/engine@0.1.0#get-short")]
+extern "C" fn export_get_short(handle: i64, len: i32, k0: i64, k1: i64, k2: i64) -> *mut u8 {
+    wit_bindgen::rt::run_ctors_once();
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&k0.to_le_bytes());
+    key[8..16].copy_from_slice(&k1.to_le_bytes());
+    key[16..].copy_from_slice(&k2.to_le_bytes());
+    // The ABI passes a u32 as an i32 and a u64 as an i64: reinterpret, never truncate.
+    let r = get_short(handle as u64, len as u32 as usize, &key);
+    SHORT_RETURN.with_borrow_mut(|out| {
+        out.area = match r {
+            Ok(Some(v)) => {
+                // wasm32: pointers and lengths are 32 bits.
+                let area = [0, v.as_ptr() as u32, v.len() as u32];
+                out.value = Some(v);
+                area
+            }
+            Ok(None) => {
+                out.value = None;
+                [1, 0, 0]
+            }
+            Err(e) => {
+                out.value = None;
+                SHORT_ERROR.set(Some(e));
+                [2, 0, 0]
+            }
+        };
+        out.area.as_mut_ptr().cast::<u8>()
+    })
 }
 
 impl Tx {
@@ -313,6 +455,14 @@ impl GuestTransaction for Tx {
 
     fn get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, WitError> {
         self.with(|t| Ok(t.get(&key)?.map(|b| b.to_vec())))
+    }
+
+    fn short_handle(&self) -> u64 {
+        if self.short.get() == 0 {
+            self.short
+                .set(SHORT.with_borrow_mut(|h| h.insert(self.tx.clone())));
+        }
+        self.short.get()
     }
 
     fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, WitError> {

@@ -18,6 +18,7 @@ use cntryl_midge::{
 };
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
@@ -38,6 +39,7 @@ mod bindings {
 }
 
 use bindings::cntryl::midge::types as wt;
+use bindings::exports::cntryl::midge::engine::ShortRead;
 
 /// How often the host advances the epoch that per-call deadlines are measured in.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -410,6 +412,29 @@ impl ComponentEngine {
         })
     }
 
+    /// The raw `get-short` export: the value of the first `len` bytes of `key` (three little-endian words) in the
+    /// transaction whose `short-handle` is `handle`. [`ComponentTransaction::get`] is the way to read; this is
+    /// public only so tests can hand the guest bad handles and lengths (typed errors, never a trap).
+    #[doc(hidden)]
+    pub fn get_short(&self, handle: u64, len: u32, key: [u64; 3]) -> MidgeResult<Option<Bytes>> {
+        let [k0, k1, k2] = key;
+        let r = self.call(|s, p, _| {
+            p.cntryl_midge_engine()
+                .call_get_short(s, handle, len, k0, k1, k2)
+                .map(Ok)
+        })?;
+        match r {
+            ShortRead::Found(v) => Ok(Some(Bytes::from(v))),
+            ShortRead::Absent => Ok(None),
+            ShortRead::Failed => {
+                let e = self.call(|s, p, _| p.cntryl_midge_engine().call_take_short_error(s).map(Ok))?;
+                Err(e.map(from_wit).unwrap_or_else(|| {
+                    MidgeError::Internal("get-short failed without an error to take".into())
+                }))
+            }
+        }
+    }
+
     /// Runs `f` against the instance; a trap marks it unusable and becomes `Internal`.
     fn call<T>(
         &self,
@@ -487,6 +512,7 @@ impl ComponentEngine {
         Ok(ComponentTransaction {
             engine: self,
             tx: Some(tx),
+            short: AtomicU64::new(0),
         })
     }
 
@@ -616,10 +642,31 @@ fn decode_flat_batch(batch: &Bytes, out: &mut Vec<(Bytes, Bytes)>) -> MidgeResul
     Ok(n)
 }
 
+/// The longest key `get-short` takes.
+pub const SHORT_KEY: usize = 24;
+
+/// `get-short`'s arguments for `key`: its length, then its bytes as three little-endian words (zero-padded);
+/// `None` if the key is longer than [`SHORT_KEY`].
+fn pack_short_key(key: &[u8]) -> Option<(u32, [u64; 3])> {
+    if key.len() > SHORT_KEY {
+        return None;
+    }
+    let mut b = [0u8; SHORT_KEY];
+    b[..key.len()].copy_from_slice(key);
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    Some((key.len() as u32, [word(0), word(8), word(16)]))
+}
+
 /// A transaction inside the component; same methods as [`cntryl_midge::Transaction`].
 pub struct ComponentTransaction<'e> {
     engine: &'e ComponentEngine,
     tx: Option<ResourceAny>,
+    /// The transaction's `short-handle` for `get-short` (0: not fetched yet; the guest never issues 0).
+    short: AtomicU64,
 }
 
 impl std::fmt::Debug for ComponentTransaction<'_> {
@@ -688,13 +735,38 @@ impl ComponentTransaction<'_> {
         })
     }
 
-    /// Reads a key (own writes first, then the snapshot).
+    /// Reads a key (own writes first, then the snapshot). A key of at most [`SHORT_KEY`] bytes crosses the
+    /// boundary as scalars (`get-short`: one call into the guest, with no argument allocation, no resource
+    /// borrow and no `post-return`); a longer one goes through `transaction.get`.
     pub fn get(&self, key: &[u8]) -> MidgeResult<Option<Bytes>> {
+        if let Some((len, words)) = pack_short_key(key) {
+            return self.engine.get_short(self.short_handle()?, len, words);
+        }
         let tx = self.tx()?;
         let v = self
             .engine
             .call(|s, p, _| p.cntryl_midge_engine().transaction().call_get(s, tx, key))?;
         Ok(v.map(Bytes::from))
+    }
+
+    /// This transaction's `short-handle` (fetched from the guest on first use). Exposed for tests of
+    /// [`ComponentEngine::get_short`].
+    #[doc(hidden)]
+    pub fn short_handle(&self) -> MidgeResult<u64> {
+        let tx = self.tx()?;
+        match self.short.load(Ordering::Relaxed) {
+            0 => {
+                let h = self.engine.call(|s, p, _| {
+                    p.cntryl_midge_engine()
+                        .transaction()
+                        .call_short_handle(s, tx)
+                        .map(Ok)
+                })?;
+                self.short.store(h, Ordering::Relaxed);
+                Ok(h)
+            }
+            h => Ok(h),
+        }
     }
 
     /// Scans rows matching `query` (fetched in batches of 256 rows per boundary crossing).

@@ -21,6 +21,9 @@ trait Driver {
     /// Runs `writes` in one transaction and commits with `opts`.
     fn write(&self, cf: u32, policy: ConflictPolicy, writes: &[W], opts: WriteOptions) -> MidgeResult<()>;
     fn get(&self, cf: u32, key: &[u8]) -> MidgeResult<Option<Bytes>>;
+    /// Applies `writes` in a read-write transaction, reads `keys` in it (own writes first, then the snapshot)
+    /// and rolls it back.
+    fn read_own_writes(&self, cf: u32, writes: &[W], keys: &[Vec<u8>]) -> MidgeResult<Vec<Option<Bytes>>>;
     fn scan(&self, cf: u32, q: &Query) -> MidgeResult<Vec<(Bytes, Bytes)>>;
     fn write_read_only(&self, cf: u32) -> MidgeResult<()>;
     fn records_replayed(&self) -> MidgeResult<u64>;
@@ -83,6 +86,20 @@ impl Driver for Native {
     }
     fn get(&self, cf: u32, key: &[u8]) -> MidgeResult<Option<Bytes>> {
         self.0.begin_tx(cf, TransactionMode::ReadOnly)?.get(key)
+    }
+    fn read_own_writes(&self, cf: u32, writes: &[W], keys: &[Vec<u8>]) -> MidgeResult<Vec<Option<Bytes>>> {
+        let mut tx = self.0.begin_tx(cf, TransactionMode::ReadWrite)?;
+        for w in writes {
+            match w.clone() {
+                W::Put(k, v) => tx.put(k, v, None)?,
+                W::Delete(k) => tx.delete(k)?,
+                W::Range(a, b) => tx.delete_range(a, b)?,
+                other => panic!("read_own_writes takes puts and deletes, not {other:?}"),
+            }
+        }
+        let got = keys.iter().map(|k| tx.get(k)).collect();
+        tx.rollback()?;
+        got
     }
     fn scan(&self, cf: u32, q: &Query) -> MidgeResult<Vec<(Bytes, Bytes)>> {
         self.0
@@ -178,6 +195,20 @@ impl Driver for Wasm {
     }
     fn get(&self, cf: u32, key: &[u8]) -> MidgeResult<Option<Bytes>> {
         self.0.begin_tx(cf, TransactionMode::ReadOnly)?.get(key)
+    }
+    fn read_own_writes(&self, cf: u32, writes: &[W], keys: &[Vec<u8>]) -> MidgeResult<Vec<Option<Bytes>>> {
+        let mut tx = self.0.begin_tx(cf, TransactionMode::ReadWrite)?;
+        for w in writes {
+            match w.clone() {
+                W::Put(k, v) => tx.put(k, v, None)?,
+                W::Delete(k) => tx.delete(k)?,
+                W::Range(a, b) => tx.delete_range(a, b)?,
+                other => panic!("read_own_writes takes puts and deletes, not {other:?}"),
+            }
+        }
+        let got = keys.iter().map(|k| tx.get(k)).collect();
+        tx.rollback()?;
+        got
     }
     fn scan(&self, cf: u32, q: &Query) -> MidgeResult<Vec<(Bytes, Bytes)>> {
         self.0.begin_tx(cf, TransactionMode::ReadOnly)?.scan(q)
@@ -426,6 +457,77 @@ fn large_keys_and_values_cross_the_boundary<D: Driver>() {
     );
 }
 
+/// Point reads of keys on both sides of the component's 24-byte `get-short` limit (lengths 0 to 40, keys that
+/// differ only in trailing zero bytes, all-0xff bytes), from the memtable and from SSTs, and inside a read-write
+/// transaction whose own puts, deletes and range deletes must win over the snapshot.
+fn point_reads_across_key_lengths_see_own_writes_then_the_snapshot<D: Driver>() {
+    let dir = tmp();
+    let e = D::open(dir.path()).unwrap();
+    let cf = e.cf("default").unwrap();
+    let mut keys: Vec<Vec<u8>> = [1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 40]
+        .iter()
+        .map(|&n| (0..n).map(|i| b'a' + (i % 26) as u8).collect())
+        .collect();
+    keys.extend([
+        b("z"),
+        b("z\0"),
+        b("z\0\0"),
+        vec![0xff; 24],
+        vec![0xff; 25],
+        vec![0; 24],
+    ]);
+    let value = |k: &[u8]| [b"v:".as_slice(), k].concat();
+    // Half the keys in an SST, half in the memtable.
+    let (flushed, live) = keys.split_at(keys.len() / 2);
+    let puts = |ks: &[Vec<u8>]| -> Vec<W> { ks.iter().map(|k| W::Put(k.clone(), value(k))).collect() };
+    e.write(cf, LWW, &puts(flushed), WriteOptions::sync()).unwrap();
+    e.flush(cf).unwrap();
+    e.write(cf, LWW, &puts(live), WriteOptions::sync()).unwrap();
+    for k in &keys {
+        assert_eq!(e.get(cf, k).unwrap().as_deref(), Some(&value(k)[..]), "{k:?}");
+    }
+    for missing in [
+        b(""),
+        b("y"),
+        b("z\0\0\0"),
+        vec![0xff; 23],
+        vec![0; 23],
+        vec![0; 25],
+        b("abcdefghijklmnopqrstuvwxy_"),
+    ] {
+        assert_eq!(e.get(cf, &missing).unwrap(), None, "{missing:?}");
+    }
+    // Own writes first: a put over a flushed key, a delete of a live key, a range delete, a new key.
+    let fresh = b("fresh-key-of-24-bytes-xx");
+    let writes = [
+        W::Put(keys[0].clone(), b("mine")),
+        W::Delete(keys[keys.len() - 1].clone()),
+        W::Range(b("z"), b("z\0\0")),
+        W::Put(fresh.clone(), b("new")),
+    ];
+    let mut probe = keys.clone();
+    probe.push(fresh.clone());
+    let got = e.read_own_writes(cf, &writes, &probe).unwrap();
+    for (k, v) in probe.iter().zip(&got) {
+        let want = if *k == keys[0] {
+            Some(b("mine"))
+        } else if *k == keys[keys.len() - 1] || *k == b("z") || *k == b("z\0") {
+            None
+        } else if *k == fresh {
+            Some(b("new"))
+        } else {
+            Some(value(k))
+        };
+        assert_eq!(v.as_deref(), want.as_deref(), "{k:?}");
+    }
+    // Rolled back: the snapshot is unchanged.
+    assert_eq!(
+        e.get(cf, &keys[0]).unwrap().as_deref(),
+        Some(&value(&keys[0])[..])
+    );
+    assert_eq!(e.get(cf, &fresh).unwrap(), None);
+}
+
 /// `sync_wal`, `wait_for_write_stall_clear` and `verify_storage` behave the same on both targets: buffered
 /// commits made durable on demand, a verification of every SST that finds nothing wrong, and — after flipping a
 /// byte in an SST — a report (or a typed error) that says so.
@@ -491,6 +593,7 @@ conformance!(
     conflict_policy_aborts_on_concurrent_writes,
     column_families_and_recovery_metrics_survive_reopen,
     large_keys_and_values_cross_the_boundary,
+    point_reads_across_key_lengths_see_own_writes_then_the_snapshot,
     maintenance_calls_sync_verify_and_report_damage,
 );
 

@@ -59,3 +59,63 @@ fn exceeding_the_memory_cap_is_a_resource_limit_not_a_host_panic() {
     let engine = ComponentEngine::open_in_memory(&host).unwrap();
     assert!(engine.get_column_family("default").is_some());
 }
+
+/// `get-short` (the component's fast point read) takes a handle and a length from the host: a handle that names
+/// no live transaction, or a key longer than 24 bytes, is a typed `InvalidArgument`, and the instance keeps
+/// serving.
+#[test]
+fn get_short_misuse_is_a_typed_error_and_the_instance_keeps_serving() {
+    let host = ComponentHost::load(midge_conformance::plugin_component()).unwrap();
+    let e = ComponentEngine::open_in_memory(&host).unwrap();
+    let mut tx = e.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    tx.put(b"k".to_vec(), b"v".to_vec(), None).unwrap();
+    tx.commit(WriteOptions::sync()).unwrap();
+    let k = [u64::from(b'k'), 0, 0];
+    let tx = e.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    let h = tx.short_handle().unwrap();
+    assert_eq!(e.get_short(h, 1, k).unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(tx.short_handle().unwrap(), h, "one handle per transaction");
+    // Bytes past `len` are ignored.
+    assert_eq!(e.get_short(h, 1, [u64::MAX, 7, 7]).unwrap(), None);
+    assert_eq!(
+        e.get_short(h, 1, [u64::from(b'k') | 0xff00, 7, 7])
+            .unwrap()
+            .as_deref(),
+        Some(&b"v"[..])
+    );
+    for (handle, len, what) in [
+        (h, 25, "a 25-byte key"),
+        (h, u32::MAX, "a 4 GiB key"),
+        (0, 1, "handle 0"),
+        (h ^ (1 << 32), 1, "another generation of the slot"),
+        (h + 1, 1, "a slot never issued"),
+    ] {
+        let err = e.get_short(handle, len, k).unwrap_err();
+        assert!(matches!(err, MidgeError::InvalidArgument(_)), "{what}: {err}");
+    }
+    drop(tx);
+    let err = e.get_short(h, 1, k).unwrap_err();
+    assert!(
+        matches!(err, MidgeError::InvalidArgument(_)),
+        "a dropped transaction's handle: {err}"
+    );
+    // The slot is reused with a new generation: the old handle still names nothing.
+    let tx = e.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    let h2 = tx.short_handle().unwrap();
+    assert_ne!(h2, h);
+    assert!(matches!(
+        e.get_short(h, 1, k),
+        Err(MidgeError::InvalidArgument(_))
+    ));
+    assert_eq!(e.get_short(h2, 1, k).unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(tx.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    // A committed transaction's handle fails the same way.
+    let w = e.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    let hw = w.short_handle().unwrap();
+    w.commit(WriteOptions::sync()).unwrap();
+    assert!(matches!(
+        e.get_short(hw, 1, k),
+        Err(MidgeError::InvalidArgument(_))
+    ));
+    assert_eq!(tx.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}
