@@ -457,3 +457,72 @@ fn ttl_range_deletes_and_tombstones_hide_rows_across_memtable_l0_and_deeper_leve
     let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
     assert_eq!(tx.scan(&Query::new()).unwrap().count(), want.len());
 }
+
+/// A sequential load's disjoint L0 files may be re-levelled without a rewrite, but an explicit full
+/// compaction after range deletes must drop the deleted rows (not just hide them): when the data and its
+/// tombstones are flushed into one file, and when the data was flushed (and perhaps moved) before.
+#[test]
+fn compacting_after_range_deletes_reclaims_the_deleted_rows() {
+    let n = 4000u32;
+    let total = |e: &Engine| -> u64 {
+        e.get_storage_layout()
+            .unwrap()
+            .levels
+            .iter()
+            .map(|l| l.total_bytes)
+            .sum()
+    };
+    // `flush_every`: flush after that many 100-row commits (0: never). `keep`: load only the rows that survive.
+    let run = |flush_every: u32, delete: bool, keep_only: bool| -> (Engine, tempfile::TempDir) {
+        let dir = tmp();
+        let opts = OpenOptions::local(dir.path())
+            .with_memtable_size_limit(8 << 20)
+            .with_l0_compaction_trigger(2)
+            .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
+            .build()
+            .unwrap();
+        let engine = Engine::open(opts).unwrap();
+        let cf = engine.get_column_family("default").unwrap();
+        for chunk in 0..n / 100 {
+            if keep_only && chunk % 2 == 0 {
+                continue;
+            }
+            let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+            for i in chunk * 100..(chunk + 1) * 100 {
+                tx.put(format!("key{i:06}").into_bytes(), vec![b'v'; 60], None)
+                    .unwrap();
+            }
+            tx.commit(WriteOptions::buffered()).unwrap();
+            if flush_every > 0 && chunk % flush_every == flush_every - 1 {
+                engine.flush_cf(&cf).unwrap();
+            }
+        }
+        if delete {
+            for b in (0..n / 100).step_by(2) {
+                let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+                tx.delete_range(
+                    format!("key{:06}", b * 100).into_bytes(),
+                    format!("key{:06}", (b + 1) * 100).into_bytes(),
+                )
+                .unwrap();
+                tx.commit(WriteOptions::buffered()).unwrap();
+            }
+        }
+        engine.flush_cf(&cf).unwrap();
+        engine.compact_all().unwrap();
+        (engine, dir)
+    };
+    let (reference, _d) = run(0, false, true);
+    let survivors = total(&reference);
+    for flush_every in [0, 5, 10] {
+        let (engine, _dir) = run(flush_every, true, false);
+        assert_eq!(all_rows(&engine).len(), (n / 2) as usize);
+        let after = total(&engine);
+        assert!(
+            after * 10 <= survivors * 13,
+            "flush_every={flush_every}: {after} bytes after deleting half and compacting, but the survivors \
+             alone take {survivors}: {:?}",
+            engine.get_storage_layout().unwrap().levels
+        );
+    }
+}

@@ -19,6 +19,9 @@ pub(crate) struct PickerConfig {
     pub multiplier: u64,
     /// Number of levels (L0 ..= max_level).
     pub max_level: u32,
+    /// Whether disjoint L0 files clear of L1 may move down without a rewrite. Off for an explicit full
+    /// compaction, which must rewrite L0 so tombstones drop what they cover (a move keeps it all).
+    pub l0_moves: bool,
 }
 
 impl PickerConfig {
@@ -69,7 +72,7 @@ pub(crate) fn choose(files: &[FileMeta], cfg: &PickerConfig, busy: &BTreeSet<u64
     let deepest_used = files.iter().map(|f| f.level).max().unwrap_or(0);
     let l0 = level(0);
     if l0.len() >= cfg.l0_critical
-        && let Some(c) = pick_l0(&l0, &level(1), busy, deepest_used)
+        && let Some(c) = pick_l0(&l0, &level(1), busy, deepest_used, cfg.l0_moves)
     {
         return c;
     }
@@ -117,14 +120,20 @@ pub(crate) fn choose(files: &[FileMeta], cfg: &PickerConfig, busy: &BTreeSet<u64
         }
     }
     if l0.len() >= cfg.l0_trigger
-        && let Some(c) = pick_l0(&l0, &level(1), busy, deepest_used)
+        && let Some(c) = pick_l0(&l0, &level(1), busy, deepest_used, cfg.l0_moves)
     {
         return c;
     }
     Choice::Nothing
 }
 
-fn pick_l0(l0: &[&FileMeta], l1: &[&FileMeta], busy: &BTreeSet<u64>, deepest_used: u32) -> Option<Choice> {
+fn pick_l0(
+    l0: &[&FileMeta],
+    l1: &[&FileMeta],
+    busy: &BTreeSet<u64>,
+    deepest_used: u32,
+    moves: bool,
+) -> Option<Choice> {
     // L0 files may overlap each other and must merge together, oldest data included: all or nothing.
     if l0.iter().any(|f| busy.contains(&f.id)) || l0.is_empty() {
         return None;
@@ -138,7 +147,7 @@ fn pick_l0(l0: &[&FileMeta], l1: &[&FileMeta], busy: &BTreeSet<u64>, deepest_use
     // them without rewriting a byte.
     let mut sorted = l0.to_vec();
     sorted.sort_by(|a, b| a.smallest_key.cmp(&b.smallest_key));
-    if ov.is_empty() && sorted.windows(2).all(|w| w[0].largest_key < w[1].smallest_key) {
+    if moves && ov.is_empty() && sorted.windows(2).all(|w| w[0].largest_key < w[1].smallest_key) {
         return Some(Choice::Move {
             files: l0.iter().map(|f| f.id).collect(),
             to_level: 1,
@@ -180,6 +189,7 @@ mod tests {
             base_level_bytes: 100,
             multiplier: 10,
             max_level: 6,
+            l0_moves: true,
         }
     }
 
@@ -198,6 +208,14 @@ mod tests {
                 files: vec![1, 2, 3, 4],
                 to_level: 1
             }
+        );
+        let full = PickerConfig {
+            l0_moves: false,
+            ..cfg()
+        };
+        assert!(
+            matches!(choose(&files, &full, &BTreeSet::new()), Choice::Merge { .. }),
+            "a full compaction rewrites L0"
         );
         // Two L0 files sharing a key, or one touching L1, must merge.
         files[1] = f(2, 0, "d", "f", 10);

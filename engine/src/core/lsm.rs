@@ -312,6 +312,7 @@ impl Core {
             base_level_bytes: self.opts.target_sst_size.saturating_mul(4),
             multiplier: 10,
             max_level: 6,
+            l0_moves: !force_l0,
         }
     }
 
