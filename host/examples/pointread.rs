@@ -83,6 +83,31 @@ fn main() -> MidgeResult<()> {
         Ok(())
     };
 
+    // Times every phase's point reads (native and component transactions share the method names but no
+    // trait).
+    macro_rules! read_phases {
+        ($e:ident, $who:literal) => {
+            for &(label, miss) in &phases {
+                let mut r = Rng(12345);
+                let mut found = 0usize;
+                let t = Instant::now();
+                let mut done = 0;
+                while done < total {
+                    let tx = $e.begin_tx(0, TransactionMode::ReadOnly)?;
+                    for _ in 0..1000 {
+                        let i = r.next() % n;
+                        let k = if miss { missing(i) } else { key(i) };
+                        found += tx.get(&k)?.map_or(0, |v| v.len());
+                    }
+                    tx.rollback()?;
+                    done += 1000;
+                }
+                let ns = t.elapsed().as_nanos() as f64 / total as f64;
+                println!("{} {label:5} {ns:8.1} ns/op (found bytes {found})", $who);
+            }
+        };
+    }
+
     if only != "component" {
         let d = dir.join("native");
         let _ = std::fs::remove_dir_all(&d);
@@ -97,24 +122,7 @@ fn main() -> MidgeResult<()> {
         let cf = e.get_column_family("default").expect("default cf");
         e.flush_cf(&cf)?;
         println!("native    ssts {}", e.get_runtime_metrics()?.sst_count);
-        for &(label, miss) in &phases {
-            let mut r = Rng(12345);
-            let mut found = 0usize;
-            let t = Instant::now();
-            let mut done = 0;
-            while done < total {
-                let tx = e.begin_tx(0, TransactionMode::ReadOnly)?;
-                for _ in 0..1000 {
-                    let i = r.next() % n;
-                    let k = if miss { missing(i) } else { key(i) };
-                    found += tx.get(&k)?.map_or(0, |v| v.len());
-                }
-                tx.rollback()?;
-                done += 1000;
-            }
-            let ns = t.elapsed().as_nanos() as f64 / total as f64;
-            println!("native    {label:5} {ns:8.1} ns/op (found bytes {found})");
-        }
+        read_phases!(e, "native   ");
     }
 
     if only != "native" {
@@ -130,24 +138,7 @@ fn main() -> MidgeResult<()> {
         })?;
         e.flush_cf(0)?;
         println!("component ssts {}", e.get_runtime_metrics()?.sst_count);
-        for &(label, miss) in &phases {
-            let mut r = Rng(12345);
-            let mut found = 0usize;
-            let t = Instant::now();
-            let mut done = 0;
-            while done < total {
-                let tx = e.begin_tx(0, TransactionMode::ReadOnly)?;
-                for _ in 0..1000 {
-                    let i = r.next() % n;
-                    let k = if miss { missing(i) } else { key(i) };
-                    found += tx.get(&k)?.map_or(0, |v| v.len());
-                }
-                tx.rollback()?;
-                done += 1000;
-            }
-            let ns = t.elapsed().as_nanos() as f64 / total as f64;
-            println!("component {label:5} {ns:8.1} ns/op (found bytes {found})");
-        }
+        read_phases!(e, "component");
         if !(phase.is_empty() || phase == "calls") {
             return Ok(());
         }

@@ -47,6 +47,33 @@ enum W {
 
 struct Native(Engine);
 
+/// Applies `writes` to a transaction of either driver (the native and component transactions share the
+/// method names but no trait).
+macro_rules! apply_writes {
+    ($tx:ident, $writes:expr) => {
+        for w in $writes {
+            match w.clone() {
+                W::Put(k, v) => $tx.put(k, v, None)?,
+                W::Insert(k, v) => $tx.insert(k, v, None)?,
+                W::Delete(k) => $tx.delete(k)?,
+                W::Range(a, b) => $tx.delete_range(a, b)?,
+                W::Assert(k, v) => $tx.assert_value(k, v)?,
+            }
+        }
+    };
+}
+
+/// Reads `keys` in a read-write transaction of either driver after applying `writes`, then rolls back.
+macro_rules! read_own_writes {
+    ($engine:expr, $cf:expr, $writes:expr, $keys:expr) => {{
+        let mut tx = $engine.begin_tx($cf, TransactionMode::ReadWrite)?;
+        apply_writes!(tx, $writes);
+        let got = $keys.iter().map(|k| tx.get(k)).collect();
+        tx.rollback()?;
+        got
+    }};
+}
+
 impl Driver for Native {
     fn open(dir: &Path) -> MidgeResult<Self> {
         Ok(Native(Engine::open(
@@ -73,33 +100,14 @@ impl Driver for Native {
     fn write(&self, cf: u32, policy: ConflictPolicy, writes: &[W], opts: WriteOptions) -> MidgeResult<()> {
         let mut tx = self.0.begin_tx(cf, TransactionMode::ReadWrite)?;
         tx.set_conflict_policy(policy);
-        for w in writes {
-            match w.clone() {
-                W::Put(k, v) => tx.put(k, v, None)?,
-                W::Insert(k, v) => tx.insert(k, v, None)?,
-                W::Delete(k) => tx.delete(k)?,
-                W::Range(a, b) => tx.delete_range(a, b)?,
-                W::Assert(k, v) => tx.assert_value(k, v)?,
-            }
-        }
+        apply_writes!(tx, writes);
         tx.commit(opts)
     }
     fn get(&self, cf: u32, key: &[u8]) -> MidgeResult<Option<Bytes>> {
         self.0.begin_tx(cf, TransactionMode::ReadOnly)?.get(key)
     }
     fn read_own_writes(&self, cf: u32, writes: &[W], keys: &[Vec<u8>]) -> MidgeResult<Vec<Option<Bytes>>> {
-        let mut tx = self.0.begin_tx(cf, TransactionMode::ReadWrite)?;
-        for w in writes {
-            match w.clone() {
-                W::Put(k, v) => tx.put(k, v, None)?,
-                W::Delete(k) => tx.delete(k)?,
-                W::Range(a, b) => tx.delete_range(a, b)?,
-                other => panic!("read_own_writes takes puts and deletes, not {other:?}"),
-            }
-        }
-        let got = keys.iter().map(|k| tx.get(k)).collect();
-        tx.rollback()?;
-        got
+        read_own_writes!(self.0, cf, writes, keys)
     }
     fn scan(&self, cf: u32, q: &Query) -> MidgeResult<Vec<(Bytes, Bytes)>> {
         self.0
@@ -182,33 +190,14 @@ impl Driver for Wasm {
     fn write(&self, cf: u32, policy: ConflictPolicy, writes: &[W], opts: WriteOptions) -> MidgeResult<()> {
         let mut tx = self.0.begin_tx(cf, TransactionMode::ReadWrite)?;
         tx.set_conflict_policy(policy);
-        for w in writes {
-            match w.clone() {
-                W::Put(k, v) => tx.put(k, v, None)?,
-                W::Insert(k, v) => tx.insert(k, v, None)?,
-                W::Delete(k) => tx.delete(k)?,
-                W::Range(a, b) => tx.delete_range(a, b)?,
-                W::Assert(k, v) => tx.assert_value(k, v)?,
-            }
-        }
+        apply_writes!(tx, writes);
         tx.commit(opts)
     }
     fn get(&self, cf: u32, key: &[u8]) -> MidgeResult<Option<Bytes>> {
         self.0.begin_tx(cf, TransactionMode::ReadOnly)?.get(key)
     }
     fn read_own_writes(&self, cf: u32, writes: &[W], keys: &[Vec<u8>]) -> MidgeResult<Vec<Option<Bytes>>> {
-        let mut tx = self.0.begin_tx(cf, TransactionMode::ReadWrite)?;
-        for w in writes {
-            match w.clone() {
-                W::Put(k, v) => tx.put(k, v, None)?,
-                W::Delete(k) => tx.delete(k)?,
-                W::Range(a, b) => tx.delete_range(a, b)?,
-                other => panic!("read_own_writes takes puts and deletes, not {other:?}"),
-            }
-        }
-        let got = keys.iter().map(|k| tx.get(k)).collect();
-        tx.rollback()?;
-        got
+        read_own_writes!(self.0, cf, writes, keys)
     }
     fn scan(&self, cf: u32, q: &Query) -> MidgeResult<Vec<(Bytes, Bytes)>> {
         self.0.begin_tx(cf, TransactionMode::ReadOnly)?.scan(q)
