@@ -860,40 +860,61 @@ impl Drop for Core {
 
 /// Applies a logged transaction to a memtable with its original sequences.
 pub(crate) fn apply_record(mem: &Memtable, rec: &TxnRecord) {
-    let mut versions = Vec::with_capacity(rec.ops.len());
-    record_versions(rec, |e| versions.push(e), |t| mem.insert_range(t));
-    mem.insert_many(versions);
+    let ops = || (rec.begin_seq + 1..).zip(&rec.ops);
+    mem.insert_many(ops().filter_map(|(seq, op)| version(seq, op)));
+    for (seq, op) in ops() {
+        if let Some(t) = range_tombstone(seq, op) {
+            mem.insert_range(t);
+        }
+    }
 }
 
 /// Splits a transaction record into its versions (puts and point deletes, each with its sequence) and its
 /// range tombstones.
 pub(crate) fn record_versions(
     rec: &TxnRecord,
-    mut version: impl FnMut(Entry),
+    mut version_of: impl FnMut(Entry),
     mut range: impl FnMut(RangeTombstone),
 ) {
     for (seq, op) in (rec.begin_seq + 1..).zip(&rec.ops) {
-        match op {
-            WalOp::Put { key, value, expiry } => version(Entry {
-                key: key.clone(),
-                seq,
-                kind: EntryKind::Put,
-                value: value.clone(),
-                expiry: *expiry,
-            }),
-            WalOp::Delete { key } => version(Entry {
-                key: key.clone(),
-                seq,
-                kind: EntryKind::Delete,
-                value: Bytes::new(),
-                expiry: None,
-            }),
-            WalOp::DeleteRange { start, end } => range(RangeTombstone {
-                start: start.clone(),
-                end: end.clone(),
-                seq,
-            }),
+        if let Some(e) = version(seq, op) {
+            version_of(e);
+        } else if let Some(t) = range_tombstone(seq, op) {
+            range(t);
         }
+    }
+}
+
+/// The version a put or point delete at `seq` writes (`None` for a range delete).
+fn version(seq: Seq, op: &WalOp) -> Option<Entry> {
+    match op {
+        WalOp::Put { key, value, expiry } => Some(Entry {
+            key: key.clone(),
+            seq,
+            kind: EntryKind::Put,
+            value: value.clone(),
+            expiry: *expiry,
+        }),
+        WalOp::Delete { key } => Some(Entry {
+            key: key.clone(),
+            seq,
+            kind: EntryKind::Delete,
+            value: Bytes::new(),
+            expiry: None,
+        }),
+        WalOp::DeleteRange { .. } => None,
+    }
+}
+
+/// The tombstone a range delete at `seq` writes.
+fn range_tombstone(seq: Seq, op: &WalOp) -> Option<RangeTombstone> {
+    match op {
+        WalOp::DeleteRange { start, end } => Some(RangeTombstone {
+            start: start.clone(),
+            end: end.clone(),
+            seq,
+        }),
+        _ => None,
     }
 }
 

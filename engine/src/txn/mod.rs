@@ -154,25 +154,37 @@ impl WriteSet {
 }
 
 /// Live snapshot pins: how many transactions read at each sequence.
+///
+/// A vector sorted by sequence rather than a map: snapshots are taken in sequence order, so a pin appends and
+/// the vector keeps its capacity, where a map allocated and freed a node for every transaction.
 #[derive(Debug, Default)]
 pub(crate) struct SnapshotRegistry {
-    pins: Mutex<BTreeMap<Seq, (usize, u64)>>,
+    /// `(sequence, ref count, pinned-at ms)`, ascending by sequence.
+    pins: Mutex<Vec<(Seq, usize, u64)>>,
 }
 
 impl SnapshotRegistry {
     /// Pins `seq` (taken at `now_ms`).
     pub fn pin(&self, seq: Seq, now_ms: u64) {
         let mut p = self.pins.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = p.entry(seq).or_insert((0, now_ms));
-        slot.0 += 1;
+        match p.binary_search_by_key(&seq, |e| e.0) {
+            Ok(i) => {
+                if let Some(e) = p.get_mut(i) {
+                    e.1 += 1;
+                }
+            }
+            Err(i) => p.insert(i, (seq, 1, now_ms)),
+        }
     }
 
     pub fn unpin(&self, seq: Seq) {
         let mut p = self.pins.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = p.get_mut(&seq) {
-            slot.0 -= 1;
-            if slot.0 == 0 {
-                p.remove(&seq);
+        if let Ok(i) = p.binary_search_by_key(&seq, |e| e.0)
+            && let Some(e) = p.get_mut(i)
+        {
+            e.1 -= 1;
+            if e.1 == 0 {
+                p.remove(i);
             }
         }
     }
@@ -182,27 +194,21 @@ impl SnapshotRegistry {
         self.pins
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .next()
-            .copied()
+            .first()
+            .map(|e| e.0)
     }
 
     /// `(sequence, ref count, pinned-at ms)` for each pinned snapshot.
     pub fn list(&self) -> Vec<(Seq, usize, u64)> {
-        self.pins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(s, (c, t))| (*s, *c, *t))
-            .collect()
+        self.pins.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn count(&self) -> usize {
         self.pins
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(|v| v.0)
+            .iter()
+            .map(|e| e.1)
             .sum()
     }
 }
@@ -251,5 +257,14 @@ mod tests {
         r.unpin(5);
         r.unpin(5);
         assert_eq!(r.oldest(), Some(9));
+        // Out of order, and unpinning what is not pinned changes nothing.
+        r.pin(7, 1);
+        r.pin(3, 2);
+        r.unpin(4);
+        assert_eq!(r.list(), vec![(3, 1, 2), (7, 1, 1), (9, 1, 0)]);
+        r.unpin(3);
+        r.unpin(9);
+        r.unpin(7);
+        assert_eq!((r.oldest(), r.count()), (None, 0));
     }
 }
