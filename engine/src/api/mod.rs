@@ -479,7 +479,7 @@ impl Transaction {
     }
 
     /// Commits atomically with the chosen durability. A read-only transaction commits as a no-op.
-    pub fn commit(self, opts: WriteOptions) -> MidgeResult<()> {
+    pub fn commit(mut self, opts: WriteOptions) -> MidgeResult<()> {
         if self.mode == TransactionMode::ReadOnly {
             self.core.check_open()?;
             return Ok(());
@@ -489,7 +489,7 @@ impl Transaction {
             snapshot: self.snapshot,
             read_time: self.read_time,
             abort_on_conflict: self.policy == ConflictPolicy::AbortOnWriteConflict,
-            writes: &self.writes,
+            writes: std::mem::take(&mut self.writes),
             asserts: &self.asserts,
         };
         self.core.commit(req, opts)

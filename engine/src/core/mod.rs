@@ -178,7 +178,8 @@ pub(crate) struct CommitRequest<'a> {
     pub snapshot: Seq,
     pub read_time: u64,
     pub abort_on_conflict: bool,
-    pub writes: &'a WriteSet,
+    /// Owned: once the checks pass, its operations move into the WAL record without a copy.
+    pub writes: WriteSet,
     pub asserts: &'a [(Bytes, Option<Bytes>)],
 }
 
@@ -319,13 +320,12 @@ impl Core {
     }
 
     /// Commits a write set atomically with one contiguous sequence range.
-    pub fn commit(&self, req: CommitRequest<'_>, opts: WriteOptions) -> MidgeResult<()> {
+    pub fn commit(&self, mut req: CommitRequest<'_>, opts: WriteOptions) -> MidgeResult<()> {
         self.check_writable()?;
         self.check_policy(opts)?;
         let policy = opts.policy();
         let _committer = (policy == DurabilityPolicy::Sync).then(|| self.wal.sync_committer());
-        let ops = &req.writes.ops;
-        let encoded: usize = ops.iter().map(WalOp::encoded_len).sum::<usize>() + 64;
+        let encoded: usize = req.writes.ops.iter().map(WalOp::encoded_len).sum::<usize>() + 64;
         if policy != DurabilityPolicy::BestEffort && encoded > crate::wal::MAX_PAYLOAD {
             return Err(MidgeError::InvalidArgument(format!(
                 "transaction of {encoded} bytes exceeds the {} byte WAL frame limit",
@@ -338,6 +338,7 @@ impl Core {
             .cf(req.cf)
             .ok_or_else(|| MidgeError::InvalidArgument(format!("column family {} was dropped", req.cf)))?;
         self.check_conflicts(&req)?;
+        let ops = std::mem::take(&mut req.writes.ops);
         if !ops.is_empty() {
             self.check_stall(&cf)?;
         }
@@ -357,7 +358,7 @@ impl Core {
         let record = TxnRecord {
             cf: req.cf,
             begin_seq: begin,
-            ops: ops.clone(),
+            ops,
         };
         let commit_seq = record.commit_seq();
         let lsn = if policy == DurabilityPolicy::BestEffort {
