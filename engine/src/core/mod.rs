@@ -861,29 +861,24 @@ impl Drop for Core {
 
 /// Applies a logged transaction to a memtable with its original sequences.
 pub(crate) fn apply_record(mem: &Memtable, rec: &TxnRecord) {
-    let ops = || (rec.begin_seq + 1..).zip(&rec.ops);
-    mem.insert_many(ops().filter_map(|(seq, op)| version(seq, op)));
-    for (seq, op) in ops() {
-        if let Some(t) = range_tombstone(seq, op) {
-            mem.insert_range(t);
-        }
+    mem.insert_many(record_versions(rec));
+    for t in record_range_tombstones(rec) {
+        mem.insert_range(t);
     }
 }
 
-/// Splits a transaction record into its versions (puts and point deletes, each with its sequence) and its
-/// range tombstones.
-pub(crate) fn record_versions(
-    rec: &TxnRecord,
-    mut version_of: impl FnMut(Entry),
-    mut range: impl FnMut(RangeTombstone),
-) {
-    for (seq, op) in (rec.begin_seq + 1..).zip(&rec.ops) {
-        if let Some(e) = version(seq, op) {
-            version_of(e);
-        } else if let Some(t) = range_tombstone(seq, op) {
-            range(t);
-        }
-    }
+/// A transaction record's versions (puts and point deletes), each with its sequence.
+pub(crate) fn record_versions(rec: &TxnRecord) -> impl Iterator<Item = Entry> + '_ {
+    (rec.begin_seq + 1..)
+        .zip(&rec.ops)
+        .filter_map(|(seq, op)| version(seq, op))
+}
+
+/// A transaction record's range tombstones, each with its sequence.
+pub(crate) fn record_range_tombstones(rec: &TxnRecord) -> impl Iterator<Item = RangeTombstone> + '_ {
+    (rec.begin_seq + 1..)
+        .zip(&rec.ops)
+        .filter_map(|(seq, op)| range_tombstone(seq, op))
 }
 
 /// The version a put or point delete at `seq` writes (`None` for a range delete).

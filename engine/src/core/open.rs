@@ -1,6 +1,8 @@
 //! Open and recovery: lock → format marker → manifest → WAL replay → fresh manifest snapshot → new WAL segment.
 
-use super::{CfState, CommitState, Core, Counters, Visibility, lock, record_versions};
+use super::{
+    CfState, CommitState, Core, Counters, Visibility, lock, record_range_tombstones, record_versions,
+};
 use crate::cloud::Cloud;
 use crate::error::{MidgeError, MidgeResult};
 use crate::manifest::{self, CURRENT, Manifest, ManifestState};
@@ -11,7 +13,7 @@ use crate::storage::local::LocalFs;
 use crate::storage::memory::MemoryFs;
 use crate::storage::{OpenMode, SharedFs, publish_file};
 use crate::txn::SnapshotRegistry;
-use crate::types::{ColumnFamilyId, Entry, cmp_tail, key_head};
+use crate::types::{ColumnFamilyId, Entry};
 use crate::wal::{self, WAL_DIR, Wal};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -172,35 +174,27 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         .map(|c| (c.id, Arc::new(CfState::new(c.id, c.name.clone()))))
         .collect();
     let flushed: BTreeMap<_, _> = state.cfs.values().map(|c| (c.id, c.flushed_seq)).collect();
-    // Replayed versions are gathered per column family and inserted in key order at the end: inserting a
-    // log's random-order keys one by one misses the cache at every level of the memtable, while sorted
-    // inserts walk a warm path (several times faster on a large log).
-    let mut replayed: BTreeMap<ColumnFamilyId, Vec<([u64; 2], Entry)>> = BTreeMap::new();
+    // Replayed versions are gathered per column family and inserted once the log is read, so the memtable
+    // can insert them in key order (see `Memtable::insert_unordered`).
+    let mut replayed: BTreeMap<ColumnFamilyId, Vec<Entry>> = BTreeMap::new();
     let report = wal::replay(&fs, opts.recovery_policy, true, |rec| {
         // Records of dropped column families, or already covered by published SSTs, are skipped. `flushed` is
         // the highest operation sequence in a flushed memtable; a transaction's last op is commit_seq - 1.
         if let (Some(cf), Some(&f)) = (cfs.get(&rec.cf), flushed.get(&rec.cf))
             && rec.commit_seq() - 1 > f
         {
-            let into = replayed.entry(rec.cf).or_default();
+            replayed.entry(rec.cf).or_default().extend(record_versions(rec));
             let mems = cf.mems.read().unwrap_or_else(|p| p.into_inner());
-            record_versions(
-                rec,
-                |e| into.push((key_head(&e.key), e)),
-                |t| mems.active.insert_range(t),
-            );
+            for t in record_range_tombstones(rec) {
+                mems.active.insert_range(t);
+            }
         }
         Ok(())
     })?;
-    for (id, mut versions) in replayed {
-        versions.sort_unstable_by(|(ah, a), (bh, b)| {
-            ah.cmp(bh)
-                .then_with(|| cmp_tail(&a.key, &b.key))
-                .then(b.seq.cmp(&a.seq))
-        });
+    for (id, versions) in replayed {
         if let Some(cf) = cfs.get(&id) {
             let mems = cf.mems.read().unwrap_or_else(|p| p.into_inner());
-            mems.active.insert_many(versions.into_iter().map(|(_, e)| e));
+            mems.active.insert_unordered(versions);
         }
     }
     let last_seq = report.max_seq.max(state.last_seq);

@@ -51,47 +51,37 @@ impl Core {
         f: impl FnOnce(&View) -> MidgeResult<R>,
     ) -> MidgeResult<R> {
         let mut c = cache.0.lock().unwrap_or_else(|p| p.into_inner());
-        match c.as_ref() {
-            Some(v) if v.cf.id == cf && v.cf.generation.load(Ordering::Acquire) == v.generation => {}
-            _ => {
-                let state = self.cf(cf).ok_or_else(|| {
-                    MidgeError::InvalidArgument(format!("unknown or dropped column family {cf}"))
-                })?;
-                let m = state.mems.read().unwrap_or_else(|p| p.into_inner());
-                // Read under the lock: `mems_mut` bumps it while holding the write lock.
-                let generation = state.generation.load(Ordering::Acquire);
-                let view = View {
-                    active: m.active.clone(),
-                    immutable: m.immutable.clone(),
-                    tables: m.tables.clone(),
-                };
-                drop(m);
-                *c = Some(CachedView {
-                    cf: state,
-                    generation,
-                    view,
-                });
-            }
-        }
-        match c.as_ref() {
-            Some(v) => f(&v.view),
-            None => Err(MidgeError::Internal("view cache empty after refresh".into())),
-        }
+        let cached = match c.take() {
+            Some(v) if v.cf.id == cf && v.cf.generation.load(Ordering::Acquire) == v.generation => v,
+            _ => self.current_view(cf)?,
+        };
+        f(&c.insert(cached).view)
+    }
+
+    /// The column family's sources now, with the generation they belong to.
+    fn current_view(&self, cf: ColumnFamilyId) -> MidgeResult<CachedView> {
+        let state = self
+            .cf(cf)
+            .ok_or_else(|| MidgeError::InvalidArgument(format!("unknown or dropped column family {cf}")))?;
+        let m = state.mems.read().unwrap_or_else(|p| p.into_inner());
+        // Read under the lock: `mems_mut` bumps it while holding the write lock.
+        let generation = state.generation.load(Ordering::Acquire);
+        // Tables are kept newest first by `lsm::sort_tables` whenever the set changes.
+        let view = View {
+            active: m.active.clone(),
+            immutable: m.immutable.clone(),
+            tables: m.tables.clone(),
+        };
+        drop(m);
+        Ok(CachedView {
+            cf: state,
+            generation,
+            view,
+        })
     }
 
     fn view(&self, cf: ColumnFamilyId) -> MidgeResult<View> {
-        let cf = self
-            .cf(cf)
-            .ok_or_else(|| MidgeError::InvalidArgument(format!("unknown or dropped column family {cf}")))?;
-        let v = cf.mems.read().unwrap_or_else(|p| p.into_inner());
-        // Tables are kept newest first by `lsm::sort_tables` whenever the set changes.
-        let view = View {
-            active: v.active.clone(),
-            immutable: v.immutable.clone(),
-            tables: v.tables.clone(),
-        };
-        drop(v);
-        Ok(view)
+        Ok(self.current_view(cf)?.view)
     }
 
     /// The newest version of `key` at or below `snapshot` and the newest covering range tombstone.

@@ -59,7 +59,7 @@ pub(crate) struct SstWriter {
     last: Option<(Bytes, Seq)>,
     meta: SstMeta,
     seqs: Option<(Seq, Seq)>,
-    /// Data blocks in a row that LZ4 did not shrink; see [`SstWriter::try_compress`].
+    /// Data blocks in a row that LZ4 did not shrink (or was not tried on); see [`try_compress`].
     incompressible: u32,
 }
 
@@ -68,7 +68,9 @@ pub(crate) struct SstWriter {
 const GIVE_UP_AFTER: u32 = 8;
 const PROBE_EVERY: u32 = 16;
 
-/// See [`SstWriter::try_compress`]: `streak` data blocks in a row did not shrink.
+/// Whether to try LZ4 on the next data block, `streak` data blocks in a row having not shrunk: always while it
+/// pays, then one block in [`PROBE_EVERY`] once [`GIVE_UP_AFTER`] did not. Decided from the data alone, so
+/// both targets write the same bytes.
 pub(super) fn try_compress(enabled: bool, streak: u32) -> bool {
     enabled && (streak < GIVE_UP_AFTER || (streak - GIVE_UP_AFTER) % PROBE_EVERY == PROBE_EVERY - 1)
 }
@@ -158,25 +160,14 @@ impl SstWriter {
         Ok((at, data.len() as u64))
     }
 
-    /// Whether to try LZ4 on the next data block: always while it pays, then one block in
-    /// [`PROBE_EVERY`] once [`GIVE_UP_AFTER`] blocks in a row did not shrink. Decided from the data alone, so
-    /// both targets write the same bytes.
-    fn try_compress(&self) -> bool {
-        try_compress(self.opts.compress, self.incompressible)
-    }
-
     fn flush_block(&mut self) -> MidgeResult<()> {
         if self.block.is_empty() {
             return Ok(());
         }
         let payload = self.block.finish();
-        let tried = self.try_compress();
+        let tried = try_compress(self.opts.compress, self.incompressible);
         let (stored, paid) = seal_reporting(&payload, tried);
-        if tried {
-            self.incompressible = if paid { 0 } else { self.incompressible + 1 };
-        } else {
-            self.incompressible += 1;
-        }
+        self.incompressible = if paid { 0 } else { self.incompressible + 1 };
         let (off, len) = self.write(&stored)?;
         let (k, s) = self.last.clone().unwrap_or_default();
         self.index.put_slice32(&k);
