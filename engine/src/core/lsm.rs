@@ -82,7 +82,10 @@ impl Core {
             return Ok(());
         }
         self.wal.rotate()?;
-        let old = std::mem::replace(&mut v.active, Arc::new(Memtable::new()));
+        let old = std::mem::replace(
+            &mut v.active,
+            Arc::new(Memtable::new(self.opts.memtable_size_limit)),
+        );
         Arc::make_mut(&mut v.immutable).push(old);
         Ok(())
     }

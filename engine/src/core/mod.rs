@@ -57,12 +57,13 @@ pub(crate) struct CfState {
 }
 
 impl CfState {
-    pub fn new(id: ColumnFamilyId, name: String) -> CfState {
+    /// A column family with an empty memtable sized for `memtable_limit` bytes.
+    pub fn new(id: ColumnFamilyId, name: String, memtable_limit: u64) -> CfState {
         CfState {
             id,
             name,
             mems: RwLock::new(CfMems {
-                active: Arc::new(Memtable::new()),
+                active: Arc::new(Memtable::new(memtable_limit)),
                 immutable: Arc::new(Vec::new()),
                 tables: Arc::default(),
             }),
@@ -610,7 +611,7 @@ impl Core {
             ..Default::default()
         };
         self.apply_edit(&mut m, edit)?;
-        let cf = Arc::new(CfState::new(id, name.to_string()));
+        let cf = Arc::new(CfState::new(id, name.to_string(), self.opts.memtable_size_limit));
         self.cfs
             .write()
             .unwrap_or_else(|p| p.into_inner())

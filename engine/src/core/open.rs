@@ -171,7 +171,10 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
     let cfs: BTreeMap<_, _> = state
         .cfs
         .values()
-        .map(|c| (c.id, Arc::new(CfState::new(c.id, c.name.clone()))))
+        .map(|c| {
+            let cf = CfState::new(c.id, c.name.clone(), opts.memtable_size_limit);
+            (c.id, Arc::new(cf))
+        })
         .collect();
     let flushed: BTreeMap<_, _> = state.cfs.values().map(|c| (c.id, c.flushed_seq)).collect();
     // Replayed versions are gathered per column family and inserted once the log is read, so the memtable

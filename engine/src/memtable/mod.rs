@@ -7,11 +7,14 @@
 //! Cursors read in bounded chunks under a short epoch guard and re-seek after the last returned version, so a
 //! long scan never blocks writers and never holds more than one chunk.
 
+mod index;
+
 use crate::error::MidgeResult;
 use crate::types::{Entry, EntryKind, Found, RangeTombstone, Seq, cmp_tail, key_head as head};
 use bytes::Bytes;
 use crossbeam_epoch as epoch;
 use crossbeam_skiplist::base::SkipList;
+use index::{PointIndex, Probe};
 use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -21,7 +24,7 @@ use std::sync::{Arc, RwLock};
 /// An internal key: user key ascending, then sequence descending. `head` holds the key's first 16 bytes
 /// (zero-padded, big-endian words) so that most comparisons in the tree are two integer compares and never
 /// touch the key's heap bytes; ties on `head` fall through to the full key, so the order is exactly
-/// `(key, Reverse(seq))`.
+/// `(key, Reverse(seq))`. Cursors use it for their bounds.
 #[derive(Debug, Clone)]
 struct IKey {
     head: [u64; 2],
@@ -39,6 +42,43 @@ impl IKey {
     }
 }
 
+/// One stored version: the skiplist's key, ordered by its internal key only (the payload rides along so the
+/// point index can address a whole version with one pointer).
+#[derive(Debug)]
+pub(crate) struct Version {
+    head: [u64; 2],
+    key: Bytes,
+    rseq: Reverse<Seq>,
+    kind: EntryKind,
+    value: Bytes,
+    expiry: Option<u64>,
+}
+
+impl Version {
+    fn seq(&self) -> Seq {
+        self.rseq.0
+    }
+
+    fn found(&self) -> Found {
+        Found {
+            seq: self.rseq.0,
+            kind: self.kind,
+            value: self.value.clone(),
+            expiry: self.expiry,
+        }
+    }
+
+    fn entry(&self) -> Entry {
+        Entry {
+            key: self.key.clone(),
+            seq: self.rseq.0,
+            kind: self.kind,
+            value: self.value.clone(),
+            expiry: self.expiry,
+        }
+    }
+}
+
 /// An internal key viewed as `(head, user key, reversed seq)`, so the map can be searched with a borrowed
 /// key (no allocation per lookup). Ordered exactly like [`IKey`].
 trait IKeyView {
@@ -46,6 +86,13 @@ trait IKeyView {
 }
 
 impl IKeyView for IKey {
+    #[inline]
+    fn parts(&self) -> (&[u64; 2], &[u8], Reverse<Seq>) {
+        (&self.head, &self.key, self.rseq)
+    }
+}
+
+impl IKeyView for Version {
     #[inline]
     fn parts(&self) -> (&[u64; 2], &[u8], Reverse<Seq>) {
         (&self.head, &self.key, self.rseq)
@@ -99,6 +146,33 @@ impl Ord for dyn IKeyView + '_ {
     }
 }
 
+impl<'a> std::borrow::Borrow<dyn IKeyView + 'a> for Version {
+    fn borrow(&self) -> &(dyn IKeyView + 'a) {
+        self
+    }
+}
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Version {}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Version {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        cmp_parts(self, other)
+    }
+}
+
 impl PartialEq for IKey {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other).is_eq()
@@ -120,49 +194,48 @@ impl Ord for IKey {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Val {
-    kind: EntryKind,
-    value: Bytes,
-    expiry: Option<u64>,
-}
-
 /// Per-entry bookkeeping counted toward the memtable's size: the skiplist node (internal key with its inline
-/// head, version fields, tower: ≈ 130 bytes plus the allocator's header) and the two `Bytes` handles' shared
-/// headers — ≈ 200 bytes beyond key and value (the 10 M-key scale test holds RSS within 1.2× its budget).
-const ENTRY_OVERHEAD: u64 = 200;
+/// head, version fields, tower: ≈ 130 bytes plus the allocator's header), the two `Bytes` handles' shared
+/// headers, and the point index's slots (one per [`index::BYTES_PER_SLOT`] bytes of the limit, ≈ 1.6 per
+/// version in a full memtable) — ≈ 216 bytes beyond key and value (the 10 M-key scale test holds RSS within
+/// 1.2× its budget).
+const ENTRY_OVERHEAD: u64 = 216;
 /// Versions read per refill: the first chunk is small (a short seek clones little), later ones double up to
 /// `CHUNK`.
 const CHUNK: usize = 256;
 const FIRST_CHUNK: usize = 16;
 
 /// One memtable generation.
+///
+/// ```text
+///   point index (hash of key → newest version)      skiplist (key asc, seq desc)
+///   [ · | ─┼──────────────────────────────────────▶  b@9 → b@4 → c@7 → …
+/// ```
+/// Versions live in the skiplist, which never removes one; the index points at each key's newest version so a
+/// point read at a snapshot that already covers it needs no descent.
 #[derive(Debug)]
 pub(crate) struct Memtable {
     /// Lock-free: readers never wait for a writer (or each other), which matters when point reads run
-    /// alongside a steady stream of commits.
-    map: SkipList<IKey, Val>,
+    /// alongside a steady stream of commits. Never has a node removed (see [`index`]).
+    map: SkipList<Version, ()>,
+    index: PointIndex,
     ranges: RwLock<Vec<RangeTombstone>>,
     bytes: AtomicU64,
     max_seq: AtomicU64,
     min_seq: AtomicU64,
 }
 
-impl Default for Memtable {
-    fn default() -> Self {
+impl Memtable {
+    /// An empty memtable that rotates at about `limit_bytes` (which sizes its point index).
+    pub fn new(limit_bytes: u64) -> Memtable {
         Memtable {
             map: SkipList::new(epoch::default_collector().clone()),
+            index: PointIndex::for_limit(limit_bytes),
             ranges: RwLock::new(Vec::new()),
             bytes: AtomicU64::new(0),
             max_seq: AtomicU64::new(0),
             min_seq: AtomicU64::new(Seq::MAX),
         }
-    }
-}
-
-impl Memtable {
-    pub fn new() -> Memtable {
-        Memtable::default()
     }
 
     /// Adds one version.
@@ -174,25 +247,30 @@ impl Memtable {
     /// Adds versions (a transaction's puts and deletes). Readers never wait: a version is invisible to them
     /// until the commit's sequence is published, whatever order the inserts land in.
     pub fn insert_many(&self, entries: impl IntoIterator<Item = Entry>) {
-        self.insert_entries(entries.into_iter().map(split));
+        self.insert_entries(entries.into_iter().map(version));
     }
 
     /// Adds many versions in any order (a replayed log): sorted first, since inserting random-order keys one
     /// by one misses the cache at every level of the skiplist, while sorted inserts walk a warm path.
     pub fn insert_unordered(&self, entries: Vec<Entry>) {
-        let mut entries: Vec<(IKey, Val)> = entries.into_iter().map(split).collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut entries: Vec<Version> = entries.into_iter().map(version).collect();
+        entries.sort_unstable();
         self.insert_entries(entries);
     }
 
-    fn insert_entries(&self, entries: impl IntoIterator<Item = (IKey, Val)>) {
+    fn insert_entries(&self, entries: impl IntoIterator<Item = Version>) {
         let (mut bytes, mut lo, mut hi) = (0u64, Seq::MAX, 0);
         let guard = &epoch::pin();
-        for (k, v) in entries {
-            bytes += k.key.len() as u64 + v.value.len() as u64 + ENTRY_OVERHEAD;
-            lo = lo.min(k.rseq.0);
-            hi = hi.max(k.rseq.0);
-            self.map.insert(k, v, guard).release(guard);
+        for v in entries {
+            bytes += v.key.len() as u64 + v.value.len() as u64 + ENTRY_OVERHEAD;
+            lo = lo.min(v.seq());
+            hi = hi.max(v.seq());
+            let h = index::hash(&v.head, &v.key);
+            // `get_or_insert`, never `insert`: a replayed duplicate of a version must not replace (free) the
+            // node the index may point at. Both copies hold the same version.
+            let e = self.map.get_or_insert(v, (), guard);
+            self.index.publish(h, e.key());
+            e.release(guard);
         }
         if bytes > 0 {
             self.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -228,9 +306,20 @@ impl Memtable {
         (s != Seq::MAX).then_some(s)
     }
 
-    /// Newest version of `key` with `seq <= snapshot`.
+    /// Newest version of `key` with `seq <= snapshot`. The point index answers when the key's newest version
+    /// is already covered by the snapshot (or the key is absent); otherwise the skiplist is searched.
     pub fn get(&self, key: &[u8], snapshot: Seq) -> Option<Found> {
         let head = head(key);
+        match self.index.lookup(index::hash(&head, key), &head, key) {
+            Probe::Newest(v) if v.seq() <= snapshot => return Some(v.found()),
+            Probe::Absent => return None,
+            Probe::Newest(_) | Probe::Unknown => {}
+        }
+        self.get_in_list(key, head, snapshot)
+    }
+
+    /// [`Memtable::get`] by a skiplist descent alone.
+    fn get_in_list(&self, key: &[u8], head: [u64; 2], snapshot: Seq) -> Option<Found> {
         let from = IKeyRef {
             head,
             key,
@@ -242,13 +331,8 @@ impl Memtable {
         let found = self
             .map
             .lower_bound::<dyn IKeyView>(Bound::Included(from), guard)?;
-        let (k, v) = (found.key(), found.value());
-        (k.head == head && cmp_tail(&k.key, key).is_eq()).then(|| Found {
-            seq: k.rseq.0,
-            kind: v.kind,
-            value: v.value.clone(),
-            expiry: v.expiry,
-        })
+        let v = found.key();
+        (v.head == head && cmp_tail(&v.key, key).is_eq()).then(|| v.found())
     }
 
     /// The newest range tombstone at or below `snapshot` covering `key` (0 when none), without copying the
@@ -287,25 +371,24 @@ impl Memtable {
     }
 }
 
-/// A version as the skiplist stores it.
-fn split(e: Entry) -> (IKey, Val) {
-    (
-        IKey::new(e.key, e.seq),
-        Val {
-            kind: e.kind,
-            value: e.value,
-            expiry: e.expiry,
-        },
-    )
+/// A cursor bound as the skiplist searches it.
+fn view(b: &Bound<IKey>) -> Bound<&dyn IKeyView> {
+    match b {
+        Bound::Included(k) => Bound::Included(k),
+        Bound::Excluded(k) => Bound::Excluded(k),
+        Bound::Unbounded => Bound::Unbounded,
+    }
 }
 
-fn to_entry(k: &IKey, v: &Val) -> Entry {
-    Entry {
-        key: k.key.clone(),
-        seq: k.rseq.0,
-        kind: v.kind,
-        value: v.value.clone(),
-        expiry: v.expiry,
+/// A version as the skiplist stores it.
+fn version(e: Entry) -> Version {
+    Version {
+        head: head(&e.key),
+        key: e.key,
+        rseq: Reverse(e.seq),
+        kind: e.kind,
+        value: e.value,
+        expiry: e.expiry,
     }
 }
 
@@ -329,17 +412,16 @@ impl MemCursor {
             return;
         }
         let guard = &epoch::pin();
-        let range = self.mem.map.range((self.lo.clone(), self.hi.clone()), guard);
+        let range = self
+            .mem
+            .map
+            .range::<dyn IKeyView, _>((view(&self.lo), view(&self.hi)), guard);
         let want = self.chunk;
         self.chunk = (want * 2).min(CHUNK);
         let chunk: Vec<Entry> = if self.reverse {
-            range
-                .rev()
-                .take(want)
-                .map(|e| to_entry(e.key(), e.value()))
-                .collect()
+            range.rev().take(want).map(|e| e.key().entry()).collect()
         } else {
-            range.take(want).map(|e| to_entry(e.key(), e.value())).collect()
+            range.take(want).map(|e| e.key().entry()).collect()
         };
         if chunk.len() < want {
             self.done = true;
@@ -397,7 +479,7 @@ mod tests {
 
     #[test]
     fn get_returns_newest_version_at_or_below_the_snapshot() {
-        let m = Memtable::new();
+        let m = Memtable::new(1 << 20);
         put(&m, "a", 2);
         put(&m, "a", 5);
         put(&m, "b", 3);
@@ -425,7 +507,7 @@ mod tests {
             })
         };
         // In order through `insert_many`, and reversed through `insert_unordered` (which sorts first).
-        let (ordered, unordered) = (Memtable::new(), Memtable::new());
+        let (ordered, unordered) = (Memtable::new(1 << 20), Memtable::new(1 << 20));
         ordered.insert_many(entries());
         unordered.insert_unordered(entries().rev().collect());
         let bytes: u64 = (0..n).map(|i| 4 + i % 3 + ENTRY_OVERHEAD).sum();
@@ -443,7 +525,7 @@ mod tests {
 
     #[test]
     fn cursors_cover_bounds_in_both_directions_across_chunks() {
-        let m = Arc::new(Memtable::new());
+        let m = Arc::new(Memtable::new(1 << 20));
         for i in 0..1000u64 {
             put(&m, &format!("k{i:04}"), i + 1);
             put(&m, &format!("k{i:04}"), i + 5000);
@@ -489,12 +571,75 @@ mod tests {
         assert!(empty.is_empty());
     }
 
+    #[test]
+    fn a_replayed_duplicate_version_is_kept_once() {
+        let m = Memtable::new(1 << 20);
+        put(&m, "a", 3);
+        put(&m, "a", 3);
+        put(&m, "a", 1);
+        assert_eq!(m.get(b"a", 10).unwrap().seq, 3);
+        assert_eq!(m.get(b"a", 2).unwrap().seq, 1);
+        let seqs: Vec<Seq> = Arc::new(m)
+            .cursor(Bound::Unbounded, Bound::Unbounded, false)
+            .map(|e| e.unwrap().seq)
+            .collect();
+        assert_eq!(seqs, [3, 1]);
+    }
+
+    /// Readers racing a writer see, at each published sequence, exactly the newest version at or below it —
+    /// through the point index, and through the skiplist once a tiny index has overflowed mid-run.
+    #[test]
+    fn point_reads_racing_inserts_see_the_newest_published_version() {
+        if !crate::runtime::THREADS {
+            return; // wasm32: no threads to race
+        }
+        use std::sync::atomic::AtomicBool;
+        const KEYS: u64 = 100;
+        const LAST: Seq = 20_000;
+        for limit in [0, 1 << 20] {
+            let m = Memtable::new(limit);
+            let visible = AtomicU64::new(0);
+            let done = AtomicBool::new(false);
+            std::thread::scope(|sc| {
+                for r in 0..2u64 {
+                    let (m, visible, done) = (&m, &visible, &done);
+                    sc.spawn(move || {
+                        let mut checked = 0u64;
+                        let mut x = r + 1;
+                        while !done.load(Ordering::Acquire) || checked < 1000 {
+                            x = x
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407);
+                            let snap = visible.load(Ordering::Acquire);
+                            let k = (x >> 33) % KEYS;
+                            // Version `s` belongs to key `s % KEYS`.
+                            let want = (snap >= k.max(1)).then(|| snap - (snap - k) % KEYS);
+                            let got = m.get(format!("k{k:03}").as_bytes(), snap).map(|f| f.seq);
+                            assert_eq!(got, want, "key {k} at snapshot {snap}");
+                            checked += 1;
+                        }
+                    });
+                }
+                for s in 1..=LAST {
+                    put(&m, &format!("k{:03}", s % KEYS), s);
+                    visible.store(s, Ordering::Release);
+                }
+                done.store(true, Ordering::Release);
+            });
+            assert_eq!(
+                m.get(b"k007", Seq::MAX).unwrap().seq,
+                LAST - LAST % KEYS + 7 - KEYS
+            );
+        }
+    }
+
     use proptest::prelude::*;
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 128, ..Default::default() })]
         /// The inline 16-byte heads order keys exactly as their bytes do: keys that share 16 bytes, differ
-        /// only by trailing zeros, or are empty.
+        /// only by trailing zeros, or are empty; and point reads through the index (or past an overflowed
+        /// one) find the newest version at or below every snapshot.
         #[test]
         fn order_and_lookups_match_a_sorted_model(
             keys in proptest::collection::vec(
@@ -505,11 +650,15 @@ mod tests {
                 proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(0xffu8)], 0..20),
                 0..20,
             ),
+            // 0: a 64-slot point index that overflows after 48 keys (lookups fall back to the skiplist).
+            limit in prop_oneof![Just(0u64), Just(1u64 << 20)],
+            // Versions of a key arrive newest-last or newest-first (the index keeps the newest either way).
+            descending in any::<bool>(),
         ) {
-            let m = Arc::new(Memtable::new());
+            let m = Arc::new(Memtable::new(limit));
             let mut model: Vec<(Vec<u8>, Seq)> = Vec::new();
             for (i, k) in keys.iter().enumerate() {
-                let seq = i as Seq + 1;
+                let seq = if descending { (keys.len() - i) as Seq } else { i as Seq + 1 };
                 m.insert(Entry {
                     key: Bytes::from(k.clone()),
                     seq,
