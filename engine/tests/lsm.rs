@@ -152,6 +152,61 @@ fn snapshots_keep_their_view_across_flush_and_compaction() {
     assert_eq!(all_rows(&engine).len(), 500);
 }
 
+/// A flush writes only what some snapshot can still see: versions shadowed within the memtable and versions its
+/// own range tombstones hide are dropped unless a live snapshot needs them.
+#[test]
+fn a_flush_drops_versions_no_snapshot_can_see() {
+    let flushed_bytes = |keep_snapshot: bool| {
+        let dir = tmp();
+        let engine = Engine::open(
+            OpenOptions::local(dir.path())
+                .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        load(&engine, 2000, 1);
+        let snap = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+        let before: Vec<_> = snap.scan(&Query::new()).unwrap().try_collect().unwrap();
+        load(&engine, 2000, 2);
+        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+        tx.delete_range(b"key000000".to_vec(), b"key001000".to_vec())
+            .unwrap();
+        tx.commit(WriteOptions::buffered()).unwrap();
+        let snap = keep_snapshot.then_some(snap);
+        engine
+            .flush_cf(&engine.get_column_family("default").unwrap())
+            .unwrap();
+        let layout = engine.get_storage_layout().unwrap();
+        assert_eq!(layout.levels.len(), 1, "one flush into L0: {layout:?}");
+        if let Some(snap) = &snap {
+            let after: Vec<_> = snap.scan(&Query::new()).unwrap().try_collect().unwrap();
+            assert_eq!(
+                before, after,
+                "the snapshot still sees its versions after the flush"
+            );
+        }
+        drop(snap);
+        let rows = all_rows(&engine);
+        assert_eq!(rows.len(), 1000);
+        assert!(
+            rows.iter()
+                .all(|(k, v)| k.as_ref() >= b"key001000".as_slice() && v.starts_with(b"v2-"))
+        );
+        // Reopened from the table alone (the log was released by the flush).
+        drop(engine);
+        let engine = Engine::open(OpenOptions::local(dir.path()).build().unwrap()).unwrap();
+        assert_eq!(all_rows(&engine), rows);
+        layout.levels[0].total_bytes
+    };
+    let (gc, kept) = (flushed_bytes(false), flushed_bytes(true));
+    // 1,000 live rows against 4,000 versions.
+    assert!(
+        gc * 3 < kept,
+        "flushed {gc} bytes without a snapshot, {kept} with one"
+    );
+}
+
 #[test]
 fn corrupt_sst_bytes_are_reported_by_verify_and_reads_never_return_wrong_values() {
     let dir = tmp();

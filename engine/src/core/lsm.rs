@@ -163,14 +163,28 @@ impl Core {
         };
         self.wait_visible(mem.max_seq())?;
         let started = self.clock.monotonic_nanos();
-        let mut cursor = mem.cursor(Bound::Unbounded, Bound::Unbounded, false);
         let tombs = mem.range_tombstones();
+        // Versions no snapshot can see are dropped now rather than at a later compaction: those shadowed by a
+        // newer version in this memtable and those hidden by its own range tombstones, so an overwrite- or
+        // delete-heavy memtable writes what is live, not everything it held. Point and range tombstones are
+        // carried (older tables may hold what they hide).
+        let visible = self.visible_seq();
+        let horizon = self.snapshots.oldest().map_or(visible, |o| o.min(visible));
+        let cursor = mem.cursor(Bound::Unbounded, Bound::Unbounded, false);
+        let mut live = GcIter::new(
+            MergeIter::new(vec![Input::Mem(cursor)], false),
+            horizon,
+            false,
+            self.clock.now_millis(),
+            false,
+            &tombs,
+        );
         let mut metas = Vec::new();
         let mut first = true;
         loop {
             let t: &[RangeTombstone] = if first { &tombs } else { &[] };
             first = false;
-            match self.write_table(cf.id, 0, &mut cursor, t, u64::MAX)? {
+            match self.write_table(cf.id, 0, &mut live, t, u64::MAX)? {
                 Some(m) => metas.push(m),
                 None => break,
             }
