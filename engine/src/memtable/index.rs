@@ -18,15 +18,20 @@
 
 use super::Version;
 use crate::types::cmp_tail;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Slots probed before an insert gives up (and the index overflows) or a lookup concludes "absent".
 const MAX_PROBE: usize = 32;
-/// Memtable bytes per slot. A version costs at least `ENTRY_OVERHEAD` (200) bytes of the memtable budget, so a
-/// full memtable holds at most `limit / 200` keys: ≈ 64 % of the slots at 128 bytes per slot.
+/// Memtable bytes per slot. A version costs at least `ENTRY_OVERHEAD` (216) bytes of the memtable budget, so
+/// a full memtable holds at most `limit / 216` keys: ≈ 60 % of the slots at 128 bytes per slot.
 pub(super) const BYTES_PER_SLOT: u64 = 128;
 const MIN_SLOTS: usize = 64;
 const MAX_SLOTS: usize = 1 << 24;
+/// A slot is `tag << ADDR_BITS | address`: the tag (the top bits of the key's hash) rules out most other keys
+/// sharing a probe run without reading their version. Addresses are below 2^48 on every supported target
+/// (wasm32 has 32-bit addresses); an insert whose version lies above overflows the index instead.
+const ADDR_BITS: u32 = 48;
+const ADDR_MASK: u64 = (1 << ADDR_BITS) - 1;
 
 /// What the index knows about a key.
 #[derive(Debug)]
@@ -41,7 +46,7 @@ pub(super) enum Probe<'a> {
 
 /// See the module docs.
 pub(super) struct PointIndex {
-    slots: Box<[AtomicPtr<Version>]>,
+    slots: Box<[AtomicU64]>,
     mask: usize,
     /// Keys placed; the index stops taking new keys at three quarters full, keeping probe runs short.
     used: AtomicUsize,
@@ -58,6 +63,20 @@ impl std::fmt::Debug for PointIndex {
     }
 }
 
+fn tag_of(hash: u64) -> u64 {
+    // Never zero, so a tagged slot is never mistaken for an empty one.
+    (hash >> ADDR_BITS).max(1)
+}
+
+/// The version a non-empty slot points at.
+///
+/// SAFETY (of the dereference): a non-empty slot holds the exposed address of a version inside a node of the
+/// skiplist that owns this index; the skiplist never removes a node, so it lives as long as `index`.
+fn version_at(_index: &PointIndex, slot: u64) -> &Version {
+    let p: *const Version = std::ptr::with_exposed_provenance((slot & ADDR_MASK) as usize);
+    unsafe { &*p }
+}
+
 impl PointIndex {
     /// An index sized for a memtable that rotates at `limit_bytes`.
     pub fn for_limit(limit_bytes: u64) -> PointIndex {
@@ -65,10 +84,11 @@ impl PointIndex {
         let n = want.clamp(MIN_SLOTS, MAX_SLOTS).next_power_of_two();
         // Zeroed memory straight from the allocator (large tables come from fresh, lazily mapped pages), so a
         // rotation under the commit lock does not write megabytes of empty slots.
-        let zeros: Box<[usize]> = vec![0usize; n].into_boxed_slice();
-        // SAFETY: `AtomicPtr<T>` has the same size, alignment and bit validity as `*mut T`, which has the same
-        // size and alignment as `usize` for a sized `T`; the all-zero bit pattern is the null pointer.
-        let slots = unsafe { Box::from_raw(Box::into_raw(zeros) as *mut [AtomicPtr<Version>]) };
+        let zeros: Box<[u64]> = vec![0u64; n].into_boxed_slice();
+        // SAFETY: `AtomicU64` has the same size and bit validity as `u64`; its alignment is 8 on the targets
+        // with 64-bit atomics, where `u64`'s is 8 as well (checked below at compile time).
+        const _: () = assert!(std::mem::align_of::<AtomicU64>() == std::mem::align_of::<u64>());
+        let slots = unsafe { Box::from_raw(Box::into_raw(zeros) as *mut [AtomicU64]) };
         PointIndex {
             slots,
             mask: n - 1,
@@ -77,23 +97,35 @@ impl PointIndex {
         }
     }
 
+    /// Starts loading the key's first slot, so a batch's slot misses overlap instead of each stalling its own
+    /// publish.
+    pub fn prefetch(&self, hash: u64) {
+        crate::runtime::prefetch(&self.slots[hash as usize & self.mask]);
+    }
+
     /// Points the key's slot at `v` unless it already holds a version at least as new. `v` must be a node of
     /// the owning skiplist (see the module invariants).
     pub fn publish(&self, hash: u64, v: &Version) {
         if self.overflowed.load(Ordering::Relaxed) {
             return;
         }
-        let new = v as *const Version as *mut Version;
+        let addr = (v as *const Version).expose_provenance() as u64;
+        let tag = tag_of(hash);
+        if addr > ADDR_MASK {
+            self.overflowed.store(true, Ordering::Release);
+            return;
+        }
+        let new = tag << ADDR_BITS | addr;
         let mut i = hash as usize & self.mask;
         for _ in 0..MAX_PROBE {
             let slot = &self.slots[i];
             let mut cur = slot.load(Ordering::Acquire);
             loop {
-                if cur.is_null() {
+                if cur == 0 {
                     if self.used.fetch_add(1, Ordering::Relaxed) >= self.slots.len() / 4 * 3 {
                         break;
                     }
-                    match slot.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                    match slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
                         Ok(_) => return,
                         Err(now) => {
                             self.used.fetch_sub(1, Ordering::Relaxed);
@@ -102,8 +134,10 @@ impl PointIndex {
                         }
                     }
                 }
-                // SAFETY: non-null slots hold nodes of the owning skiplist, alive as long as `self`.
-                let c = unsafe { &*cur };
+                if cur >> ADDR_BITS != tag {
+                    break;
+                }
+                let c = version_at(self, cur);
                 if !same_key(c, v) {
                     break;
                 }
@@ -115,7 +149,7 @@ impl PointIndex {
                     Err(now) => cur = now,
                 }
             }
-            if cur.is_null() {
+            if cur == 0 {
                 // The table is three quarters full.
                 break;
             }
@@ -130,16 +164,18 @@ impl PointIndex {
         if self.overflowed.load(Ordering::Acquire) {
             return Probe::Unknown;
         }
+        let tag = tag_of(hash);
         let mut i = hash as usize & self.mask;
         for _ in 0..MAX_PROBE {
-            let p = self.slots[i].load(Ordering::Acquire);
-            if p.is_null() {
+            let s = self.slots[i].load(Ordering::Acquire);
+            if s == 0 {
                 return Probe::Absent;
             }
-            // SAFETY: as in `publish`.
-            let v = unsafe { &*p };
-            if v.head == *head && cmp_tail(&v.key, key).is_eq() {
-                return Probe::Newest(v);
+            if s >> ADDR_BITS == tag {
+                let v = version_at(self, s);
+                if v.head == *head && cmp_tail(&v.key, key).is_eq() {
+                    return Probe::Newest(v);
+                }
             }
             i = (i + 1) & self.mask;
         }

@@ -204,6 +204,8 @@ const ENTRY_OVERHEAD: u64 = 216;
 /// `CHUNK`.
 const CHUNK: usize = 256;
 const FIRST_CHUNK: usize = 16;
+/// Versions whose point-index slots are read ahead of their inserts (see `Memtable::insert_entries`).
+const LOOKAHEAD: usize = 8;
 
 /// One memtable generation.
 ///
@@ -261,11 +263,30 @@ impl Memtable {
     fn insert_entries(&self, entries: impl IntoIterator<Item = Version>) {
         let (mut bytes, mut lo, mut hi) = (0u64, Seq::MAX, 0);
         let guard = &epoch::pin();
-        for v in entries {
+        // A ring of the next versions, whose index slots were prefetched when they entered it: a batch's slot
+        // misses (one per key, all over the table) overlap instead of each stalling its own insert.
+        let mut ring: [Option<(Version, u64)>; LOOKAHEAD] = Default::default();
+        let mut entries = entries.into_iter();
+        let mut next = 0usize;
+        loop {
+            let mut refill = |slot: &mut Option<(Version, u64)>| {
+                if let Some(v) = entries.next() {
+                    let h = index::hash(&v.head, &v.key);
+                    self.index.prefetch(h);
+                    *slot = Some((v, h));
+                }
+            };
+            if next == 0 {
+                ring.iter_mut().for_each(&mut refill);
+            }
+            let Some((v, h)) = ring[next % LOOKAHEAD].take() else {
+                break;
+            };
+            refill(&mut ring[next % LOOKAHEAD]);
+            next += 1;
             bytes += v.key.len() as u64 + v.value.len() as u64 + ENTRY_OVERHEAD;
             lo = lo.min(v.seq());
             hi = hi.max(v.seq());
-            let h = index::hash(&v.head, &v.key);
             // `get_or_insert`, never `insert`: a replayed duplicate of a version must not replace (free) the
             // node the index may point at. Both copies hold the same version.
             let e = self.map.get_or_insert(v, (), guard);
