@@ -207,6 +207,37 @@ fn a_flush_drops_versions_no_snapshot_can_see() {
     );
 }
 
+/// A flush puts the blocks it writes into the block cache: the first reads of a fresh table read no block from
+/// the file (a reopened engine does).
+#[test]
+fn a_flushed_table_is_read_from_the_block_cache_first() {
+    let dir = tmp();
+    let open = || {
+        Engine::open(
+            OpenOptions::local(dir.path())
+                .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
+                .build()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let blocks_read = |e: &Engine| {
+        let tx = e.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+        for i in (0..2000).step_by(7) {
+            assert!(tx.get(format!("key{i:06}").as_bytes()).unwrap().is_some());
+        }
+        e.get_read_amp_metrics().unwrap().blocks_read_total
+    };
+    let engine = open();
+    load(&engine, 2000, 1);
+    engine
+        .flush_cf(&engine.get_column_family("default").unwrap())
+        .unwrap();
+    assert_eq!(blocks_read(&engine), 0, "every block came from the cache");
+    drop(engine);
+    assert!(blocks_read(&open()) > 0, "a reopened engine starts cold");
+}
+
 #[test]
 fn corrupt_sst_bytes_are_reported_by_verify_and_reads_never_return_wrong_values() {
     let dir = tmp();

@@ -98,6 +98,7 @@ impl Core {
         entries: &mut dyn Iterator<Item = MidgeResult<Entry>>,
         tombstones: &[RangeTombstone],
         limit: u64,
+        fill_cache: bool,
     ) -> MidgeResult<Option<FileMeta>> {
         let id = {
             let mut m = lock(&self.manifest);
@@ -109,6 +110,9 @@ impl Core {
             .open(&path, OpenMode::CreateNew)
             .map_err(|e| MidgeError::from_io(&path, e))?;
         let mut w = SstWriter::new(file, path.clone(), self.sst_options());
+        if fill_cache {
+            w = w.fill_cache(self.block_cache.clone(), id);
+        }
         let mut any = false;
         for t in tombstones {
             w.add_range_tombstone(t.clone());
@@ -184,7 +188,9 @@ impl Core {
         loop {
             let t: &[RangeTombstone] = if first { &tombs } else { &[] };
             first = false;
-            match self.write_table(cf.id, 0, &mut live, t, u64::MAX)? {
+            // A flushed table holds the newest data, which reads want next: its blocks go into the cache as they
+            // are written (compaction outputs do not, so a large merge cannot flush the cache).
+            match self.write_table(cf.id, 0, &mut live, t, u64::MAX, true)? {
                 Some(m) => metas.push(m),
                 None => break,
             }
@@ -422,7 +428,7 @@ impl Core {
                 loop {
                     let t: &[RangeTombstone] = if first { &carry } else { &[] };
                     first = false;
-                    match self.write_table(cf.id, output_level, &mut gc, t, limit)? {
+                    match self.write_table(cf.id, output_level, &mut gc, t, limit, false)? {
                         Some(m) => outputs.push(m),
                         None => break,
                     }

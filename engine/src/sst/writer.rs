@@ -1,7 +1,8 @@
 //! Writes one SST: data blocks, then bloom, range-tombstone, meta and index blocks, then the footer.
 
-use super::block::{DataBlockBuilder, seal, seal_reporting};
+use super::block::{DataBlockBuilder, decode_data, seal, seal_reporting};
 use super::bloom::BloomBuilder;
+use super::cache::BlockCache;
 use super::{FOOTER_LEN, MAGIC, VERSION};
 use crate::codec::{Put, crc32};
 use crate::error::{MidgeError, MidgeResult};
@@ -61,6 +62,8 @@ pub(crate) struct SstWriter {
     seqs: Option<(Seq, Seq)>,
     /// Data blocks in a row that LZ4 did not shrink (or was not tried on); see [`try_compress`].
     incompressible: u32,
+    /// Where each written data block also goes, decoded, under this file's id (see [`SstWriter::fill_cache`]).
+    fill: Option<(Arc<BlockCache>, u64)>,
 }
 
 /// After this many data blocks in a row that LZ4 did not shrink (random or already compressed values), only
@@ -91,7 +94,17 @@ impl SstWriter {
             meta: SstMeta::default(),
             seqs: None,
             incompressible: 0,
+            fill: None,
         }
+    }
+
+    /// Also puts every data block, decoded exactly as a read would decode it, into `cache` as block `id`'s:
+    /// the first reads of a freshly flushed table then find its blocks instead of each reading and decoding
+    /// one. The cache is keyed by file id, and ids are never reused, so a table whose publication fails
+    /// leaves only unreachable entries for the cache to evict.
+    pub fn fill_cache(mut self, cache: Arc<BlockCache>, id: u64) -> SstWriter {
+        self.fill = Some((cache, id));
+        self
     }
 
     fn io(&self, e: std::io::Error) -> MidgeError {
@@ -169,6 +182,11 @@ impl SstWriter {
         let (stored, paid) = seal_reporting(&payload, tried);
         self.incompressible = if paid { 0 } else { self.incompressible + 1 };
         let (off, len) = self.write(&stored)?;
+        if let Some((cache, id)) = &self.fill
+            && let Ok(decoded) = decode_data(payload)
+        {
+            cache.insert(*id, off, Arc::new(decoded));
+        }
         let (k, s) = self.last.clone().unwrap_or_default();
         self.index.put_slice32(&k);
         self.index.put_u64(s);
