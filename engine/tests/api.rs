@@ -220,11 +220,75 @@ fn reverse_prefix_and_limit_scans_follow_the_query_contract() {
         ),
         ["user:2", "user:3"]
     );
+    assert_eq!(
+        keys(
+            Query::new()
+                .prefix(Bytes::from("user:"))
+                .end_key(Bytes::from("user:3"))
+        ),
+        ["user:1", "user:2"]
+    );
+    // An explicit range wider than the prefix still returns only prefixed keys.
+    assert_eq!(
+        keys(
+            Query::new()
+                .prefix(Bytes::from("user:"))
+                .start_key(Bytes::from("a"))
+                .end_key(Bytes::from("z"))
+        ),
+        ["user:1", "user:2", "user:3"]
+    );
+    // A prefix with no successor (all 0xFF) is bounded below only.
+    assert_eq!(
+        keys(Query::new().prefix(Bytes::from_static(&[0xc3, 0xbf]))),
+        ["\u{ff}x"]
+    );
+    assert!(keys(Query::new().prefix(Bytes::from_static(&[0xff]))).is_empty());
     assert!(keys(Query::new().limit(0)).is_empty());
     assert!(keys(Query::new().start_key(Bytes::from("b")).end_key(Bytes::from("b"))).is_empty());
     let mut it = tx.scan(&Query::new()).unwrap();
     assert_eq!(it.by_ref().count(), 6);
     assert!(it.exhausted() && it.status().is_ok());
+}
+
+/// Scans skip tables wholly outside their bounds: an exclusive end equal to a table's smallest key excludes
+/// that table, an inclusive one (a reverse scan's start) does not.
+#[test]
+fn scans_at_table_edges_keep_exactly_the_keys_in_bounds() {
+    let dir = tempfile::tempdir_in(std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
+    let engine = Engine::open(OpenOptions::local(dir.path()).build()).unwrap();
+    let cf = engine.get_column_family("default").unwrap();
+    for batch in [["a", "b", "c"], ["m", "n", "o"]] {
+        let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite).unwrap();
+        for k in batch {
+            tx.put(k.as_bytes().to_vec(), k.as_bytes().to_vec(), None)
+                .unwrap();
+        }
+        tx.commit(WriteOptions::buffered()).unwrap();
+        engine.flush_cf(&cf).unwrap();
+    }
+    let tx = engine.begin_tx(cf.id(), TransactionMode::ReadOnly).unwrap();
+    let keys = |q: Query| -> String {
+        tx.scan(&q)
+            .unwrap()
+            .try_collect()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+            .collect()
+    };
+    assert_eq!(keys(Query::new().end_key(Bytes::from("m"))), "abc");
+    assert_eq!(keys(Query::new().end_key(Bytes::from("m")).reverse()), "cba");
+    assert_eq!(
+        keys(Query::new().start_key(Bytes::from("c")).end_key(Bytes::from("n"))),
+        "cm"
+    );
+    assert_eq!(
+        keys(Query::new().start_key(Bytes::from("d")).end_key(Bytes::from("m"))),
+        ""
+    );
+    assert_eq!(keys(Query::new().start_key(Bytes::from("o"))), "o");
+    assert_eq!(keys(Query::new().start_key(Bytes::from("p"))), "");
 }
 
 /// A transaction keeps one view of its column family's memtables and tables across reads; flushes,
@@ -264,10 +328,28 @@ fn reads_in_one_transaction_survive_flushes_compactions_and_drops_between_them()
             Some(&b"b1"[..]),
             "round {round}"
         );
+        let rows = |tx: &Transaction, q: Query| -> Vec<(Bytes, Bytes)> {
+            tx.scan(&q).unwrap().try_collect().unwrap()
+        };
+        let snapshot_rows = vec![
+            (Bytes::from("a"), Bytes::from("a1")),
+            (Bytes::from("b"), Bytes::from("b1")),
+        ];
+        assert_eq!(rows(&reader, Query::new()), snapshot_rows, "round {round}");
+        assert_eq!(
+            rows(&reader, Query::new().reverse()),
+            snapshot_rows.iter().rev().cloned().collect::<Vec<_>>(),
+            "round {round}"
+        );
         let fresh = engine.begin_tx(cf.id(), TransactionMode::ReadOnly).unwrap();
         let want = format!("a{}", round + 2);
         assert_eq!(fresh.get(b"a").unwrap().as_deref(), Some(want.as_bytes()));
         assert_eq!(fresh.get(b"b").unwrap(), None);
+        assert_eq!(
+            rows(&fresh, Query::new()),
+            vec![(Bytes::from("a"), Bytes::from(want.clone()))],
+            "round {round}"
+        );
     }
 
     let tmp = engine.create_column_family("tmp").unwrap();
@@ -280,5 +362,9 @@ fn reads_in_one_transaction_survive_flushes_compactions_and_drops_between_them()
     assert!(
         matches!(held.get(b"k"), Err(MidgeError::InvalidArgument(_))),
         "a read after the drop is refused, not served from the cached view"
+    );
+    assert!(
+        matches!(held.scan(&Query::new()), Err(MidgeError::InvalidArgument(_))),
+        "a scan after the drop is refused, not served from the cached view"
     );
 }

@@ -461,6 +461,7 @@ impl Transaction {
         OwnedScanIterator::build(
             &self.core,
             self.cf,
+            &self.views,
             self.snapshot,
             self.read_time,
             &self.writes,

@@ -1,6 +1,6 @@
 //! Scans: [`Query`] bounds, and [`ScanIterator`], which merges a transaction's own writes with its snapshot.
 
-use crate::core::Core;
+use crate::core::{Core, ViewCache};
 use crate::error::{MidgeError, MidgeResult};
 use crate::iter::{VisibleIter, prefix_successor};
 use crate::txn::WriteSet;
@@ -136,6 +136,7 @@ impl OwnedScanIterator {
     pub(crate) fn build(
         core: &Core,
         cf: ColumnFamilyId,
+        views: &ViewCache,
         snapshot: Seq,
         read_time: u64,
         writes: &WriteSet,
@@ -157,13 +158,17 @@ impl OwnedScanIterator {
             it.state = IteratorState::Exhausted;
             return Ok(it);
         };
+        // Bounds derived from the prefix alone already confine every row to it: no per-row prefix check.
+        if q.start.is_none() && q.end.is_none() {
+            it.prefix = None;
+        }
         let (mut rows, ranges) = writes.overlay(&lo, &hi);
         if reverse {
             rows.reverse();
         }
         it.overlay = rows.into();
         it.txn_ranges = ranges;
-        it.storage = Some(core.scan_rows(cf, lo, hi, reverse, snapshot, read_time)?);
+        it.storage = Some(core.scan_rows_cached(cf, views, (lo, hi), reverse, snapshot, read_time)?);
         Ok(it)
     }
 

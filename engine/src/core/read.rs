@@ -199,43 +199,59 @@ impl Core {
         Ok(false)
     }
 
-    /// Visible committed rows of `cf` within bounds at `snapshot`, lazily.
-    pub fn scan_rows(
+    /// Visible committed rows of `cf` within bounds at `snapshot`, lazily, through a transaction's
+    /// [`ViewCache`] (a transaction that scans many times, e.g. short seeks, builds the view once).
+    pub fn scan_rows_cached(
         &self,
         cf: ColumnFamilyId,
-        lo: Bound<Bytes>,
-        hi: Bound<Bytes>,
+        cache: &ViewCache,
+        (lo, hi): (Bound<Bytes>, Bound<Bytes>),
         reverse: bool,
         snapshot: Seq,
         read_time: u64,
     ) -> MidgeResult<VisibleIter> {
-        let view = self.view(cf)?;
-        let mut sources: Vec<Input> = Vec::with_capacity(1 + view.immutable.len() + view.tables.len());
-        let mut tombstones: Vec<RangeTombstone> = Vec::new();
-        for mem in view.mems() {
-            tombstones.extend(mem.range_tombstones());
+        self.with_view(cf, cache, |v| {
+            Ok(scan_view(v, lo, hi, reverse, snapshot, read_time))
+        })
+    }
+}
+
+/// A lazy scan of `view` within bounds at `snapshot`.
+fn scan_view(
+    view: &View,
+    lo: Bound<Bytes>,
+    hi: Bound<Bytes>,
+    reverse: bool,
+    snapshot: Seq,
+    read_time: u64,
+) -> VisibleIter {
+    let mut sources: Vec<Input> = Vec::with_capacity(1 + view.immutable.len() + view.tables.len());
+    let mut tombstones: Vec<RangeTombstone> = Vec::new();
+    for mem in view.mems() {
+        mem.extend_range_tombstones(&mut tombstones);
+        if !mem.is_empty() {
             sources.push(Input::Mem(mem.cursor(lo.clone(), hi.clone(), reverse)));
         }
-        for t in view.tables.iter() {
-            tombstones.extend(t.reader.range_tombstones().iter().cloned());
-            let outside = match (&lo, &hi) {
-                (Bound::Included(l) | Bound::Excluded(l), _) if t.meta.largest_key < *l => true,
-                (_, Bound::Included(h) | Bound::Excluded(h)) if t.meta.smallest_key > *h => true,
-                _ => false,
-            };
-            if !outside {
-                sources.push(Input::Sst(SstIter::new(
-                    t.reader.clone(),
-                    lo.clone(),
-                    hi.clone(),
-                    reverse,
-                )));
-            }
-        }
-        Ok(VisibleIter::new(
-            sources, reverse, snapshot, read_time, tombstones,
-        ))
     }
+    for t in view.tables.iter() {
+        tombstones.extend(t.reader.range_tombstones().iter().cloned());
+        // Tables wholly outside the bounds contribute no versions (their range tombstones still count).
+        let outside = match (&lo, &hi) {
+            (Bound::Included(l) | Bound::Excluded(l), _) if t.meta.largest_key < *l => true,
+            (_, Bound::Excluded(h)) if t.meta.smallest_key >= *h => true,
+            (_, Bound::Included(h)) if t.meta.smallest_key > *h => true,
+            _ => false,
+        };
+        if !outside {
+            sources.push(Input::Sst(SstIter::new(
+                t.reader.clone(),
+                lo.clone(),
+                hi.clone(),
+                reverse,
+            )));
+        }
+    }
+    VisibleIter::new(sources, reverse, snapshot, read_time, tombstones)
 }
 
 /// The value a lookup's newest version and newest covering tombstone leave visible at `read_time`.

@@ -368,6 +368,23 @@ impl Memtable {
         self.ranges.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Appends the range tombstones to `out` (no allocation when there are none).
+    pub fn extend_range_tombstones(&self, out: &mut Vec<RangeTombstone>) {
+        out.extend(
+            self.ranges
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+    }
+
+    /// True while no version has been inserted. A reader's snapshot only covers versions inserted before it
+    /// was taken, so a memtable empty when a reader looks holds nothing that reader can see.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// A lazy cursor over versions with user key in bounds, in internal order (or exactly reversed).
     pub fn cursor(self: &Arc<Self>, lower: Bound<Bytes>, upper: Bound<Bytes>, reverse: bool) -> MemCursor {
         let lo = match lower {

@@ -8,7 +8,7 @@ use super::{FOOTER_LEN, MAGIC, SstStats, VERSION};
 use crate::codec::{DecodeError, Reader, crc_matches};
 use crate::error::{Corrupt, FileKind, MidgeError, MidgeResult};
 use crate::storage::File;
-use crate::types::{Entry, Found, RangeTombstone, Seq, keys_eq};
+use crate::types::{Entry, Found, RangeTombstone, Seq, cmp_keys, keys_eq};
 use bytes::Bytes;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -410,18 +410,20 @@ pub(crate) struct SstIter {
     done: bool,
 }
 
+// Inline comparisons (`cmp_keys`), not slice operators: a prefix scan checks its far bound on every row of
+// its last block, and a `memcmp` call costs more than comparing a short key.
 fn in_lo(lo: &Bound<Bytes>, k: &[u8]) -> bool {
     match lo {
-        Bound::Included(b) => k >= b.as_ref(),
-        Bound::Excluded(b) => k > b.as_ref(),
+        Bound::Included(b) => cmp_keys(k, b).is_ge(),
+        Bound::Excluded(b) => cmp_keys(k, b).is_gt(),
         Bound::Unbounded => true,
     }
 }
 
 fn in_hi(hi: &Bound<Bytes>, k: &[u8]) -> bool {
     match hi {
-        Bound::Included(b) => k <= b.as_ref(),
-        Bound::Excluded(b) => k < b.as_ref(),
+        Bound::Included(b) => cmp_keys(k, b).is_le(),
+        Bound::Excluded(b) => cmp_keys(k, b).is_lt(),
         Bound::Unbounded => true,
     }
 }
