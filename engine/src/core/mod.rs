@@ -339,9 +339,6 @@ impl Core {
             .ok_or_else(|| MidgeError::InvalidArgument(format!("column family {} was dropped", req.cf)))?;
         self.check_conflicts(&req)?;
         let ops = std::mem::take(&mut req.writes.ops);
-        if !ops.is_empty() {
-            self.check_stall(&cf)?;
-        }
         if ops.is_empty() {
             drop(c);
             // Assertion-only or empty commits allocate no sequence but honour the durability barrier.
@@ -354,6 +351,7 @@ impl Core {
             }
             return Ok(());
         }
+        let active = self.check_stall(&cf)?;
         let begin = c.last_seq + 1;
         let record = TxnRecord {
             cf: req.cf,
@@ -376,7 +374,6 @@ impl Core {
             }
         };
         c.last_seq = commit_seq;
-        let active = cf.mems.read().unwrap_or_else(|p| p.into_inner()).active.clone();
         apply_record(&active, record);
         let rotated = active.approximate_bytes() >= self.opts.memtable_flush_threshold;
         if rotated && let Err(e) = self.rotate_locked(&cf) {
@@ -440,11 +437,13 @@ impl Core {
         Ok(())
     }
 
-    /// Writes are refused before touching the WAL while memtables or L0 are over their ceilings.
-    fn check_stall(&self, cf: &CfState) -> MidgeResult<()> {
+    /// Writes are refused before touching the WAL while memtables or L0 are over their ceilings. Returns the
+    /// active memtable (called under the commit lock, so it is the one the commit applies to).
+    fn check_stall(&self, cf: &CfState) -> MidgeResult<Arc<Memtable>> {
         let v = cf.mems.read().unwrap_or_else(|p| p.into_inner());
         let frozen = v.immutable.len();
         let l0 = v.tables.iter().filter(|t| t.meta.level == 0).count();
+        let active = v.active.clone();
         drop(v);
         let (why, counter) = if frozen > self.opts.max_immutable_memtables {
             (
@@ -457,7 +456,7 @@ impl Core {
                 &self.counters.stalls_l0,
             )
         } else {
-            return Ok(());
+            return Ok(active);
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.counters.stalls.fetch_add(1, Ordering::Relaxed);
@@ -576,7 +575,11 @@ impl Core {
                 }
             }
         }
-        let now = self.clock.now_millis();
+        let now = if req.writes.inserts.is_empty() {
+            0
+        } else {
+            self.clock.now_millis()
+        };
         for key in &req.writes.inserts {
             if self.get(req.cf, key, Seq::MAX, now)?.is_some() {
                 return Err(MidgeError::InvalidArgument(format!(
