@@ -258,6 +258,14 @@ impl Core {
             .cloned()
     }
 
+    /// Whether column family `id` exists (no reference count taken: every transaction begins with this).
+    pub fn has_cf(&self, id: ColumnFamilyId) -> bool {
+        self.cfs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+    }
+
     pub fn cf_by_name(&self, name: &str) -> Option<Arc<CfState>> {
         self.cfs
             .read()
