@@ -315,7 +315,7 @@ impl Transaction {
     fn begin(core: Arc<Core>, cf: ColumnFamilyId, mode: TransactionMode) -> MidgeResult<Transaction> {
         core.check_open()?;
         core.check_fenced()?;
-        if core.cf(cf).is_none() {
+        if !core.has_cf(cf) {
             return Err(MidgeError::InvalidArgument(format!("unknown column family {cf}")));
         }
         let snapshot = core.visible_seq();

@@ -259,6 +259,14 @@ impl Core {
             .cloned()
     }
 
+    /// Whether column family `id` exists (no reference count taken: every transaction begins with this).
+    pub fn has_cf(&self, id: ColumnFamilyId) -> bool {
+        self.cfs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+    }
+
     pub fn cf_by_name(&self, name: &str) -> Option<Arc<CfState>> {
         self.cfs
             .read()
@@ -340,9 +348,6 @@ impl Core {
             .ok_or_else(|| MidgeError::InvalidArgument(format!("column family {} was dropped", req.cf)))?;
         self.check_conflicts(&req)?;
         let ops = std::mem::take(&mut req.writes.ops);
-        if !ops.is_empty() {
-            self.check_stall(&cf)?;
-        }
         if ops.is_empty() {
             drop(c);
             // Assertion-only or empty commits allocate no sequence but honour the durability barrier.
@@ -355,6 +360,7 @@ impl Core {
             }
             return Ok(());
         }
+        let active = self.check_stall(&cf)?;
         let begin = c.last_seq + 1;
         let record = TxnRecord {
             cf: req.cf,
@@ -377,8 +383,7 @@ impl Core {
             }
         };
         c.last_seq = commit_seq;
-        let active = cf.mems.read().unwrap_or_else(|p| p.into_inner()).active.clone();
-        apply_record(&active, &record);
+        apply_record(&active, record);
         let rotated = active.approximate_bytes() >= self.opts.memtable_flush_threshold;
         if rotated && let Err(e) = self.rotate_locked(&cf) {
             return Err(self.durability_failed(e));
@@ -441,11 +446,13 @@ impl Core {
         Ok(())
     }
 
-    /// Writes are refused before touching the WAL while memtables or L0 are over their ceilings.
-    fn check_stall(&self, cf: &CfState) -> MidgeResult<()> {
+    /// Writes are refused before touching the WAL while memtables or L0 are over their ceilings. Returns the
+    /// active memtable (called under the commit lock, so it is the one the commit applies to).
+    fn check_stall(&self, cf: &CfState) -> MidgeResult<Arc<Memtable>> {
         let v = cf.mems.read().unwrap_or_else(|p| p.into_inner());
         let frozen = v.immutable.len();
         let l0 = v.tables.iter().filter(|t| t.meta.level == 0).count();
+        let active = v.active.clone();
         drop(v);
         let (why, counter) = if frozen > self.opts.max_immutable_memtables {
             (
@@ -458,7 +465,7 @@ impl Core {
                 &self.counters.stalls_l0,
             )
         } else {
-            return Ok(());
+            return Ok(active);
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.counters.stalls.fetch_add(1, Ordering::Relaxed);
@@ -577,7 +584,11 @@ impl Core {
                 }
             }
         }
-        let now = self.clock.now_millis();
+        let now = if req.writes.inserts.is_empty() {
+            0
+        } else {
+            self.clock.now_millis()
+        };
         for key in &req.writes.inserts {
             if self.get(req.cf, key, Seq::MAX, now)?.is_some() {
                 return Err(MidgeError::InvalidArgument(format!(
@@ -860,10 +871,35 @@ impl Drop for Core {
     }
 }
 
-/// Applies a logged transaction to a memtable with its original sequences.
-pub(crate) fn apply_record(mem: &Memtable, rec: &TxnRecord) {
-    mem.insert_many(record_versions(rec));
-    for t in record_range_tombstones(rec) {
+/// Applies a logged transaction to a memtable with its original sequences, moving its keys and values
+/// into the memtable (cloning a `Bytes` built from a vector allocates a shared header for it, two per put).
+pub(crate) fn apply_record(mem: &Memtable, rec: TxnRecord) {
+    let mut ranges = Vec::new();
+    mem.insert_many(
+        (rec.begin_seq + 1..)
+            .zip(rec.ops)
+            .filter_map(|(seq, op)| match op {
+                WalOp::Put { key, value, expiry } => Some(Entry {
+                    key,
+                    seq,
+                    kind: EntryKind::Put,
+                    value,
+                    expiry,
+                }),
+                WalOp::Delete { key } => Some(Entry {
+                    key,
+                    seq,
+                    kind: EntryKind::Delete,
+                    value: Bytes::new(),
+                    expiry: None,
+                }),
+                WalOp::DeleteRange { start, end } => {
+                    ranges.push(RangeTombstone { start, end, seq });
+                    None
+                }
+            }),
+    );
+    for t in ranges {
         mem.insert_range(t);
     }
 }
@@ -928,4 +964,59 @@ pub(crate) fn validate_cf_name(name: &str) -> MidgeResult<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A committed record lands in the memtable with one sequence per op, in op order.
+    #[test]
+    fn apply_record_inserts_every_op_with_its_sequence() {
+        let b = |s: &str| Bytes::from(s.to_string());
+        let mem = Memtable::new();
+        let rec = TxnRecord {
+            cf: 0,
+            begin_seq: 10,
+            ops: vec![
+                WalOp::Put {
+                    key: b("a"),
+                    value: b("1"),
+                    expiry: Some(99),
+                },
+                WalOp::DeleteRange {
+                    start: b("m"),
+                    end: b("p"),
+                },
+                WalOp::Delete { key: b("b") },
+                WalOp::Put {
+                    key: b("a"),
+                    value: b("2"),
+                    expiry: None,
+                },
+            ],
+        };
+        apply_record(&mem, rec);
+        let a = mem.get(b"a", Seq::MAX).unwrap();
+        assert_eq!(
+            (a.seq, a.kind, a.value, a.expiry),
+            (14, EntryKind::Put, b("2"), None)
+        );
+        let a = mem.get(b"a", 13).unwrap();
+        assert_eq!(
+            (a.seq, a.kind, a.value, a.expiry),
+            (11, EntryKind::Put, b("1"), Some(99))
+        );
+        let d = mem.get(b"b", Seq::MAX).unwrap();
+        assert_eq!((d.seq, d.kind), (13, EntryKind::Delete));
+        assert_eq!(
+            mem.range_tombstones(),
+            vec![RangeTombstone {
+                start: b("m"),
+                end: b("p"),
+                seq: 12
+            }]
+        );
+        assert_eq!((mem.min_seq(), mem.max_seq()), (Some(11), 14));
+    }
 }

@@ -9,7 +9,7 @@ use crate::wal::record::WalOp;
 use crate::{MidgeError, MidgeResult};
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 use std::sync::Mutex;
 
 /// What a transaction may do.
@@ -47,15 +47,18 @@ pub(crate) type Overlay = (Vec<(Bytes, Option<Bytes>)>, Vec<(Bytes, Bytes)>);
 #[derive(Debug, Default)]
 pub(crate) struct WriteSet {
     pub ops: Vec<WalOp>,
-    /// Latest op index per point key.
+    /// Latest op index per point key, built only once the set holds more than [`INDEX_AFTER`] ops: a
+    /// smaller set is searched by scanning `ops`, so a typical transaction clones no key (a `Bytes` clone
+    /// of a vector allocates a shared header) and allocates no tree node.
     points: BTreeMap<Bytes, usize>,
     /// Range deletes with their op index.
     ranges: Vec<(Bytes, Bytes, usize)>,
     /// Keys inserted (must not exist at commit unless this txn deleted them first).
     pub inserts: Vec<Bytes>,
-    /// Point keys and ranges written, for conflict checks.
-    pub bytes: usize,
 }
+
+/// Ops a write set holds before it indexes its point keys (see [`WriteSet::points`]).
+const INDEX_AFTER: usize = 8;
 
 pub(crate) fn check_key(key: &[u8]) -> MidgeResult<()> {
     if key.is_empty() {
@@ -80,6 +83,14 @@ pub(crate) fn check_value(v: &[u8]) -> MidgeResult<()> {
     Ok(())
 }
 
+/// The key of a point write (`None` for a range delete).
+fn point_key(op: &WalOp) -> Option<&Bytes> {
+    match op {
+        WalOp::Put { key, .. } | WalOp::Delete { key } => Some(key),
+        WalOp::DeleteRange { .. } => None,
+    }
+}
+
 impl WriteSet {
     /// Range deletes covering `key` issued after op index `after` (or at all when `None`).
     fn range_after(&self, key: &[u8], after: Option<usize>) -> bool {
@@ -88,10 +99,25 @@ impl WriteSet {
             .any(|(s, e, i)| s.as_ref() <= key && key < e.as_ref() && after.is_none_or(|a| *i > a))
     }
 
+    fn indexed(&self) -> bool {
+        self.ops.len() > INDEX_AFTER
+    }
+
+    /// The index of the latest point write of `key`.
+    fn latest(&self, key: &[u8]) -> Option<usize> {
+        if self.indexed() {
+            self.points.get(key).copied()
+        } else {
+            self.ops
+                .iter()
+                .rposition(|op| point_key(op).is_some_and(|k| k.as_ref() == key))
+        }
+    }
+
     /// This transaction's latest intent for `key`.
     pub fn own(&self, key: &[u8]) -> Own {
-        match self.points.get(key) {
-            Some(&i) => {
+        match self.latest(key) {
+            Some(i) => {
                 if self.range_after(key, Some(i)) {
                     return Own::Value(None);
                 }
@@ -105,27 +131,55 @@ impl WriteSet {
         }
     }
 
+    /// Appends an op, indexing its point key once the set is large enough to need the index.
+    fn push(&mut self, op: WalOp) {
+        self.ops.push(op);
+        if self.ops.len() == INDEX_AFTER + 1 {
+            // Crossing the threshold: index every point write so far, in op order (later ones win).
+            for (i, op) in self.ops.iter().enumerate() {
+                if let Some(k) = point_key(op) {
+                    self.points.insert(k.clone(), i);
+                }
+            }
+        } else if self.indexed()
+            && let Some(k) = self.ops.last().and_then(point_key)
+        {
+            self.points.insert(k.clone(), self.ops.len() - 1);
+        }
+    }
+
     pub fn put(&mut self, key: Bytes, value: Bytes, expiry: Option<u64>) {
-        self.bytes += key.len() + value.len() + 32;
-        self.points.insert(key.clone(), self.ops.len());
-        self.ops.push(WalOp::Put { key, value, expiry });
+        self.push(WalOp::Put { key, value, expiry });
     }
 
     pub fn delete(&mut self, key: Bytes) {
-        self.bytes += key.len() + 32;
-        self.points.insert(key.clone(), self.ops.len());
-        self.ops.push(WalOp::Delete { key });
+        self.push(WalOp::Delete { key });
     }
 
     pub fn delete_range(&mut self, start: Bytes, end: Bytes) {
-        self.bytes += start.len() + end.len() + 32;
         self.ranges.push((start.clone(), end.clone(), self.ops.len()));
-        self.ops.push(WalOp::DeleteRange { start, end });
+        self.push(WalOp::DeleteRange { start, end });
     }
 
-    /// Point keys written (for conflict checks).
-    pub fn point_keys(&self) -> impl Iterator<Item = &Bytes> {
-        self.points.keys()
+    /// Distinct point keys written, in key order, within `lo..hi`.
+    fn keys_in<'a>(&'a self, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Vec<&'a Bytes> {
+        if self.indexed() {
+            return self.points.range::<[u8], _>((lo, hi)).map(|(k, _)| k).collect();
+        }
+        let mut keys: Vec<&Bytes> = self
+            .ops
+            .iter()
+            .filter_map(point_key)
+            .filter(|k| RangeBounds::<[u8]>::contains(&(lo, hi), k.as_ref()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// Distinct point keys written, in key order (for conflict checks).
+    pub fn point_keys(&self) -> Vec<&Bytes> {
+        self.keys_in(Bound::Unbounded, Bound::Unbounded)
     }
 
     /// Ranges deleted (for conflict checks).
@@ -136,10 +190,13 @@ impl WriteSet {
     /// This transaction's resolved rows within bounds, in key order: `(key, Some(value))` for writes,
     /// `(key, None)` for deletes, and the range deletes (which hide older committed rows).
     pub fn overlay(&self, lo: &Bound<Bytes>, hi: &Bound<Bytes>) -> Overlay {
+        fn bound(b: &Bound<Bytes>) -> Bound<&[u8]> {
+            b.as_ref().map(|k| k.as_ref())
+        }
         let rows = self
-            .points
-            .range::<Bytes, _>((lo.as_ref(), hi.as_ref()))
-            .map(|(k, _)| match self.own(k) {
+            .keys_in(bound(lo), bound(hi))
+            .into_iter()
+            .map(|k| match self.own(k) {
                 Own::Value(v) => (k.clone(), v),
                 Own::Untouched => (k.clone(), None),
             })
@@ -236,6 +293,73 @@ mod tests {
         let (rows, ranges) = w.overlay(&Bound::Unbounded, &Bound::Unbounded);
         assert_eq!(rows, vec![(b("k"), None)]);
         assert_eq!(ranges.len(), 1);
+    }
+
+    /// The write set answers like a plain scan of its ops in order, below and above the size at which it
+    /// indexes its point keys.
+    #[test]
+    fn small_and_indexed_write_sets_resolve_like_a_scan_of_the_ops() {
+        use proptest::prelude::*;
+        #[derive(Debug, Clone)]
+        enum Op {
+            Put(u8, u8),
+            Del(u8),
+            Range(u8, u8),
+        }
+        let op = prop_oneof![
+            (0u8..12, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+            (0u8..12).prop_map(Op::Del),
+            (0u8..12, 0u8..12).prop_map(|(a, b)| Op::Range(a.min(b), a.max(b) + 1)),
+        ];
+        let key = |k: u8| Bytes::from(vec![b'k', b'a' + k]);
+        proptest!(|(ops in proptest::collection::vec(op, 0..(3 * INDEX_AFTER)))| {
+            let mut w = WriteSet::default();
+            for op in &ops {
+                match *op {
+                    Op::Put(k, v) => w.put(key(k), Bytes::from(vec![v]), None),
+                    Op::Del(k) => w.delete(key(k)),
+                    Op::Range(a, b) => w.delete_range(key(a), key(b)),
+                }
+            }
+            // The model: the last op touching a key decides it.
+            let model = |k: u8| -> Own {
+                for op in ops.iter().rev() {
+                    match *op {
+                        Op::Put(x, v) if x == k => return Own::Value(Some(Bytes::from(vec![v]))),
+                        Op::Del(x) if x == k => return Own::Value(None),
+                        Op::Range(a, b) if a <= k && k < b => return Own::Value(None),
+                        _ => {}
+                    }
+                }
+                Own::Untouched
+            };
+            let mut written: Vec<u8> = ops
+                .iter()
+                .filter_map(|op| match *op {
+                    Op::Put(k, _) | Op::Del(k) => Some(k),
+                    Op::Range(..) => None,
+                })
+                .collect();
+            written.sort_unstable();
+            written.dedup();
+            for k in 0..13 {
+                prop_assert_eq!(w.own(&key(k)), model(k));
+            }
+            let keys: Vec<Bytes> = written.iter().map(|&k| key(k)).collect();
+            prop_assert_eq!(w.point_keys().into_iter().cloned().collect::<Vec<_>>(), keys);
+            let (lo, hi) = (3u8, 9u8);
+            let (rows, ranges) = w.overlay(&Bound::Included(key(lo)), &Bound::Excluded(key(hi)));
+            let want: Vec<(Bytes, Option<Bytes>)> = written
+                .iter()
+                .filter(|&&k| lo <= k && k < hi)
+                .map(|&k| match model(k) {
+                    Own::Value(v) => (key(k), v),
+                    Own::Untouched => (key(k), None),
+                })
+                .collect();
+            prop_assert_eq!(rows, want);
+            prop_assert_eq!(ranges.len(), ops.iter().filter(|o| matches!(o, Op::Range(..))).count());
+        });
     }
 
     #[test]

@@ -110,6 +110,9 @@ struct Active {
     synced: u64,
     /// Global position of this segment's byte 0.
     base_lsn: u64,
+    /// Highest sequence logged in this segment. Recorded in [`Wal::segments`] when the segment is sealed
+    /// (only sealed segments are ever released), so an append takes no second lock for it.
+    max_seq: Seq,
     /// Length the file was extended to ahead of the appends (0 when not preallocating).
     reserved: u64,
     /// Bytes of the preallocated range really written (frames or zeros), so the file system has allocated
@@ -123,7 +126,8 @@ pub(crate) struct Wal {
     clock: Arc<dyn Clock>,
     segment_bytes: u64,
     active: Mutex<Active>,
-    /// Max sequence logged in each segment (for release after flush).
+    /// Max sequence logged in each sealed segment (for release after flush); the active segment is listed
+    /// with 0 until it is sealed (its own maximum is [`Active::max_seq`]).
     segments: Mutex<BTreeMap<u64, Seq>>,
     /// Group commit state (see [`Wal::sync_to_then`]).
     group: Mutex<Group>,
@@ -495,6 +499,7 @@ impl Wal {
                 scratch: Vec::new(),
                 synced: 0,
                 base_lsn: 0,
+                max_seq: 0,
                 reserved,
                 filled: 0,
             }),
@@ -562,7 +567,7 @@ impl Wal {
         res?;
         let lsn = a.base_lsn + a.len;
         self.appended_lsn.store(lsn, Ordering::Release);
-        lock(&self.segments).insert(a.id, rec.commit_seq());
+        a.max_seq = rec.commit_seq();
         if a.len >= self.segment_bytes {
             self.rotate_locked(&mut a)?;
         }
@@ -660,6 +665,7 @@ impl Wal {
             }
         }
         let synced_to = a.base_lsn + a.len;
+        let (sealed, sealed_max) = (a.id, a.max_seq);
         let next = a.id + 1;
         let path = segment_path(next);
         let file = self.fs.open(&path, OpenMode::CreateNew).map_err(|e| {
@@ -683,10 +689,15 @@ impl Wal {
             scratch: std::mem::take(&mut a.scratch),
             synced: 0,
             base_lsn: synced_to,
+            max_seq: 0,
             reserved,
             filled: 0,
         };
-        lock(&self.segments).insert(next, 0);
+        {
+            let mut segments = lock(&self.segments);
+            segments.insert(sealed, sealed_max);
+            segments.insert(next, 0);
+        }
         self.synced_lsn.fetch_max(synced_to, Ordering::AcqRel);
         Ok(())
     }

@@ -193,6 +193,11 @@ fn release_removes_only_covered_sealed_segments() {
     wal.append(&rec(4, "b")).unwrap();
     wal.rotate().unwrap();
     assert_eq!(wal.segment_count(), 3);
+    assert_eq!(
+        wal.sealed_segments(),
+        vec![(1, 3), (2, 6)],
+        "a sealed segment records the highest sequence it logged"
+    );
     assert_eq!(wal.release_upto(3).unwrap(), 1);
     assert!(!fs.exists(&segment_path(1)).unwrap());
     assert!(fs.exists(&segment_path(2)).unwrap());
