@@ -974,7 +974,7 @@ mod tests {
     #[test]
     fn apply_record_inserts_every_op_with_its_sequence() {
         let b = |s: &str| Bytes::from(s.to_string());
-        let mem = Memtable::new();
+        let mem = Memtable::new(1 << 20);
         let rec = TxnRecord {
             cf: 0,
             begin_seq: 10,
