@@ -238,6 +238,86 @@ fn a_flushed_table_is_read_from_the_block_cache_first() {
     assert!(blocks_read(&open()) > 0, "a reopened engine starts cold");
 }
 
+/// Reads that keep consulting overlapping L0 tables pay for folding L0 into L1 although L0 is below its
+/// file-count trigger; every read answers correctly before, during and after.
+#[test]
+fn reads_over_overlapping_l0_tables_trigger_their_compaction() {
+    let dir = tmp();
+    let engine = Engine::open(
+        OpenOptions::local(dir.path())
+            .with_l0_compaction_trigger(4)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let cf = engine.get_column_family("default").unwrap();
+    load(&engine, 2000, 1);
+    engine.flush_cf(&cf).unwrap();
+    // Two more tables spanning the key range with a few newer versions: most keys are found in the oldest.
+    for round in 2..=3u32 {
+        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+        for i in (0..2000u32).step_by(100) {
+            tx.put(
+                format!("key{:06}", i + round).into_bytes(),
+                format!("v{round}").into_bytes(),
+                None,
+            )
+            .unwrap();
+        }
+        tx.commit(WriteOptions::buffered()).unwrap();
+        engine.flush_cf(&cf).unwrap();
+    }
+    let want = |i: u32| match i % 100 {
+        2 => "v2".to_string(),
+        3 => "v3".to_string(),
+        _ => String::new(),
+    };
+    let l0_files = |e: &Engine| {
+        e.get_storage_layout()
+            .unwrap()
+            .levels
+            .iter()
+            .filter(|l| l.level == 0)
+            .map(|l| l.file_count)
+            .sum::<u64>()
+    };
+    assert_eq!(
+        l0_files(&engine),
+        3,
+        "below the trigger, nothing compacts by itself"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut reads = 0u64;
+    while l0_files(&engine) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no read-triggered compaction after {reads} reads"
+        );
+        let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+        for i in 0..2000u32 {
+            let v = tx.get(format!("key{i:06}").as_bytes()).unwrap().unwrap();
+            match want(i) {
+                w if w.is_empty() => assert!(v.starts_with(b"v1-"), "key {i}"),
+                w => assert_eq!(v, w.as_bytes(), "the newest version of key {i}"),
+            }
+            reads += 1;
+        }
+    }
+    assert!(reads >= 64, "it took reads to pay for it");
+    let ra = engine.get_read_amp_metrics().unwrap();
+    let before = ra.ssts_touched_total;
+    let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    for i in 0..100 {
+        assert!(tx.get(format!("key{i:06}").as_bytes()).unwrap().is_some());
+    }
+    let ra = engine.get_read_amp_metrics().unwrap();
+    assert_eq!(
+        ra.ssts_touched_total - before,
+        100,
+        "one table per read once L0 is folded in"
+    );
+}
+
 #[test]
 fn corrupt_sst_bytes_are_reported_by_verify_and_reads_never_return_wrong_values() {
     let dir = tmp();

@@ -319,13 +319,23 @@ impl Iterator for GcIter {
     }
 }
 
+/// When L0 is compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum L0Policy {
+    /// At `l0_compaction_trigger` files (moving disjoint files down without rewriting them).
+    Trigger,
+    /// At one file: reads paid for it (see `Core::charge_read`); disjoint files still move.
+    Reads,
+    /// At one file, always merging (`compact_all`: tombstones must be dropped at the bottom).
+    All,
+}
+
 impl Core {
-    pub(crate) fn picker_config(&self, force_l0: bool) -> PickerConfig {
+    pub(crate) fn picker_config(&self, l0: L0Policy) -> PickerConfig {
         PickerConfig {
-            l0_trigger: if force_l0 {
-                1
-            } else {
-                self.opts.l0_compaction_trigger
+            l0_trigger: match l0 {
+                L0Policy::Trigger => self.opts.l0_compaction_trigger,
+                L0Policy::Reads | L0Policy::All => 1,
             },
             l0_critical: self
                 .opts
@@ -335,12 +345,12 @@ impl Core {
             base_level_bytes: self.opts.target_sst_size.saturating_mul(4),
             multiplier: 10,
             max_level: 6,
-            l0_moves: !force_l0,
+            l0_moves: l0 != L0Policy::All,
         }
     }
 
     /// Runs one compaction step for `cf` if the picker finds work. Returns whether anything changed.
-    pub(crate) fn compact_once(&self, cf: &Arc<CfState>, force_l0: bool) -> MidgeResult<bool> {
+    pub(crate) fn compact_once(&self, cf: &Arc<CfState>, l0: L0Policy) -> MidgeResult<bool> {
         let _guard = lock(&self.compaction_lock);
         if self.closed.load(Ordering::Acquire) {
             return Ok(false);
@@ -348,7 +358,7 @@ impl Core {
         self.check_writable()?;
         let tables: Arc<Vec<Arc<Table>>> = cf.mems.read().unwrap_or_else(|p| p.into_inner()).tables.clone();
         let metas: Vec<FileMeta> = tables.iter().map(|t| t.meta.clone()).collect();
-        let choice = choose(&metas, &self.picker_config(force_l0), &BTreeSet::new());
+        let choice = choose(&metas, &self.picker_config(l0), &BTreeSet::new());
         let find = |id: u64| tables.iter().find(|t| t.meta.id == id).cloned();
         match choice {
             Choice::Nothing => Ok(false),
@@ -423,12 +433,17 @@ impl Core {
                 } else {
                     u64::MAX
                 };
-                let mut outputs = Vec::new();
+                let mut outputs: Vec<FileMeta> = Vec::new();
                 let mut first = true;
                 loop {
                     let t: &[RangeTombstone] = if first { &carry } else { &[] };
                     first = false;
-                    match self.write_table(cf.id, output_level, &mut gc, t, limit, false)? {
+                    // A compaction for readers' sake hands its outputs to the cache as a flush does, up to half
+                    // the cache (its inputs' cached blocks die with it); others leave the cache alone.
+                    let written: u64 = outputs.iter().map(|m| m.size).sum();
+                    let fill =
+                        l0 == L0Policy::Reads && written.saturating_mul(2) < self.opts.block_cache_bytes;
+                    match self.write_table(cf.id, output_level, &mut gc, t, limit, fill)? {
                         Some(m) => outputs.push(m),
                         None => break,
                     }
@@ -512,7 +527,11 @@ impl Core {
         }
         while self.flush_one(cf)? {}
         if self.opts.background_compaction {
-            while self.compact_once(cf, false)? {}
+            while self.compact_once(cf, L0Policy::Trigger)? {}
+            // Reads paid for folding L0 into L1 (see `Core::charge_read`).
+            if cf.read_compaction.swap(false, Ordering::AcqRel) {
+                while self.compact_once(cf, L0Policy::Reads)? {}
+            }
         }
         Ok(())
     }
@@ -583,7 +602,7 @@ impl Core {
     pub(crate) fn compact_all(&self) -> MidgeResult<()> {
         for cf in self.list_cfs() {
             while self
-                .compact_once(&cf, true)
+                .compact_once(&cf, L0Policy::All)
                 .map_err(|e| self.durability_failed(e))?
             {}
         }

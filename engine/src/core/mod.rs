@@ -54,6 +54,11 @@ pub(crate) struct CfState {
     /// the sources across reads and revalidate it with a single load instead of a lock and three `Arc`
     /// clones per read.
     pub generation: AtomicU64,
+    /// Reads since the last read-triggered compaction that had to consult an L0 table and another table
+    /// (see `Core::charge_read`).
+    pub read_charges: AtomicU64,
+    /// Set when those reads paid for folding L0 into L1; taken by the next background run.
+    pub read_compaction: AtomicBool,
 }
 
 impl CfState {
@@ -68,6 +73,8 @@ impl CfState {
                 tables: Arc::default(),
             }),
             generation: AtomicU64::new(0),
+            read_charges: AtomicU64::new(0),
+            read_compaction: AtomicBool::new(false),
         }
     }
 

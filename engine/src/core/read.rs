@@ -13,9 +13,15 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+/// L0 bytes one charged read pays for (see `Core::charge_read`).
+const BYTES_PER_CHARGE: u64 = 16 << 10;
+/// Charges between checks of whether they pay for a compaction.
+const CHARGE_CHECK: u64 = 64;
+
 /// One consistent view of a column family's sources.
 #[derive(Debug)]
 struct View {
+    cf: Arc<CfState>,
     active: Arc<Memtable>,
     /// Oldest first (read in reverse); empty, so not allocated, unless a flush is pending.
     immutable: Arc<Vec<Arc<Memtable>>>,
@@ -68,6 +74,7 @@ impl Core {
         let generation = state.generation.load(Ordering::Acquire);
         // Tables are kept newest first by `lsm::sort_tables` whenever the set changes.
         let view = View {
+            cf: state.clone(),
             active: m.active.clone(),
             immutable: m.immutable.clone(),
             tables: m.tables.clone(),
@@ -99,6 +106,7 @@ impl Core {
             newer(mem.get(key, snapshot), &mut best);
             tomb = tomb.max(mem.covering_tombstone_seq(key, snapshot));
         }
+        let (mut touched, mut l0) = (0u32, 0u32);
         for t in view.tables.iter() {
             // Nothing in this or any later (older) table can beat what we have.
             if t.meta.largest_seq < best.as_ref().map_or(0, |b| b.seq).max(tomb) {
@@ -107,8 +115,10 @@ impl Core {
             if key < t.meta.smallest_key.as_ref() || key > t.meta.largest_key.as_ref() {
                 continue;
             }
+            touched += 1;
             self.counters.reads_ssts.fetch_add(1, Ordering::Relaxed);
             if t.meta.level == 0 {
+                l0 += 1;
                 self.counters.reads_l0.fetch_add(1, Ordering::Relaxed);
             }
             newer(t.reader.get(key, snapshot)?, &mut best);
@@ -119,7 +129,41 @@ impl Core {
             ));
         }
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        if touched >= 2 && l0 >= 1 {
+            self.charge_read(view);
+        }
         Ok((best, tomb))
+    }
+
+    /// Charges a read that consulted an L0 table and another one to its column family. Once the charges pay
+    /// for compacting L0 — one per [`BYTES_PER_CHARGE`] of L0, as in LevelDB's seek compaction — L0 is folded
+    /// into L1 in the background although it is below its file-count trigger, so a read-mostly phase after a
+    /// load stops merging overlapping tables on every read. Only with background threads: an inline executor
+    /// would run the compaction inside this read.
+    fn charge_read(&self, view: &View) {
+        if !self.opts.background_compaction || self.executor.is_inline() {
+            return;
+        }
+        let cf = &view.cf;
+        let after = cf.read_charges.fetch_add(1, Ordering::Relaxed) + 1;
+        if !after.is_multiple_of(CHARGE_CHECK) {
+            return;
+        }
+        let l0: u64 = view
+            .tables
+            .iter()
+            .filter(|t| t.meta.level == 0)
+            .map(|t| t.meta.size)
+            .sum();
+        if after.saturating_mul(BYTES_PER_CHARGE) < l0 {
+            return;
+        }
+        cf.read_charges.store(0, Ordering::Relaxed);
+        if !cf.read_compaction.swap(true, Ordering::AcqRel)
+            && let Some(core) = self.me.upgrade()
+        {
+            core.schedule(cf.clone());
+        }
     }
 
     /// The visible value of `key` at `snapshot` for a reader at `read_time`.
@@ -211,12 +255,16 @@ impl Core {
         read_time: u64,
     ) -> MidgeResult<VisibleIter> {
         self.with_view(cf, cache, |v| {
-            Ok(scan_view(v, lo, hi, reverse, snapshot, read_time))
+            let (rows, overlap) = scan_view(v, lo, hi, reverse, snapshot, read_time);
+            if overlap {
+                self.charge_read(v);
+            }
+            Ok(rows)
         })
     }
 }
 
-/// A lazy scan of `view` within bounds at `snapshot`.
+/// A lazy scan of `view` within bounds at `snapshot`, and whether it merges an L0 table with another table.
 fn scan_view(
     view: &View,
     lo: Bound<Bytes>,
@@ -224,7 +272,7 @@ fn scan_view(
     reverse: bool,
     snapshot: Seq,
     read_time: u64,
-) -> VisibleIter {
+) -> (VisibleIter, bool) {
     let mut sources: Vec<Input> = Vec::with_capacity(1 + view.immutable.len() + view.tables.len());
     let mut tombstones: Vec<RangeTombstone> = Vec::new();
     for mem in view.mems() {
@@ -233,6 +281,7 @@ fn scan_view(
             sources.push(Input::Mem(mem.cursor(lo.clone(), hi.clone(), reverse)));
         }
     }
+    let (mut tables, mut l0) = (0, false);
     for t in view.tables.iter() {
         tombstones.extend(t.reader.range_tombstones().iter().cloned());
         // Tables wholly outside the bounds contribute no versions (their range tombstones still count).
@@ -243,6 +292,8 @@ fn scan_view(
             _ => false,
         };
         if !outside {
+            tables += 1;
+            l0 |= t.meta.level == 0;
             sources.push(Input::Sst(SstIter::new(
                 t.reader.clone(),
                 lo.clone(),
@@ -251,7 +302,8 @@ fn scan_view(
             )));
         }
     }
-    VisibleIter::new(sources, reverse, snapshot, read_time, tombstones)
+    let rows = VisibleIter::new(sources, reverse, snapshot, read_time, tombstones);
+    (rows, tables >= 2 && l0)
 }
 
 /// The value a lookup's newest version and newest covering tombstone leave visible at `read_time`.
