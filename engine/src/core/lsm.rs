@@ -438,11 +438,12 @@ impl Core {
                 loop {
                     let t: &[RangeTombstone] = if first { &carry } else { &[] };
                     first = false;
-                    // A compaction for readers' sake hands its outputs to the cache as a flush does, up to half
-                    // the cache (its inputs' cached blocks die with it); others leave the cache alone.
+                    // A compaction for readers' sake, or one the user asked for, hands its outputs to the cache
+                    // as a flush does, up to half the cache (its inputs' cached blocks die with it); background
+                    // compactions under a write load leave the cache alone.
                     let written: u64 = outputs.iter().map(|m| m.size).sum();
                     let fill =
-                        l0 == L0Policy::Reads && written.saturating_mul(2) < self.opts.block_cache_bytes;
+                        l0 != L0Policy::Trigger && written.saturating_mul(2) < self.opts.block_cache_bytes;
                     match self.write_table(cf.id, output_level, &mut gc, t, limit, fill)? {
                         Some(m) => outputs.push(m),
                         None => break,
