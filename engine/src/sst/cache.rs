@@ -1,6 +1,6 @@
 //! A byte-budgeted LRU cache of decoded data blocks, keyed by (file id, block offset).
 
-use crate::types::{Entry, cmp_tail, key_head};
+use crate::types::{Entry, cmp_tail, key_head, keys_eq};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +21,9 @@ pub(crate) struct PackedKeys {
     /// Every [`FENCE`]th head, contiguous: a search binary-searches these (a few cache lines) and then scans
     /// one run of at most [`FENCE`] adjacent heads, instead of probing all over `heads`.
     fences: Vec<[u64; 2]>,
+    /// The length every key has, when they all have the same one of at most 16 bytes (fixed-size keys): two
+    /// such keys are equal exactly when their heads are, so an equality check reads no key bytes.
+    uniform_short_len: Option<usize>,
 }
 
 /// Heads per fence (16 × 16 bytes: four adjacent cache lines).
@@ -44,10 +47,22 @@ impl PackedKeys {
             ends,
             heads: Vec::new(),
             fences: Vec::new(),
+            uniform_short_len: None,
         };
         p.heads = (0..p.ends.len()).map(|i| key_head(p.key(i))).collect();
         p.fences = p.heads.iter().step_by(FENCE).copied().collect();
+        let len0 = p.key(0).len();
+        p.uniform_short_len =
+            (len0 <= 16 && (0..p.ends.len()).all(|i| p.key(i).len() == len0)).then_some(len0);
         p
+    }
+
+    /// Whether key `i` equals `key`, whose [`key_head`] is `head`.
+    pub fn eq_at(&self, i: usize, key: &[u8], head: &[u64; 2]) -> bool {
+        match self.uniform_short_len {
+            Some(len) if i < self.heads.len() => len == key.len() && self.heads.get(i) == Some(head),
+            _ => keys_eq(self.key(i), key),
+        }
     }
 
     /// The index of the first key `>= key` (`strict`: `> key`): a binary search over the fences, then a scan
@@ -116,6 +131,11 @@ impl DecodedBlock {
     /// The index of the first entry whose key is `>= key` (`strict`: `> key`).
     pub fn lower_bound(&self, key: &[u8], strict: bool) -> usize {
         self.keys.lower_bound(key, strict)
+    }
+
+    /// Whether entry `i`'s key equals `key`, whose [`key_head`] is `head` (see [`PackedKeys::eq_at`]).
+    pub fn key_eq(&self, i: usize, key: &[u8], head: &[u64; 2]) -> bool {
+        self.keys.eq_at(i, key, head)
     }
 }
 

@@ -8,7 +8,7 @@ use super::{FOOTER_LEN, MAGIC, SstStats, VERSION};
 use crate::codec::{DecodeError, Reader, crc_matches};
 use crate::error::{Corrupt, FileKind, MidgeError, MidgeResult};
 use crate::storage::File;
-use crate::types::{Entry, Found, RangeTombstone, Seq, cmp_keys, keys_eq};
+use crate::types::{Entry, Found, RangeTombstone, Seq, cmp_keys, key_head};
 use bytes::Bytes;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -201,11 +201,12 @@ impl SstReader {
             self.stats.bloom_rejects.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
+        let head = key_head(key);
         for i in self.seek_block(key)..self.index.len() {
             let b = self.block(i)?;
-            // Compare against the packed keys (already warm from the search), touching only the entry found.
+            // Compare against the packed heads (already warm from the search), touching only the entry found.
             for j in b.lower_bound(key, false)..b.len() {
-                if !keys_eq(b.key(j), key) {
+                if !b.key_eq(j, key, &head) {
                     return Ok(None);
                 }
                 if b[j].seq <= snapshot {

@@ -365,4 +365,32 @@ proptest! {
             prop_assert_eq!(packed.lower_bound(p, true), keys.partition_point(|k| k <= p));
         }
     }
+
+    /// Key equality through the packed heads agrees with byte equality, for blocks whose keys all have one
+    /// short length (compared by head alone) and for mixed ones, including keys that differ only by trailing
+    /// zeros.
+    #[test]
+    fn packed_key_equality_matches_bytes(
+        mut keys in prop::collection::vec(model_key(4), 1..60),
+        probes in prop::collection::vec(model_key(4), 1..30),
+        fixed in prop_oneof![Just(None), Just(Some(3usize)), Just(Some(16usize))],
+    ) {
+        // A fixed length pads or cuts every key (and probe) to it with zeros.
+        let fit = |k: &Vec<u8>| fixed.map_or(k.clone(), |n| {
+            let mut k = k.clone();
+            k.resize(n, 0);
+            k
+        });
+        keys = keys.iter().map(fit).collect();
+        keys.sort();
+        let bytes = keys.iter().map(Vec::len).sum();
+        let packed = cache::PackedKeys::new(keys.iter().map(Vec::as_slice), keys.len(), bytes);
+        let probes: Vec<Vec<u8>> = probes.iter().map(fit).chain(probes.iter().cloned()).collect();
+        for p in probes.iter().chain(&keys) {
+            let head = crate::types::key_head(p);
+            for (i, k) in keys.iter().enumerate() {
+                prop_assert_eq!(packed.eq_at(i, p, &head), k == p, "key {:?} probe {:?}", k, p);
+            }
+        }
+    }
 }
