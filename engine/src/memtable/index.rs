@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Slots probed before an insert gives up (and the index overflows) or a lookup concludes "absent".
 const MAX_PROBE: usize = 32;
-/// Memtable bytes per slot. A version costs at least `ENTRY_OVERHEAD` (216) bytes of the memtable budget, so
-/// a full memtable holds at most `limit / 216` keys: ≈ 60 % of the slots at 128 bytes per slot.
+/// Memtable bytes per slot. A version costs at least `ENTRY_OVERHEAD` (200) bytes of the memtable budget, so
+/// a full memtable holds at most `limit / 200` keys: ≈ 64 % of the slots at 128 bytes per slot.
 pub(super) const BYTES_PER_SLOT: u64 = 128;
 const MIN_SLOTS: usize = 64;
 const MAX_SLOTS: usize = 1 << 24;

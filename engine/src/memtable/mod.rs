@@ -195,11 +195,14 @@ impl Ord for IKey {
 }
 
 /// Per-entry bookkeeping counted toward the memtable's size: the skiplist node (internal key with its inline
-/// head, version fields, tower: ≈ 130 bytes plus the allocator's header), the two `Bytes` handles' shared
-/// headers, and the point index's slots (one per [`index::BYTES_PER_SLOT`] bytes of the limit, ≈ 1.6 per
-/// version in a full memtable) — ≈ 216 bytes beyond key and value (the 10 M-key scale test holds RSS within
-/// 1.2× its budget).
-const ENTRY_OVERHEAD: u64 = 216;
+/// head, version fields, tower: ≈ 130 bytes plus the allocator's header) and the two `Bytes` handles' shared
+/// headers — ≈ 200 bytes beyond key and value (the 10 M-key scale test holds RSS within 1.2× its budget).
+/// The point index is a fixed cost per memtable ([`INDEX_BYTES_PER_LIMIT_BYTE`]), which the memory budget
+/// sets aside with the memtables.
+const ENTRY_OVERHEAD: u64 = 200;
+/// The point index's slot table, per byte of the memtable limit (8-byte slots, one per
+/// [`index::BYTES_PER_SLOT`] bytes).
+pub(crate) const INDEX_BYTES_PER_LIMIT_BYTE: f64 = 8.0 / index::BYTES_PER_SLOT as f64;
 /// Versions read per refill: the first chunk is small (a short seek clones little), later ones double up to
 /// `CHUNK`.
 const CHUNK: usize = 256;

@@ -556,7 +556,9 @@ impl OpenOptionsBuilder {
             Some(b) => b,
             None => 64 << 20,
         };
-        let used = pool as u64 + limit * (1 + max_immutable as u64);
+        // Each memtable generation also holds its point index (1/16 of its limit).
+        let index = (limit as f64 * crate::memtable::INDEX_BYTES_PER_LIMIT_BYTE) as u64;
+        let used = pool as u64 + (limit + index) * (1 + max_immutable as u64);
         let cache = (budget as u64).saturating_sub(used).max(1 << 20);
         let _ = self.block_cache_policy;
         let wal_preallocate = self
