@@ -91,8 +91,15 @@ impl Core {
         Ok(self.current_view(cf)?.view)
     }
 
-    /// The newest version of `key` at or below `snapshot` and the newest covering range tombstone.
-    fn lookup(&self, view: &View, key: &[u8], snapshot: Seq) -> MidgeResult<(Option<Found>, Seq)> {
+    /// The newest version of `key` at or below `snapshot` and the newest covering range tombstone; a user's
+    /// read (`charge`) that consulted several tables is charged for a read compaction.
+    fn lookup(
+        &self,
+        view: &View,
+        key: &[u8],
+        snapshot: Seq,
+        charge: bool,
+    ) -> MidgeResult<(Option<Found>, Seq)> {
         let mut best: Option<Found> = None;
         let mut tomb: Seq = 0;
         let newer = |e: Option<Found>, best: &mut Option<Found>| {
@@ -129,7 +136,7 @@ impl Core {
             ));
         }
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
-        if touched >= 2 && l0 >= 1 {
+        if charge && touched >= 2 && l0 >= 1 {
             self.charge_read(view);
         }
         Ok((best, tomb))
@@ -174,7 +181,7 @@ impl Core {
         snapshot: Seq,
         read_time: u64,
     ) -> MidgeResult<Option<Bytes>> {
-        let (best, tomb) = self.lookup(&self.view(cf)?, key, snapshot)?;
+        let (best, tomb) = self.lookup(&self.view(cf)?, key, snapshot, true)?;
         Ok(visible(best, tomb, read_time))
     }
 
@@ -187,13 +194,14 @@ impl Core {
         snapshot: Seq,
         read_time: u64,
     ) -> MidgeResult<Option<Bytes>> {
-        let (best, tomb) = self.with_view(cf, cache, |v| self.lookup(v, key, snapshot))?;
+        let (best, tomb) = self.with_view(cf, cache, |v| self.lookup(v, key, snapshot, true))?;
         Ok(visible(best, tomb, read_time))
     }
 
     /// The sequence of the newest mutation (put, delete or covering range delete) of `key`, visible or not.
     pub fn latest_mutation_seq(&self, cf: ColumnFamilyId, key: &[u8]) -> MidgeResult<Seq> {
-        let (best, tomb) = self.lookup(&self.view(cf)?, key, Seq::MAX)?;
+        // A commit's conflict probe: not a read to charge (a write load must not trigger read compactions).
+        let (best, tomb) = self.lookup(&self.view(cf)?, key, Seq::MAX, false)?;
         Ok(best.map_or(0, |e| e.seq).max(tomb))
     }
 
