@@ -745,6 +745,7 @@ impl Core {
             )
         };
         let snaps = self.snapshots.list();
+        let (cache_hits, cache_misses) = self.block_cache.hits_and_misses();
         let ws = &self.wal.stats;
         RuntimeMetricsSnapshot {
             health: self.health(),
@@ -804,8 +805,8 @@ impl Core {
             write_stalls_compaction_total: self.counters.stalls_l0.load(Ordering::Relaxed),
             compactions_run: self.counters.compactions.load(Ordering::Relaxed),
             compaction_bytes_rewritten: self.counters.compaction_bytes.load(Ordering::Relaxed),
-            cache_hits: self.block_cache.hits.load(Ordering::Relaxed),
-            cache_misses: self.block_cache.misses.load(Ordering::Relaxed),
+            cache_hits,
+            cache_misses,
             sst_bloom_checks_total: self.sst_stats.bloom_checks.load(Ordering::Relaxed),
             sst_bloom_rejects_total: self.sst_stats.bloom_rejects.load(Ordering::Relaxed),
             sst_data_blocks_read_total: self.sst_stats.blocks_read.load(Ordering::Relaxed),

@@ -3,7 +3,6 @@
 use crate::types::{Entry, cmp_tail, key_head, keys_eq};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Decoded entries of one block.
@@ -170,7 +169,15 @@ struct Inner {
     by_tick: BTreeMap<u64, (u64, u64)>,
     tick: u64,
     bytes: u64,
+    /// Counted under the shard's lock, which a lookup holds anyway: no shared counter written per read.
+    hits: u64,
+    misses: u64,
 }
+
+/// One shard on cache lines of its own, so readers on different shards never write to one line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Inner>);
 
 /// Shards of the cache, each its own LRU under its own lock, so concurrent readers rarely share a lock.
 const SHARDS: usize = 16;
@@ -180,9 +187,7 @@ const SHARDS: usize = 16;
 pub(crate) struct BlockCache {
     /// Per shard.
     capacity: u64,
-    shards: Box<[Mutex<Inner>]>,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
+    shards: Box<[Shard]>,
 }
 
 fn block_bytes(b: &DecodedBlock) -> u64 {
@@ -196,10 +201,16 @@ impl BlockCache {
     pub fn new(capacity: u64) -> BlockCache {
         BlockCache {
             capacity: capacity / SHARDS as u64,
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
         }
+    }
+
+    /// Lookups that found their block, and those that did not, since the cache was created.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        self.shards.iter().fold((0, 0), |(h, m), s| {
+            let g = s.0.lock().unwrap_or_else(|p| p.into_inner());
+            (h + g.hits, m + g.misses)
+        })
     }
 
     /// A hit only stamps the entry with a new tick (a hash lookup, no reordering); eviction re-queues
@@ -210,7 +221,7 @@ impl BlockCache {
         h.write_u64(file);
         h.write_u64(offset);
         // The multiply leaves the best-mixed bits on top.
-        &self.shards[(h.finish() >> 60) as usize % SHARDS]
+        &self.shards[(h.finish() >> 60) as usize % SHARDS].0
     }
 
     pub fn get(&self, file: u64, offset: u64) -> Option<Block> {
@@ -221,11 +232,11 @@ impl BlockCache {
         match inner.map.get_mut(&(file, offset)) {
             Some((b, t, _)) => {
                 *t = tick;
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                inner.hits += 1;
                 Some(b.clone())
             }
             None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
+                inner.misses += 1;
                 None
             }
         }
