@@ -185,6 +185,17 @@ fn misuse_gets_typed_errors_not_panics() {
     ));
 }
 
+/// The keys a scan returns, as strings.
+fn scan_keys(tx: &Transaction, q: &Query) -> Vec<String> {
+    tx.scan(q)
+        .unwrap()
+        .try_collect()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+        .collect()
+}
+
 #[test]
 fn reverse_prefix_and_limit_scans_follow_the_query_contract() {
     let engine = Engine::open(OpenOptions::in_memory().build()).unwrap();
@@ -195,49 +206,22 @@ fn reverse_prefix_and_limit_scans_follow_the_query_contract() {
     }
     tx.commit(WriteOptions::sync()).unwrap();
     let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
-    let keys = |q: Query| -> Vec<String> {
-        tx.scan(&q)
-            .unwrap()
-            .try_collect()
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
-            .collect()
-    };
-    assert_eq!(
-        keys(Query::new().prefix(Bytes::from("user:"))),
-        ["user:1", "user:2", "user:3"]
-    );
-    assert_eq!(
-        keys(Query::new().prefix(Bytes::from("user:")).reverse().limit(2)),
-        ["user:3", "user:2"]
-    );
-    assert_eq!(
-        keys(
-            Query::new()
-                .prefix(Bytes::from("user:"))
-                .start_key(Bytes::from("user:2"))
+    let keys = |q: Query| scan_keys(&tx, &q);
+    let user = || Query::new().prefix(Bytes::from("user:"));
+    let cases: [(Query, &[&str]); 5] = [
+        (user(), &["user:1", "user:2", "user:3"]),
+        (user().reverse().limit(2), &["user:3", "user:2"]),
+        (user().start_key(Bytes::from("user:2")), &["user:2", "user:3"]),
+        (user().end_key(Bytes::from("user:3")), &["user:1", "user:2"]),
+        // An explicit range wider than the prefix still returns only prefixed keys.
+        (
+            user().start_key(Bytes::from("a")).end_key(Bytes::from("z")),
+            &["user:1", "user:2", "user:3"],
         ),
-        ["user:2", "user:3"]
-    );
-    assert_eq!(
-        keys(
-            Query::new()
-                .prefix(Bytes::from("user:"))
-                .end_key(Bytes::from("user:3"))
-        ),
-        ["user:1", "user:2"]
-    );
-    // An explicit range wider than the prefix still returns only prefixed keys.
-    assert_eq!(
-        keys(
-            Query::new()
-                .prefix(Bytes::from("user:"))
-                .start_key(Bytes::from("a"))
-                .end_key(Bytes::from("z"))
-        ),
-        ["user:1", "user:2", "user:3"]
-    );
+    ];
+    for (q, want) in cases {
+        assert_eq!(keys(q.clone()), want, "{q:?}");
+    }
     // A prefix with no successor (all 0xFF) is bounded below only.
     assert_eq!(
         keys(Query::new().prefix(Bytes::from_static(&[0xc3, 0xbf]))),
@@ -268,15 +252,7 @@ fn scans_at_table_edges_keep_exactly_the_keys_in_bounds() {
         engine.flush_cf(&cf).unwrap();
     }
     let tx = engine.begin_tx(cf.id(), TransactionMode::ReadOnly).unwrap();
-    let keys = |q: Query| -> String {
-        tx.scan(&q)
-            .unwrap()
-            .try_collect()
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
-            .collect()
-    };
+    let keys = |q: Query| scan_keys(&tx, &q).concat();
     assert_eq!(keys(Query::new().end_key(Bytes::from("m"))), "abc");
     assert_eq!(keys(Query::new().end_key(Bytes::from("m")).reverse()), "cba");
     assert_eq!(

@@ -152,47 +152,34 @@ impl<'a> std::borrow::Borrow<dyn IKeyView + 'a> for Version {
     }
 }
 
-impl PartialEq for Version {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
+/// Orders a type exactly by its [`IKeyView`] parts (`Eq`, `PartialOrd` and `Ord` all from [`cmp_parts`]).
+macro_rules! ordered_by_parts {
+    ($t:ty) => {
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.cmp(other).is_eq()
+            }
+        }
+
+        impl Eq for $t {}
+
+        impl PartialOrd for $t {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $t {
+            #[inline]
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                cmp_parts(self, other)
+            }
+        }
+    };
 }
 
-impl Eq for Version {}
-
-impl PartialOrd for Version {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Version {
-    #[inline]
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        cmp_parts(self, other)
-    }
-}
-
-impl PartialEq for IKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for IKey {}
-
-impl PartialOrd for IKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for IKey {
-    #[inline]
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        cmp_parts(self, other)
-    }
-}
+ordered_by_parts!(Version);
+ordered_by_parts!(IKey);
 
 /// Per-entry bookkeeping counted toward the memtable's size: the skiplist node (internal key with its inline
 /// head, version fields, tower: ≈ 130 bytes plus the allocator's header) and the two `Bytes` handles' shared
