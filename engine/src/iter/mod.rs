@@ -24,6 +24,11 @@ pub(crate) trait Cursor {
     fn current(&self) -> Option<&Entry>;
     /// Moves to the next version. After an error the cursor is at its end.
     fn advance(&mut self) -> MidgeResult<()>;
+    /// True when the version after the current one is known, without comparing keys, to belong to another
+    /// key (false when unknown).
+    fn next_key_differs(&self) -> bool {
+        false
+    }
 }
 
 /// Adapts any [`Source`] to a [`Cursor`].
@@ -77,26 +82,55 @@ impl Input {
             Input::Iter(c) => c.advance(),
         }
     }
+    #[inline]
+    fn next_key_differs(&self) -> bool {
+        match self {
+            Input::Mem(c) => c.next_key_differs(),
+            Input::Sst(c) => c.next_key_differs(),
+            #[cfg(test)]
+            Input::Iter(c) => c.next_key_differs(),
+        }
+    }
 }
 
 /// Merges inputs by internal order (ascending, or descending when `reverse`) with a binary heap of input
-/// indices, reading versions in place: `peek` borrows the next version, `advance` moves past it.
+/// indices, reading versions in place: `peek` borrows the next version, `advance` moves past it. A single
+/// input (a scan over one table, the usual state after compaction) is read straight through, without a heap.
 pub(crate) struct MergeIter {
     inputs: Vec<Input>,
-    /// Indices of inputs that have a current version, as a heap whose root is the next version to yield.
+    /// Indices of inputs that have a current version, as a heap whose root is the next version to yield
+    /// (unused, so never allocated, when `single`).
     heap: Vec<usize>,
+    /// Exactly one input.
+    single: bool,
+    /// With a single input: primed and not failed (a failed input is at its end, like one popped off the heap).
+    live: bool,
     reverse: bool,
     primed: bool,
 }
 
 impl MergeIter {
     pub fn new(inputs: Vec<Input>, reverse: bool) -> MergeIter {
+        let single = inputs.len() == 1;
         MergeIter {
-            heap: Vec::with_capacity(inputs.len()),
+            heap: if single {
+                Vec::new()
+            } else {
+                Vec::with_capacity(inputs.len())
+            },
+            single,
+            live: false,
             inputs,
             reverse,
             primed: false,
         }
+    }
+
+    /// True when the version after the one `peek` returns is known to have another key (a single input that
+    /// knows it; with several inputs any of them could hold another version of the key).
+    #[inline]
+    pub fn next_key_differs(&self) -> bool {
+        self.single && self.inputs.first().is_some_and(Input::next_key_differs)
     }
 
     /// True when input `a`'s current version comes before input `b`'s.
@@ -137,6 +171,10 @@ impl MergeIter {
 
     fn prime(&mut self) -> MidgeResult<()> {
         self.primed = true;
+        if self.single {
+            self.live = true;
+            return self.advance();
+        }
         for i in 0..self.inputs.len() {
             self.inputs[i].advance()?;
             if self.inputs[i].current().is_some() {
@@ -155,6 +193,12 @@ impl MergeIter {
         if !self.primed {
             self.prime()?;
         }
+        if self.single {
+            return Ok(match self.live {
+                true => self.inputs.first().and_then(Input::current),
+                false => None,
+            });
+        }
         Ok(match self.heap.first() {
             Some(&i) => self.inputs[i].current(),
             None => None,
@@ -163,6 +207,15 @@ impl MergeIter {
 
     /// Moves past the version `peek` returned.
     pub fn advance(&mut self) -> MidgeResult<()> {
+        if self.single {
+            if !self.live {
+                return Ok(());
+            }
+            let res = self.inputs.first_mut().map_or(Ok(()), Input::advance);
+            // An input at its end stays there; one that failed is not read again.
+            self.live = res.is_ok();
+            return res;
+        }
         let Some(&top) = self.heap.first() else {
             return Ok(());
         };
@@ -199,8 +252,11 @@ pub(crate) struct VisibleIter {
     snapshot: Seq,
     read_time: u64,
     tombstones: Fragments,
-    /// The key whose versions are being skipped when none of them is returned.
+    /// The key whose versions are being skipped.
     skip: Vec<u8>,
+    /// Forward: the merge still stands on the version last returned; the next call moves past its key's
+    /// versions (so a scan that stops after a row never reads ahead of it, e.g. into another block).
+    pending: bool,
 }
 
 impl VisibleIter {
@@ -220,6 +276,7 @@ impl VisibleIter {
             read_time,
             tombstones,
             skip: Vec::new(),
+            pending: false,
         }
     }
 
@@ -239,6 +296,10 @@ impl VisibleIter {
     /// Forward: versions of a key arrive newest first, so the first at or below the snapshot decides (every
     /// key decided is skipped to its end, so the first such version met is always its key's newest).
     fn next_forward(&mut self) -> MidgeResult<Option<(Bytes, Bytes)>> {
+        if self.pending {
+            self.pending = false;
+            self.skip_current_key()?;
+        }
         loop {
             let Some(e) = self.merge.peek()? else {
                 return Ok(None);
@@ -248,16 +309,25 @@ impl VisibleIter {
                 continue;
             }
             if shows(e, self.read_time, &mut self.tombstones) {
-                let row = (e.key.clone(), e.value.clone());
-                self.merge.advance()?;
-                skip_key(&mut self.merge, &row.0)?;
-                return Ok(Some(row));
+                self.pending = true;
+                return Ok(Some((e.key.clone(), e.value.clone())));
             }
-            self.skip.clear();
-            self.skip.extend_from_slice(&e.key);
-            self.merge.advance()?;
-            skip_key(&mut self.merge, &self.skip)?;
+            self.skip_current_key()?;
         }
+    }
+
+    /// Moves the merge past the version it stands on and every other version of that key.
+    fn skip_current_key(&mut self) -> MidgeResult<()> {
+        if self.merge.next_key_differs() {
+            return self.merge.advance();
+        }
+        let Some(e) = self.merge.peek()? else {
+            return Ok(());
+        };
+        self.skip.clear();
+        self.skip.extend_from_slice(&e.key);
+        self.merge.advance()?;
+        skip_key(&mut self.merge, &self.skip)
     }
 
     /// Reverse: versions of a key arrive oldest first, so the last at or below the snapshot decides.
@@ -479,7 +549,11 @@ mod tests {
             .into_iter(),
         );
         let mut it = VisibleIter::from_sources(vec![s], false, 10, 0, vec![]);
+        // The row is complete before the failure (its newest version decides), so it comes first; the error
+        // follows and ends the stream.
+        assert_eq!(it.next().unwrap().unwrap().0, Bytes::from("a"));
         assert!(it.next().unwrap().is_err());
+        assert!(it.next().is_none());
     }
 
     #[test]

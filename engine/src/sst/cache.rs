@@ -70,7 +70,12 @@ impl PackedKeys {
         let h = key_head(key);
         // Whether key `i`, whose head is `head`, still sorts before the bound.
         let before = |i: usize, head: &[u64; 2]| {
-            let ord = head.cmp(&h).then_with(|| cmp_tail(self.key(i), key));
+            let ord = head.cmp(&h).then_with(|| match self.uniform_short_len {
+                // Key `i` has `len <= 16` bytes and the same head: it is a prefix of the bound's first 16
+                // bytes, so the lengths decide (see `cmp_tail`) without reading key `i`'s length or bytes.
+                Some(len) => len.cmp(&key.len()),
+                None => cmp_tail(self.key(i), key),
+            });
             ord.is_lt() || (strict && ord.is_eq())
         };
         let (mut lo, mut hi) = (0, self.fences.len());
@@ -95,6 +100,15 @@ impl PackedKeys {
         i
     }
 
+    /// Whether no two adjacent keys are equal (keys are sorted, so: no key appears twice).
+    pub fn all_distinct(&self) -> bool {
+        match self.uniform_short_len {
+            // Fixed-size keys of at most 16 bytes are equal exactly when their heads are.
+            Some(_) => self.heads.windows(2).all(|w| w[0] != w[1]),
+            None => (1..self.ends.len()).all(|i| !keys_eq(self.key(i - 1), self.key(i))),
+        }
+    }
+
     /// Key `i` (empty when out of range).
     pub fn key(&self, i: usize) -> &[u8] {
         let start = if i == 0 {
@@ -114,12 +128,25 @@ impl PackedKeys {
 pub(crate) struct DecodedBlock {
     entries: Vec<Entry>,
     keys: PackedKeys,
+    /// No key has two versions in this block (typical of a compaction's output): a cursor moving to the next
+    /// entry inside the block knows it reaches another key without comparing keys.
+    distinct: bool,
 }
 
 impl DecodedBlock {
     /// From entries and their keys, packed (in the same order).
     pub fn from_parts(entries: Vec<Entry>, keys: PackedKeys) -> DecodedBlock {
-        DecodedBlock { entries, keys }
+        let distinct = keys.all_distinct();
+        DecodedBlock {
+            entries,
+            keys,
+            distinct,
+        }
+    }
+
+    /// Whether every entry's key differs from its neighbours' (each key has one version in the block).
+    pub fn distinct_keys(&self) -> bool {
+        self.distinct
     }
 
     /// Entry `i`'s key, from the packed copy (cheaper to touch than the entry's own).

@@ -405,6 +405,8 @@ pub(crate) struct SstIter {
     cur: Option<usize>,
     /// Whether the loaded block reaches past the far bound (so each entry must be checked against it).
     check_far: bool,
+    /// Whether a block was loaded (and searched for the near bound) yet.
+    searched: bool,
     /// Whether blocks read from the file go into the block cache (not for compaction inputs, which are about
     /// to be deleted and would only evict blocks readers use).
     fill_cache: bool,
@@ -428,6 +430,9 @@ fn in_hi(hi: &Bound<Bytes>, k: &[u8]) -> bool {
         Bound::Unbounded => true,
     }
 }
+
+/// Entries a cursor asks the CPU to load as it enters a block (a short scan's worth).
+const PREFETCH_ENTRIES: usize = 8;
 
 impl SstIter {
     pub fn new(reader: Arc<SstReader>, lo: Bound<Bytes>, hi: Bound<Bytes>, reverse: bool) -> SstIter {
@@ -454,6 +459,7 @@ impl SstIter {
             pos: 0,
             cur: None,
             check_far: true,
+            searched: false,
             fill_cache: true,
             done: false,
         }
@@ -483,24 +489,46 @@ impl SstIter {
         let b = self.reader.block_with(i, self.fill_cache)?;
         // Keys ascend within a block, so "inside the near bound" is false then true (forward) and "inside
         // the far bound" true then false (reverse): start at the partition point.
+        // Only the first block loaded needs a search: the index search started the walk at the block where
+        // the near bound falls, so later blocks lie inside it, except for versions of an excluded bound key
+        // that continue into the next block (checked on the block's first key, which the walk reads next).
+        let searched = self.searched;
+        self.searched = true;
         self.pos = if self.reverse {
             match &self.hi {
                 Bound::Unbounded => b.len(),
+                _ if searched && !b.is_empty() && in_hi(&self.hi, b.key(b.len() - 1)) => b.len(),
                 Bound::Included(k) => b.lower_bound(k, true),
                 Bound::Excluded(k) => b.lower_bound(k, false),
             }
         } else {
             match &self.lo {
                 Bound::Unbounded => 0,
+                _ if searched && !b.is_empty() && in_lo(&self.lo, b.key(0)) => 0,
                 Bound::Included(k) => b.lower_bound(k, false),
                 Bound::Excluded(k) => b.lower_bound(k, true),
             }
         };
+        // An unbounded far side needs no check (and no read of the block's edge key).
         self.check_far = if self.reverse {
-            b.is_empty() || !in_lo(&self.lo, b.key(0))
+            !matches!(self.lo, Bound::Unbounded) && (b.is_empty() || !in_lo(&self.lo, b.key(0)))
         } else {
-            b.is_empty() || !in_hi(&self.hi, b.key(b.len() - 1))
+            !matches!(self.hi, Bound::Unbounded) && (b.is_empty() || !in_hi(&self.hi, b.key(b.len() - 1)))
         };
+        // The entries after the start are read one by one, each from a cold cache line on a random seek:
+        // ask for the next few at once so their misses overlap instead of queueing behind each other.
+        let ahead = if self.reverse {
+            self.pos.saturating_sub(PREFETCH_ENTRIES)..self.pos
+        } else {
+            self.pos..(self.pos + PREFETCH_ENTRIES).min(b.len())
+        };
+        for e in b.get(ahead).unwrap_or_default() {
+            crate::runtime::prefetch(&e.expiry);
+            crate::runtime::prefetch(&e.key);
+            crate::runtime::prefetch(&e.value);
+            crate::runtime::prefetch(&e.seq);
+            crate::runtime::prefetch(&e.kind);
+        }
         self.block = Some(b);
         Ok(true)
     }
@@ -510,6 +538,22 @@ impl crate::iter::Cursor for SstIter {
     #[inline]
     fn current(&self) -> Option<&Entry> {
         self.block.as_ref()?.get(self.cur?)
+    }
+
+    /// Known only inside a block without repeated keys: the next entry in the block has another key (one in
+    /// the next block may continue the current key's versions).
+    #[inline]
+    fn next_key_differs(&self) -> bool {
+        match (&self.block, self.cur) {
+            (Some(b), Some(i)) if b.distinct_keys() => {
+                if self.reverse {
+                    i > 0
+                } else {
+                    i + 1 < b.len()
+                }
+            }
+            _ => false,
+        }
     }
 
     fn advance(&mut self) -> MidgeResult<()> {
