@@ -68,9 +68,14 @@ impl PackedKeys {
     /// of one run of adjacent heads.
     pub fn lower_bound(&self, key: &[u8], strict: bool) -> usize {
         let h = key_head(key);
-        // Whether key `i`, whose head is `head`, still sorts before the bound.
+        // Whether key `i`, whose head is `head`, still sorts before the bound. On a head tie between keys of
+        // at most 16 bytes only the lengths decide (see [`cmp_tail`]): with uniform short keys that length is
+        // known, so the tie (the key found, in a point read) reads neither `ends` nor the key bytes.
         let before = |i: usize, head: &[u64; 2]| {
-            let ord = head.cmp(&h).then_with(|| cmp_tail(self.key(i), key));
+            let ord = head.cmp(&h).then_with(|| match self.uniform_short_len {
+                Some(len) if key.len() <= 16 => len.cmp(&key.len()),
+                _ => cmp_tail(self.key(i), key),
+            });
             ord.is_lt() || (strict && ord.is_eq())
         };
         let (mut lo, mut hi) = (0, self.fences.len());

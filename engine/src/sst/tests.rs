@@ -366,9 +366,9 @@ proptest! {
         }
     }
 
-    /// Key equality through the packed heads agrees with byte equality, for blocks whose keys all have one
-    /// short length (compared by head alone) and for mixed ones, including keys that differ only by trailing
-    /// zeros.
+    /// Key equality and the search through the packed heads agree with bytes, for blocks whose keys all have
+    /// one short length (compared by head alone) and for mixed ones, including keys that differ only by
+    /// trailing zeros.
     #[test]
     fn packed_key_equality_matches_bytes(
         mut keys in prop::collection::vec(model_key(4), 1..60),
@@ -387,6 +387,9 @@ proptest! {
         let packed = cache::PackedKeys::new(keys.iter().map(Vec::as_slice), keys.len(), bytes);
         let probes: Vec<Vec<u8>> = probes.iter().map(fit).chain(probes.iter().cloned()).collect();
         for p in probes.iter().chain(&keys) {
+            // The search, whose head ties on uniform short keys are settled by the known length.
+            prop_assert_eq!(packed.lower_bound(p, false), keys.partition_point(|k| k < p));
+            prop_assert_eq!(packed.lower_bound(p, true), keys.partition_point(|k| k <= p));
             let head = crate::types::key_head(p);
             for (i, k) in keys.iter().enumerate() {
                 prop_assert_eq!(packed.eq_at(i, p, &head), k == p, "key {:?} probe {:?}", k, p);
