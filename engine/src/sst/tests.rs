@@ -397,3 +397,60 @@ proptest! {
         }
     }
 }
+
+/// A point read looks each block up in the cache once: a first read counts one miss and reads the block
+/// from the file, later reads of it count hits and read nothing, and the values agree with an uncached
+/// reader, including a key whose versions continue into the next block.
+#[test]
+fn point_reads_count_one_cache_lookup_per_block_and_reuse_cached_blocks() {
+    let fs = MemoryFs::new();
+    let mut v: Vec<Entry> = (0..400u32)
+        .map(|i| entry(format!("k{i:05}").as_bytes(), 100, false, None))
+        .collect();
+    // Many versions of one key: they span several small blocks.
+    v.extend((1..60).map(|s| entry(b"k00200", s, false, None)));
+    let v = sorted(v);
+    build(&fs, "c.sst", &v, &[], 256);
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let stats = Arc::new(SstStats::default());
+    let f = fs.open("c.sst", OpenMode::Read).unwrap();
+    let r = SstReader::open(f, "c.sst".into(), 7, Some(cache.clone()), stats.clone()).unwrap();
+    let plain = open(&fs, "c.sst", false).unwrap();
+    let blocks = || stats.blocks_read.load(std::sync::atomic::Ordering::Relaxed);
+
+    let (h0, m0) = cache.hits_and_misses();
+    let b0 = blocks();
+    let want = Some(Found::from(&entry(b"k00300", 100, false, None)));
+    assert_eq!(r.get(b"k00300", 1000).unwrap(), want);
+    assert_eq!(
+        cache.hits_and_misses(),
+        (h0, m0 + 1),
+        "one miss for the first read"
+    );
+    assert_eq!(blocks(), b0 + 1);
+    for _ in 0..3 {
+        assert_eq!(r.get(b"k00300", 1000).unwrap(), want);
+    }
+    assert_eq!(cache.hits_and_misses(), (h0 + 3, m0 + 1), "hits from then on");
+    assert_eq!(blocks(), b0 + 1, "no block read again");
+
+    // Old snapshots of the many-version key walk into later blocks, cold then warm.
+    for round in 0..2 {
+        for snap in [1, 5, 30, 59, 99, 1000] {
+            let got = r.get(b"k00200", snap).unwrap();
+            assert_eq!(
+                got,
+                plain.get(b"k00200", snap).unwrap(),
+                "snapshot {snap} round {round}"
+            );
+            let expect = v.iter().find(|e| e.key.as_ref() == b"k00200" && e.seq <= snap);
+            assert_eq!(got, expect.map(Found::from));
+        }
+    }
+    let read = blocks();
+    for snap in [1, 5, 30, 59, 99, 1000] {
+        r.get(b"k00200", snap).unwrap();
+    }
+    assert_eq!(blocks(), read, "warm blocks are read from the cache");
+    assert_eq!(r.get(b"k00200x", 1000).unwrap(), None);
+}
