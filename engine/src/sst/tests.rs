@@ -454,3 +454,53 @@ fn point_reads_count_one_cache_lookup_per_block_and_reuse_cached_blocks() {
     assert_eq!(blocks(), read, "warm blocks are read from the cache");
     assert_eq!(r.get(b"k00200x", 1000).unwrap(), None);
 }
+
+/// The fenced search agrees with a partition point on either side of where its fences move from inline
+/// (a data block's few) to the heap (an index's many), for uniform and mixed key lengths.
+#[test]
+fn packed_key_search_is_exact_across_inline_and_heap_fences() {
+    for n in [0usize, 1, 15, 16, 17, 255, 256, 257, 272, 273, 1000] {
+        for mixed in [false, true] {
+            let keys: Vec<Vec<u8>> = (0..n)
+                .map(|i| {
+                    let mut k = format!("{:08}", i * 3).into_bytes();
+                    if mixed && i % 3 == 0 {
+                        k.extend_from_slice(b"-long-tail-past-sixteen");
+                    }
+                    k
+                })
+                .collect();
+            let bytes = keys.iter().map(Vec::len).sum();
+            let packed = cache::PackedKeys::new(keys.iter().map(Vec::as_slice), n, bytes);
+            let probes = (0..3 * n + 2).map(|i| format!("{i:08}").into_bytes());
+            for p in probes.chain(keys.iter().cloned()).chain([vec![], vec![0xff; 20]]) {
+                assert_eq!(
+                    packed.lower_bound(&p, false),
+                    keys.partition_point(|k| *k < p),
+                    "n {n} {p:?}"
+                );
+                assert_eq!(
+                    packed.lower_bound(&p, true),
+                    keys.partition_point(|k| *k <= p),
+                    "n {n} {p:?}"
+                );
+            }
+        }
+    }
+}
+
+/// A key's head is its first 16 bytes, zero-padded, as two big-endian words, whatever its length.
+#[test]
+fn key_heads_pad_short_keys_and_cut_long_ones() {
+    let key: Vec<u8> = (1..=24).collect();
+    for len in 0..=key.len() {
+        let mut padded = [0u8; 16];
+        let n = len.min(16);
+        padded[..n].copy_from_slice(&key[..n]);
+        let want = [
+            u64::from_be_bytes(padded[..8].try_into().unwrap()),
+            u64::from_be_bytes(padded[8..].try_into().unwrap()),
+        ];
+        assert_eq!(crate::types::key_head(&key[..len]), want, "length {len}");
+    }
+}
