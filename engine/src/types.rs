@@ -109,6 +109,13 @@ pub(crate) fn cmp_keys(a: &[u8], b: &[u8]) -> Ordering {
 /// in memory it already touches instead of chasing each key's bytes.
 #[inline]
 pub(crate) fn key_head(key: &[u8]) -> [u64; 2] {
+    // Keys of 16 bytes or more: two fixed-size loads, no variable-length copy (a `memcpy` call).
+    if let (Some(hi), Some(lo)) = (key.get(..8), key.get(8..16)) {
+        return [
+            u64::from_be_bytes(hi.try_into().unwrap_or_default()),
+            u64::from_be_bytes(lo.try_into().unwrap_or_default()),
+        ];
+    }
     let mut b = [0u8; 16];
     let n = key.len().min(16);
     b[..n].copy_from_slice(&key[..n]);

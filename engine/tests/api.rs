@@ -344,3 +344,53 @@ fn reads_in_one_transaction_survive_flushes_compactions_and_drops_between_them()
         "a scan after the drop is refused, not served from the cached view"
     );
 }
+
+/// Point reads skip memtables that hold nothing their snapshot sees (empty, or only newer versions), and
+/// still honour a memtable that holds only a range tombstone: a snapshot taken before later writes reads the
+/// flushed values, a newer one reads the writes, the deletion and an untouched key.
+#[test]
+fn point_reads_see_flushed_rows_through_empty_newer_and_tombstone_only_memtables() {
+    let engine = Engine::open(OpenOptions::in_memory().build()).unwrap();
+    let cf = engine.get_column_family("default").unwrap();
+    let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite).unwrap();
+    for k in [&b"a"[..], b"b", b"c", b"m"] {
+        tx.put(k.to_vec(), [k, b"-old"].concat(), None).unwrap();
+    }
+    tx.commit(WriteOptions::sync()).unwrap();
+    engine.flush_cf(&cf).unwrap();
+    let get = |tx: &Transaction, k: &[u8]| tx.get(k).unwrap().map(|v| v.to_vec());
+
+    // The active memtable is empty: every row comes from the table.
+    let old = engine.begin_tx(cf.id(), TransactionMode::ReadOnly).unwrap();
+    assert_eq!(get(&old, b"b"), Some(b"b-old".to_vec()));
+
+    // Only a range tombstone in the memtable: it still hides the table's rows.
+    let mut del = engine.begin_tx(cf.id(), TransactionMode::ReadWrite).unwrap();
+    del.delete_range(b"b".to_vec(), b"d".to_vec()).unwrap();
+    del.commit(WriteOptions::sync()).unwrap();
+    let mid = engine.begin_tx(cf.id(), TransactionMode::ReadOnly).unwrap();
+    assert_eq!(get(&mid, b"b"), None);
+    assert_eq!(get(&mid, b"c"), None);
+    assert_eq!(get(&mid, b"a"), Some(b"a-old".to_vec()));
+
+    // Newer versions too: the old snapshot still reads the table, a new one the memtable.
+    let mut w = engine.begin_tx(cf.id(), TransactionMode::ReadWrite).unwrap();
+    w.put(b"a".to_vec(), b"a-new".to_vec(), None).unwrap();
+    w.commit(WriteOptions::sync()).unwrap();
+    for k in [&b"a"[..], b"b", b"c", b"m"] {
+        assert_eq!(
+            get(&old, k),
+            Some([k, b"-old"].concat()),
+            "old snapshot, key {k:?}"
+        );
+    }
+    let new = engine.begin_tx(cf.id(), TransactionMode::ReadOnly).unwrap();
+    assert_eq!(get(&new, b"a"), Some(b"a-new".to_vec()));
+    assert_eq!(get(&new, b"b"), None);
+    assert_eq!(get(&new, b"m"), Some(b"m-old".to_vec()));
+    assert_eq!(
+        get(&mid, b"a"),
+        Some(b"a-old".to_vec()),
+        "the middle snapshot predates the write"
+    );
+}

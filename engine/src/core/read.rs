@@ -110,6 +110,12 @@ impl Core {
             }
         };
         for mem in view.mems() {
+            // Holds nothing this snapshot sees (empty, or only newer versions and tombstones): skip its point
+            // index probe and the lock on its range tombstones. A version or tombstone a snapshot covers was
+            // inserted, and counted into `min_seq`, before that snapshot's sequence was published.
+            if mem.min_seq().is_none_or(|m| m > snapshot) {
+                continue;
+            }
             newer(mem.get(key, snapshot), &mut best);
             tomb = tomb.max(mem.covering_tombstone_seq(key, snapshot));
         }

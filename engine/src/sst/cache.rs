@@ -19,7 +19,7 @@ pub(crate) struct PackedKeys {
     heads: Vec<[u64; 2]>,
     /// Every [`FENCE`]th head, contiguous: a search binary-searches these (a few cache lines) and then scans
     /// one run of at most [`FENCE`] adjacent heads, instead of probing all over `heads`.
-    fences: Vec<[u64; 2]>,
+    fences: Fences,
     /// The length every key has, when they all have the same one of at most 16 bytes (fixed-size keys): two
     /// such keys are equal exactly when their heads are, so an equality check reads no key bytes.
     uniform_short_len: Option<usize>,
@@ -27,6 +27,44 @@ pub(crate) struct PackedKeys {
 
 /// Heads per fence (16 × 16 bytes: four adjacent cache lines).
 const FENCE: usize = 16;
+
+/// Fences kept inside the owner itself (a data block of up to `INLINE_FENCES * FENCE` entries).
+const INLINE_FENCES: usize = 16;
+
+/// A search's fences: inline for a data block's few, so the search's first probes sit at a fixed offset
+/// from the block header it has just loaded (fetched alongside it, not after it through a pointer); on the
+/// heap for larger key sets (a table's index).
+#[derive(Debug, Default)]
+struct Fences {
+    inline: [[u64; 2]; INLINE_FENCES],
+    inline_len: usize,
+    /// Non-empty exactly when there are more fences than fit inline.
+    heap: Vec<[u64; 2]>,
+}
+
+impl Fences {
+    fn new(fences: impl Iterator<Item = [u64; 2]>) -> Fences {
+        let all: Vec<[u64; 2]> = fences.collect();
+        let mut f = Fences::default();
+        if all.len() <= INLINE_FENCES {
+            f.inline_len = all.len();
+            for (slot, x) in f.inline.iter_mut().zip(&all) {
+                *slot = *x;
+            }
+        } else {
+            f.heap = all;
+        }
+        f
+    }
+
+    fn as_slice(&self) -> &[[u64; 2]] {
+        if self.heap.is_empty() {
+            self.inline.get(..self.inline_len).unwrap_or_default()
+        } else {
+            &self.heap
+        }
+    }
+}
 
 impl PackedKeys {
     pub fn new<'a>(keys: impl Iterator<Item = &'a [u8]>, count: usize, bytes: usize) -> PackedKeys {
@@ -45,11 +83,11 @@ impl PackedKeys {
             keys,
             ends,
             heads: Vec::new(),
-            fences: Vec::new(),
+            fences: Fences::default(),
             uniform_short_len: None,
         };
         p.heads = (0..p.ends.len()).map(|i| key_head(p.key(i))).collect();
-        p.fences = p.heads.iter().step_by(FENCE).copied().collect();
+        p.fences = Fences::new(p.heads.iter().step_by(FENCE).copied());
         let len0 = p.key(0).len();
         p.uniform_short_len =
             (len0 <= 16 && (0..p.ends.len()).all(|i| p.key(i).len() == len0)).then_some(len0);
@@ -68,20 +106,21 @@ impl PackedKeys {
     /// of one run of adjacent heads.
     pub fn lower_bound(&self, key: &[u8], strict: bool) -> usize {
         let h = key_head(key);
-        // Whether key `i`, whose head is `head`, still sorts before the bound.
+        // Whether key `i`, whose head is `head`, still sorts before the bound. On a head tie between keys of
+        // at most 16 bytes only the lengths decide (see [`cmp_tail`]): with uniform short keys that length is
+        // known, so the tie (the key found, in a point read) reads neither `ends` nor the key bytes.
         let before = |i: usize, head: &[u64; 2]| {
             let ord = head.cmp(&h).then_with(|| match self.uniform_short_len {
-                // Key `i` has `len <= 16` bytes and the same head: it is a prefix of the bound's first 16
-                // bytes, so the lengths decide (see `cmp_tail`) without reading key `i`'s length or bytes.
-                Some(len) => len.cmp(&key.len()),
-                None => cmp_tail(self.key(i), key),
+                Some(len) if key.len() <= 16 => len.cmp(&key.len()),
+                _ => cmp_tail(self.key(i), key),
             });
             ord.is_lt() || (strict && ord.is_eq())
         };
-        let (mut lo, mut hi) = (0, self.fences.len());
+        let fences = self.fences.as_slice();
+        let (mut lo, mut hi) = (0, fences.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.fences.get(mid).is_some_and(|f| before(mid * FENCE, f)) {
+            if fences.get(mid).is_some_and(|f| before(mid * FENCE, f)) {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -252,6 +291,13 @@ impl BlockCache {
     }
 
     pub fn get(&self, file: u64, offset: u64) -> Option<Block> {
+        self.with(file, offset, Arc::clone)
+    }
+
+    /// Runs `f` on the cached block under its shard's lock, counted and stamped as [`BlockCache::get`]; `None`
+    /// on a miss. A point read searches the block in place: no reference count taken and dropped on the
+    /// block (two atomic writes to its header per read). `f` should be short: it holds the shard's lock.
+    pub fn with<R>(&self, file: u64, offset: u64, f: impl FnOnce(&Block) -> R) -> Option<R> {
         let mut g = self.shard(file, offset).lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *g;
         inner.tick += 1;
@@ -260,7 +306,7 @@ impl BlockCache {
             Some((b, t, _)) => {
                 *t = tick;
                 inner.hits += 1;
-                Some(b.clone())
+                Some(f(b))
             }
             None => {
                 inner.misses += 1;

@@ -381,9 +381,9 @@ proptest! {
         prop_assert_eq!(packed.all_distinct(), keys.windows(2).all(|w| w[0] != w[1]));
     }
 
-    /// Key equality through the packed heads agrees with byte equality, for blocks whose keys all have one
-    /// short length (compared by head alone) and for mixed ones, including keys that differ only by trailing
-    /// zeros.
+    /// Key equality and the search through the packed heads agree with bytes, for blocks whose keys all have
+    /// one short length (compared by head alone) and for mixed ones, including keys that differ only by
+    /// trailing zeros.
     #[test]
     fn packed_key_equality_matches_bytes(
         mut keys in prop::collection::vec(model_key(4), 1..60),
@@ -402,6 +402,9 @@ proptest! {
         let packed = cache::PackedKeys::new(keys.iter().map(Vec::as_slice), keys.len(), bytes);
         let probes: Vec<Vec<u8>> = probes.iter().map(fit).chain(probes.iter().cloned()).collect();
         for p in probes.iter().chain(&keys) {
+            // The search, whose head ties on uniform short keys are settled by the known length.
+            prop_assert_eq!(packed.lower_bound(p, false), keys.partition_point(|k| k < p));
+            prop_assert_eq!(packed.lower_bound(p, true), keys.partition_point(|k| k <= p));
             let head = crate::types::key_head(p);
             for (i, k) in keys.iter().enumerate() {
                 prop_assert_eq!(packed.eq_at(i, p, &head), k == p, "key {:?} probe {:?}", k, p);
@@ -464,5 +467,112 @@ proptest! {
             prop_assert_eq!(&rows(usize::MAX), &all, "reverse {}", reverse);
             prop_assert_eq!(&rows(stop), &all[..stop.min(all.len())], "reverse {} stop {}", reverse, stop);
         }
+    }
+}
+
+/// A point read looks each block up in the cache once: a first read counts one miss and reads the block
+/// from the file, later reads of it count hits and read nothing, and the values agree with an uncached
+/// reader, including a key whose versions continue into the next block.
+#[test]
+fn point_reads_count_one_cache_lookup_per_block_and_reuse_cached_blocks() {
+    let fs = MemoryFs::new();
+    let mut v: Vec<Entry> = (0..400u32)
+        .map(|i| entry(format!("k{i:05}").as_bytes(), 100, false, None))
+        .collect();
+    // Many versions of one key: they span several small blocks.
+    v.extend((1..60).map(|s| entry(b"k00200", s, false, None)));
+    let v = sorted(v);
+    build(&fs, "c.sst", &v, &[], 256);
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let stats = Arc::new(SstStats::default());
+    let f = fs.open("c.sst", OpenMode::Read).unwrap();
+    let r = SstReader::open(f, "c.sst".into(), 7, Some(cache.clone()), stats.clone()).unwrap();
+    let plain = open(&fs, "c.sst", false).unwrap();
+    let blocks = || stats.blocks_read.load(std::sync::atomic::Ordering::Relaxed);
+
+    let (h0, m0) = cache.hits_and_misses();
+    let b0 = blocks();
+    let want = Some(Found::from(&entry(b"k00300", 100, false, None)));
+    assert_eq!(r.get(b"k00300", 1000).unwrap(), want);
+    assert_eq!(
+        cache.hits_and_misses(),
+        (h0, m0 + 1),
+        "one miss for the first read"
+    );
+    assert_eq!(blocks(), b0 + 1);
+    for _ in 0..3 {
+        assert_eq!(r.get(b"k00300", 1000).unwrap(), want);
+    }
+    assert_eq!(cache.hits_and_misses(), (h0 + 3, m0 + 1), "hits from then on");
+    assert_eq!(blocks(), b0 + 1, "no block read again");
+
+    // Old snapshots of the many-version key walk into later blocks, cold then warm.
+    for round in 0..2 {
+        for snap in [1, 5, 30, 59, 99, 1000] {
+            let got = r.get(b"k00200", snap).unwrap();
+            assert_eq!(
+                got,
+                plain.get(b"k00200", snap).unwrap(),
+                "snapshot {snap} round {round}"
+            );
+            let expect = v.iter().find(|e| e.key.as_ref() == b"k00200" && e.seq <= snap);
+            assert_eq!(got, expect.map(Found::from));
+        }
+    }
+    let read = blocks();
+    for snap in [1, 5, 30, 59, 99, 1000] {
+        r.get(b"k00200", snap).unwrap();
+    }
+    assert_eq!(blocks(), read, "warm blocks are read from the cache");
+    assert_eq!(r.get(b"k00200x", 1000).unwrap(), None);
+}
+
+/// The fenced search agrees with a partition point on either side of where its fences move from inline
+/// (a data block's few) to the heap (an index's many), for uniform and mixed key lengths.
+#[test]
+fn packed_key_search_is_exact_across_inline_and_heap_fences() {
+    for n in [0usize, 1, 15, 16, 17, 255, 256, 257, 272, 273, 1000] {
+        for mixed in [false, true] {
+            let keys: Vec<Vec<u8>> = (0..n)
+                .map(|i| {
+                    let mut k = format!("{:08}", i * 3).into_bytes();
+                    if mixed && i % 3 == 0 {
+                        k.extend_from_slice(b"-long-tail-past-sixteen");
+                    }
+                    k
+                })
+                .collect();
+            let bytes = keys.iter().map(Vec::len).sum();
+            let packed = cache::PackedKeys::new(keys.iter().map(Vec::as_slice), n, bytes);
+            let probes = (0..3 * n + 2).map(|i| format!("{i:08}").into_bytes());
+            for p in probes.chain(keys.iter().cloned()).chain([vec![], vec![0xff; 20]]) {
+                assert_eq!(
+                    packed.lower_bound(&p, false),
+                    keys.partition_point(|k| *k < p),
+                    "n {n} {p:?}"
+                );
+                assert_eq!(
+                    packed.lower_bound(&p, true),
+                    keys.partition_point(|k| *k <= p),
+                    "n {n} {p:?}"
+                );
+            }
+        }
+    }
+}
+
+/// A key's head is its first 16 bytes, zero-padded, as two big-endian words, whatever its length.
+#[test]
+fn key_heads_pad_short_keys_and_cut_long_ones() {
+    let key: Vec<u8> = (1..=24).collect();
+    for len in 0..=key.len() {
+        let mut padded = [0u8; 16];
+        let n = len.min(16);
+        padded[..n].copy_from_slice(&key[..n]);
+        let want = [
+            u64::from_be_bytes(padded[..8].try_into().unwrap()),
+            u64::from_be_bytes(padded[8..].try_into().unwrap()),
+        ];
+        assert_eq!(crate::types::key_head(&key[..len]), want, "length {len}");
     }
 }
