@@ -291,13 +291,6 @@ impl BlockCache {
     }
 
     pub fn get(&self, file: u64, offset: u64) -> Option<Block> {
-        self.with(file, offset, Arc::clone)
-    }
-
-    /// Runs `f` on the cached block under its shard's lock, counted and stamped as [`BlockCache::get`]; `None`
-    /// on a miss. A point read searches the block in place: no reference count taken and dropped on the
-    /// block (two atomic writes to its header per read). `f` should be short: it holds the shard's lock.
-    pub fn with<R>(&self, file: u64, offset: u64, f: impl FnOnce(&Block) -> R) -> Option<R> {
         let mut g = self.shard(file, offset).lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *g;
         inner.tick += 1;
@@ -306,7 +299,7 @@ impl BlockCache {
             Some((b, t, _)) => {
                 *t = tick;
                 inner.hits += 1;
-                Some(f(b))
+                Some(b.clone())
             }
             None => {
                 inner.misses += 1;

@@ -160,6 +160,10 @@ impl SstReader {
         &self.tombstones
     }
 
+    fn block(&self, i: usize) -> MidgeResult<Block> {
+        self.block_with(i, true)
+    }
+
     /// Block `i`, from the cache when there; a block read from the file is cached only when `fill`.
     fn block_with(&self, i: usize, fill: bool) -> MidgeResult<Block> {
         let ix = &self.index[i];
@@ -168,12 +172,6 @@ impl SstReader {
         {
             return Ok(b);
         }
-        self.load_block(i, fill)
-    }
-
-    /// Block `i` read from the file (the cache already missed), cached when `fill`.
-    fn load_block(&self, i: usize, fill: bool) -> MidgeResult<Block> {
-        let ix = &self.index[i];
         self.stats.blocks_read.fetch_add(1, Ordering::Relaxed);
         let payload = self.read_block(ix.offset, ix.len, "data block")?;
         let decoded =
@@ -204,9 +202,8 @@ impl SstReader {
             return Ok(None);
         }
         let head = key_head(key);
-        // The newest version in `b` at or below `snapshot`; `Err(())` when the key's versions may continue
-        // into the next block.
-        let search = |b: &Block| -> Result<Option<Found>, ()> {
+        for i in self.seek_block(key)..self.index.len() {
+            let b = self.block(i)?;
             // Compare against the packed heads (already warm from the search), touching only the entry found.
             for j in b.lower_bound(key, false)..b.len() {
                 if !b.key_eq(j, key, &head) {
@@ -216,25 +213,6 @@ impl SstReader {
                     // Shares the block's buffers (no copy): a value the caller keeps holds its block's payload.
                     return Ok(Some(Found::from(&b[j])));
                 }
-            }
-            Err(())
-        };
-        for i in self.seek_block(key)..self.index.len() {
-            // A cached block is searched in place under its cache shard's lock (no reference taken on it).
-            let cached = match &self.cache {
-                Some(c) => self
-                    .index
-                    .get(i)
-                    .and_then(|ix| c.with(self.id, ix.offset, search)),
-                None => None,
-            };
-            let r = match cached {
-                Some(r) => r,
-                // Not cached (the lookup above counted the miss), or no cache at all.
-                None => search(&self.load_block(i, true)?),
-            };
-            if let Ok(found) = r {
-                return Ok(found);
             }
         }
         Ok(None)
