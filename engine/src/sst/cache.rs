@@ -256,11 +256,16 @@ pub(crate) struct BlockCache {
     shards: Box<[Shard]>,
 }
 
+/// Memory a decoded block holds, as the cache counts it: per entry its `Entry` (whose key and value share the
+/// block's buffers), its packed key copy, head and end offset, and its bytes in the payload (key, value and a
+/// few bytes of encoding); per block the headers, fences and allocator slack. Undercounting lets a cache
+/// that flushes fill hold more than its budget.
 fn block_bytes(b: &DecodedBlock) -> u64 {
+    const PER_ENTRY: u64 = std::mem::size_of::<Entry>() as u64 + 16 + 4 + 8;
     b.iter()
-        .map(|e| 2 * e.key.len() as u64 + e.value.len() as u64 + 68)
+        .map(|e| 2 * e.key.len() as u64 + e.value.len() as u64 + PER_ENTRY)
         .sum::<u64>()
-        + 64
+        + 256
 }
 
 impl BlockCache {
@@ -309,12 +314,25 @@ impl BlockCache {
     }
 
     pub fn insert(&self, file: u64, offset: u64, block: Block) {
+        self.insert_with(file, offset, block, true);
+    }
+
+    /// Caches a block a writer just wrote, but only into room the shard has: a speculative fill never evicts a
+    /// block somebody read (and a full cache stops churning through decoded blocks nobody asked for).
+    pub fn fill(&self, file: u64, offset: u64, block: Block) {
+        self.insert_with(file, offset, block, false);
+    }
+
+    fn insert_with(&self, file: u64, offset: u64, block: Block, evict: bool) {
         let size = block_bytes(&block);
         if size > self.capacity {
             return;
         }
         let mut g = self.shard(file, offset).lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *g;
+        if !evict && inner.bytes + size > self.capacity {
+            return;
+        }
         inner.tick += 1;
         let tick = inner.tick;
         if let Some((_, t, s)) = inner.map.insert((file, offset), (block, tick, size)) {

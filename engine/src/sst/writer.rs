@@ -98,7 +98,8 @@ impl SstWriter {
         }
     }
 
-    /// Also puts every data block, decoded exactly as a read would decode it, into `cache` as block `id`'s:
+    /// Also puts every data block, decoded exactly as a read would decode it, into `cache` as block `id`'s
+    /// (into free room only: see [`BlockCache::fill`]):
     /// the first reads of a freshly flushed table then find its blocks instead of each reading and decoding
     /// one. The cache is keyed by file id, and ids are never reused, so a table whose publication fails
     /// leaves only unreachable entries for the cache to evict.
@@ -185,7 +186,7 @@ impl SstWriter {
         if let Some((cache, id)) = &self.fill
             && let Ok(decoded) = decode_data(payload)
         {
-            cache.insert(*id, off, Arc::new(decoded));
+            cache.fill(*id, off, Arc::new(decoded));
         }
         let (k, s) = self.last.clone().unwrap_or_default();
         self.index.put_slice32(&k);
