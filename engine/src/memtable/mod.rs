@@ -183,7 +183,8 @@ ordered_by_parts!(IKey);
 
 /// Per-entry bookkeeping counted toward the memtable's size: the skiplist node (internal key with its inline
 /// head, version fields, tower: ≈ 130 bytes plus the allocator's header) and the two `Bytes` handles' shared
-/// headers — ≈ 200 bytes beyond key and value (the 10 M-key scale test peaks at ≈ 1.5× its budget, most of the excess from blocks flushes put in the cache).
+/// headers — ≈ 200 bytes beyond key and value (the 10 M-key scale test peaks at ≈ 1.5× its budget, most of
+/// the excess from the blocks flushes put in the cache).
 /// The point index is a fixed cost per memtable ([`INDEX_BYTES_PER_LIMIT_BYTE`]), which the memory budget
 /// sets aside with the memtables.
 const ENTRY_OVERHEAD: u64 = 200;
