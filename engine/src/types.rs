@@ -79,6 +79,16 @@ pub(crate) fn cmp_internal(ak: &[u8], aseq: Seq, bk: &[u8], bseq: Seq) -> Orderi
     cmp_keys(ak, bk).then(bseq.cmp(&aseq))
 }
 
+/// murmur3's 64-bit finaliser: every output bit depends on every input bit. Part of the blocked bloom filter's
+/// on-disk hash (docs/formats/sst.md), so it must never change.
+pub(crate) fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 /// Byte-wise key order (same as `<[u8]>::cmp`), comparing eight bytes at a time inline: hot loops compare
 /// short keys, where a `memcmp` call costs more than the comparison.
 #[inline]

@@ -189,7 +189,7 @@ impl Core {
             let t: &[RangeTombstone] = if first { &tombs } else { &[] };
             first = false;
             // A flushed table holds the newest data, which reads want next: its blocks go into the cache as they
-            // are written (compaction outputs do not, so a large merge cannot flush the cache).
+            // are written (into free room; background compactions' outputs do not).
             match self.write_table(cf.id, 0, &mut live, t, u64::MAX, true)? {
                 Some(m) => metas.push(m),
                 None => break,

@@ -110,10 +110,8 @@ impl Core {
             }
         };
         for mem in view.mems() {
-            // Holds nothing this snapshot sees (empty, or only newer versions and tombstones): skip its point
-            // index probe and the lock on its range tombstones. A version or tombstone a snapshot covers was
-            // inserted, and counted into `min_seq`, before that snapshot's sequence was published.
-            if mem.min_seq().is_none_or(|m| m > snapshot) {
+            // Nothing here for this snapshot: skip the point-index probe and the lock on its range tombstones.
+            if !mem.holds_any_at(snapshot) {
                 continue;
             }
             newer(mem.get(key, snapshot), &mut best);
@@ -290,8 +288,8 @@ fn scan_view(
     let mut sources: Vec<Input> = Vec::with_capacity(1 + view.immutable.len() + view.tables.len());
     let mut tombstones: Vec<RangeTombstone> = Vec::new();
     for mem in view.mems() {
-        mem.extend_range_tombstones(&mut tombstones);
-        if !mem.is_empty() {
+        if mem.holds_any_at(snapshot) {
+            mem.extend_range_tombstones(&mut tombstones);
             sources.push(Input::Mem(mem.cursor(lo.clone(), hi.clone(), reverse)));
         }
     }

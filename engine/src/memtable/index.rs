@@ -17,7 +17,7 @@
 #![allow(unsafe_code)]
 
 use super::Version;
-use crate::types::cmp_tail;
+use crate::types::fmix64;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Slots probed before an insert gives up (and the index overflows) or a lookup concludes "absent".
@@ -138,7 +138,7 @@ impl PointIndex {
                     break;
                 }
                 let c = version_at(self, cur);
-                if !same_key(c, v) {
+                if !c.is_of(&v.head, &v.key) {
                     break;
                 }
                 if c.seq() >= v.seq() {
@@ -173,7 +173,7 @@ impl PointIndex {
             }
             if s >> ADDR_BITS == tag {
                 let v = version_at(self, s);
-                if v.head == *head && cmp_tail(&v.key, key).is_eq() {
+                if v.is_of(head, key) {
                     return Probe::Newest(v);
                 }
             }
@@ -181,10 +181,6 @@ impl PointIndex {
         }
         Probe::Absent
     }
-}
-
-fn same_key(a: &Version, b: &Version) -> bool {
-    a.head == b.head && cmp_tail(&a.key, &b.key).is_eq()
 }
 
 /// The slot hash of a key: its 16-byte head, its length and any bytes beyond the head, mixed so that the low
@@ -200,10 +196,5 @@ pub(super) fn hash(head: &[u64; 2], key: &[u8]) -> u64 {
             h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K1).rotate_left(31);
         }
     }
-    // murmur3's finaliser.
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    fmix64(h)
 }

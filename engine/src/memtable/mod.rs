@@ -59,6 +59,11 @@ impl Version {
         self.rseq.0
     }
 
+    /// Whether this is a version of `key`, whose head is `head`.
+    fn is_of(&self, head: &[u64; 2], key: &[u8]) -> bool {
+        self.head == *head && cmp_tail(&self.key, key).is_eq()
+    }
+
     fn found(&self) -> Found {
         Found {
             seq: self.rseq.0,
@@ -344,7 +349,7 @@ impl Memtable {
             .map
             .lower_bound::<dyn IKeyView>(Bound::Included(from), guard)?;
         let v = found.key();
-        (v.head == head && cmp_tail(&v.key, key).is_eq()).then(|| v.found())
+        v.is_of(&head, key).then(|| v.found())
     }
 
     /// The newest range tombstone at or below `snapshot` covering `key` (0 when none), without copying the
@@ -370,10 +375,11 @@ impl Memtable {
         );
     }
 
-    /// True while no version has been inserted. A reader's snapshot only covers versions inserted before it
-    /// was taken, so a memtable empty when a reader looks holds nothing that reader can see.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+    /// Whether the memtable holds a version or range tombstone a reader at `snapshot` can see. A reader's
+    /// snapshot covers only what was inserted (and counted into `min_seq`) before that snapshot's sequence
+    /// was published, so a memtable empty, or holding only newer writes, has nothing for it.
+    pub fn holds_any_at(&self, snapshot: Seq) -> bool {
+        self.min_seq().is_some_and(|m| m <= snapshot)
     }
 
     /// A lazy cursor over versions with user key in bounds, in internal order (or exactly reversed).

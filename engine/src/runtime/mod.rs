@@ -234,16 +234,27 @@ pub fn spin_until(budget: Duration, done: impl Fn() -> bool) -> bool {
 /// so no platform `cfg` leaks into the modules they test.
 pub const THREADS: bool = cfg!(not(target_family = "wasm"));
 
-/// Hints the CPU to start loading the cache line holding `*at`, without waiting for it (x86-64; a no-op
+/// Hints the CPU to start loading the cache lines holding `*at`, without waiting for them (x86-64; a no-op
 /// elsewhere). Lets a batch overlap the cache misses of independent lookups.
 #[inline(always)]
 pub fn prefetch<T>(at: &T) {
     #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code)]
-    // SAFETY: SSE is part of the x86-64 baseline, so the instruction exists; a prefetch reads nothing the
-    // program sees and never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((at as *const T).cast::<i8>());
+    {
+        let start = (at as *const T).cast::<i8>();
+        let last = start.wrapping_add(std::mem::size_of::<T>().saturating_sub(1));
+        let mut line = start;
+        loop {
+            #[allow(unsafe_code)]
+            // SAFETY: SSE is part of the x86-64 baseline, so the instruction exists; a prefetch reads nothing
+            // the program sees and never faults, whatever the address.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line);
+            }
+            if line.addr() / 64 >= last.addr() / 64 {
+                break;
+            }
+            line = line.wrapping_add(64);
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

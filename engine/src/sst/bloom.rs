@@ -5,6 +5,7 @@
 //! (FNV-1a, probes spread over the whole array) is still read, so tables written before stay usable.
 
 use crate::codec::Put;
+use crate::types::fmix64;
 
 /// Set in the probe byte of a blocked filter.
 const BLOCKED: u8 = 0x80;
@@ -14,14 +15,6 @@ const BLOCK_BITS: u32 = 512;
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(align(64))]
 pub(crate) struct Line([u64; 8]);
-
-fn fmix(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
 
 /// The original layout's hash: FNV-1a 64 with an avalanche step.
 fn fnv1a(key: &[u8]) -> u64 {
@@ -52,7 +45,7 @@ pub(crate) fn key_hash(key: &[u8]) -> u64 {
         w[..rest.len()].copy_from_slice(rest);
         h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(29);
     }
-    fmix(h)
+    fmix64(h)
 }
 
 /// The block a hash selects out of `blocks` (high 32 bits, multiply-shift: no division).

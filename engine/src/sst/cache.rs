@@ -238,6 +238,8 @@ struct Inner {
     /// Counted under the shard's lock, which a lookup holds anyway: no shared counter written per read.
     hits: u64,
     misses: u64,
+    /// The largest block cached here so far: what a fill expects the next block to need.
+    largest: u64,
 }
 
 /// One shard on cache lines of its own, so readers on different shards never write to one line.
@@ -318,9 +320,16 @@ impl BlockCache {
     }
 
     /// Caches a block a writer just wrote, but only into room the shard has: a speculative fill never evicts a
-    /// block somebody read (and a full cache stops churning through decoded blocks nobody asked for).
-    pub fn fill(&self, file: u64, offset: u64, block: Block) {
-        self.insert_with(file, offset, block, false);
+    /// block somebody read, and `decode` (the block's cost) runs only while a block as large as the largest
+    /// cached so far, and at least `at_least` bytes (a lower bound such as the payload's length), still fits.
+    pub fn fill(&self, file: u64, offset: u64, at_least: u64, decode: impl FnOnce() -> Option<Block>) {
+        let full = {
+            let g = self.shard(file, offset).lock().unwrap_or_else(|p| p.into_inner());
+            g.bytes + at_least.max(g.largest) > self.capacity
+        };
+        if let Some(block) = (!full).then(decode).flatten() {
+            self.insert_with(file, offset, block, false);
+        }
     }
 
     fn insert_with(&self, file: u64, offset: u64, block: Block, evict: bool) {
@@ -330,6 +339,7 @@ impl BlockCache {
         }
         let mut g = self.shard(file, offset).lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *g;
+        inner.largest = inner.largest.max(size);
         if !evict && inner.bytes + size > self.capacity {
             return;
         }

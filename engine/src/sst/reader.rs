@@ -523,11 +523,7 @@ impl SstIter {
             self.pos..(self.pos + PREFETCH_ENTRIES).min(b.len())
         };
         for e in b.get(ahead).unwrap_or_default() {
-            crate::runtime::prefetch(&e.expiry);
-            crate::runtime::prefetch(&e.key);
-            crate::runtime::prefetch(&e.value);
-            crate::runtime::prefetch(&e.seq);
-            crate::runtime::prefetch(&e.kind);
+            crate::runtime::prefetch(e);
         }
         self.block = Some(b);
         Ok(true)

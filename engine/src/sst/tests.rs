@@ -576,3 +576,36 @@ fn key_heads_pad_short_keys_and_cut_long_ones() {
         assert_eq!(crate::types::key_head(&key[..len]), want, "length {len}");
     }
 }
+
+/// A writer's fill only takes free room: it never evicts a block a read cached, and once the shards are full
+/// it stops decoding blocks at all.
+#[test]
+fn cache_fills_take_only_free_room() {
+    let block = || {
+        let entries: Vec<Entry> = (0..20u32)
+            .map(|i| entry(format!("k{i:03}").as_bytes(), 5, false, None))
+            .collect();
+        let bytes = entries.iter().map(|e| e.key.len()).sum();
+        let keys = cache::PackedKeys::new(entries.iter().map(|e| e.key.as_ref()), entries.len(), bytes);
+        Arc::new(cache::DecodedBlock::from_parts(entries, keys))
+    };
+    // Room for a few blocks per shard.
+    let c = BlockCache::new(16 * 4 * 4096);
+    c.insert(1, 0, block());
+    let mut decoded = 0;
+    for off in 0..2000u64 {
+        c.fill(2, off, 1000, || {
+            decoded += 1;
+            Some(block())
+        });
+    }
+    assert!(
+        c.get(1, 0).is_some(),
+        "a block a read cached is never evicted by a fill"
+    );
+    assert!(decoded > 16, "fills went in while there was room ({decoded})");
+    assert!(
+        decoded < 500,
+        "a full cache stops decoding fills ({decoded} of 2000)"
+    );
+}

@@ -99,9 +99,8 @@ impl SstWriter {
     }
 
     /// Also puts every data block, decoded exactly as a read would decode it, into `cache` as block `id`'s
-    /// (into free room only: see [`BlockCache::fill`]):
-    /// the first reads of a freshly flushed table then find its blocks instead of each reading and decoding
-    /// one. The cache is keyed by file id, and ids are never reused, so a table whose publication fails
+    /// (into free room only: see [`BlockCache::fill`]): the first reads of the new table then find its blocks
+    /// instead of each reading and decoding one. The cache is keyed by file id, and ids are never reused, so a table whose publication fails
     /// leaves only unreachable entries for the cache to evict.
     pub fn fill_cache(mut self, cache: Arc<BlockCache>, id: u64) -> SstWriter {
         self.fill = Some((cache, id));
@@ -183,10 +182,10 @@ impl SstWriter {
         let (stored, paid) = seal_reporting(&payload, tried);
         self.incompressible = if paid { 0 } else { self.incompressible + 1 };
         let (off, len) = self.write(&stored)?;
-        if let Some((cache, id)) = &self.fill
-            && let Ok(decoded) = decode_data(payload)
-        {
-            cache.fill(*id, off, Arc::new(decoded));
+        if let Some((cache, id)) = &self.fill {
+            // The decoded block holds at least its payload.
+            let at_least = payload.len() as u64;
+            cache.fill(*id, off, at_least, || decode_data(payload).ok().map(Arc::new));
         }
         let (k, s) = self.last.clone().unwrap_or_default();
         self.index.put_slice32(&k);
