@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// [`Goal::Economy`]'s block cache never exceeds this, whatever the budget.
+const ECONOMY_CACHE_CAP: u64 = 256 << 20;
+
 /// Where the database lives.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -86,7 +89,8 @@ pub enum Goal {
 /// The memory the engine may use in total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MemoryBudget {
-    /// Derived from the host (512 MiB when unknown).
+    /// Half the host's memory — the smaller of its RAM and this process's cgroup limit — and at least 64 MiB
+    /// once that is 128 MiB or more; 512 MiB where the host does not say (wasm32, non-Linux systems).
     #[default]
     Auto,
     /// An explicit byte budget.
@@ -481,7 +485,10 @@ impl OpenOptionsBuilder {
             return bad("local storage path is empty");
         }
         let budget = match self.memory_budget {
-            MemoryBudget::Auto => 512 << 20,
+            MemoryBudget::Auto => {
+                let m = crate::runtime::memory::auto_budget(crate::runtime::memory::host_memory_limit());
+                usize::try_from(m).unwrap_or(usize::MAX)
+            }
             MemoryBudget::Bytes(0) => return bad("memory budget must be non-zero"),
             MemoryBudget::Bytes(b) => b,
         };
@@ -559,7 +566,10 @@ impl OpenOptionsBuilder {
         // Each memtable generation also holds its point index (1/16 of its limit).
         let index = (limit as f64 * crate::memtable::INDEX_BYTES_PER_LIMIT_BYTE) as u64;
         let used = pool as u64 + (limit + index) * (1 + max_immutable as u64);
-        let cache = (budget as u64).saturating_sub(used).max(1 << 20);
+        let mut cache = (budget as u64).saturating_sub(used).max(1 << 20);
+        if self.goal == Goal::Economy {
+            cache = cache.min(ECONOMY_CACHE_CAP);
+        }
         let _ = self.block_cache_policy;
         let wal_preallocate = self
             .wal_preallocation
@@ -746,5 +756,21 @@ mod tests {
             .unwrap();
         assert_eq!(o.memtable_flush_threshold, 1 << 20);
         assert!(o.l0_stall_ceiling > o.l0_compaction_trigger);
+    }
+
+    #[test]
+    fn auto_budget_follows_the_host_and_economy_caps_the_cache() {
+        let o = OpenOptions::in_memory().build().unwrap();
+        let want = crate::runtime::memory::auto_budget(crate::runtime::memory::host_memory_limit());
+        assert_eq!(o.memory_budget_bytes() as u64, want);
+        let budget = MemoryBudget::Bytes(4 << 30);
+        let latency = OpenOptions::in_memory().memory_budget(budget).build().unwrap();
+        let economy = OpenOptions::in_memory()
+            .memory_budget(budget)
+            .goal(Goal::Economy)
+            .build()
+            .unwrap();
+        assert!(latency.block_cache_bytes() > ECONOMY_CACHE_CAP);
+        assert_eq!(economy.block_cache_bytes(), ECONOMY_CACHE_CAP);
     }
 }

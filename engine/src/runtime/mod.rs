@@ -4,6 +4,8 @@
 //! points, so the same durable steps happen in the same order. Platform `cfg`s live here and in `storage/` only.
 #![allow(clippy::disallowed_methods)]
 
+pub(crate) mod memory;
+
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
