@@ -7,7 +7,7 @@ use crate::error::{MidgeError, MidgeResult};
 use crate::iter::{Input, VisibleIter};
 use crate::memtable::Memtable;
 use crate::sst::SstIter;
-use crate::types::{ColumnFamilyId, Found, RangeTombstone, Seq};
+use crate::types::{ColumnFamilyId, Found, RangeTombstone, Seq, cmp_keys};
 use bytes::Bytes;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
@@ -123,7 +123,8 @@ impl Core {
             if t.meta.largest_seq < best.as_ref().map_or(0, |b| b.seq).max(tomb) {
                 break;
             }
-            if key < t.meta.smallest_key.as_ref() || key > t.meta.largest_key.as_ref() {
+            // Inline word compares: a slice compare is a `memcmp` call, two per table on every lookup.
+            if cmp_keys(key, &t.meta.smallest_key).is_lt() || cmp_keys(key, &t.meta.largest_key).is_gt() {
                 continue;
             }
             touched += 1;
