@@ -150,10 +150,11 @@ impl Core {
     /// Charges a read that consulted an L0 table and another one to its column family. Once the charges pay
     /// for compacting L0 — one per [`BYTES_PER_CHARGE`] of L0, as in LevelDB's seek compaction — L0 is folded
     /// into L1 in the background although it is below its file-count trigger, so a read-mostly phase after a
-    /// load stops merging overlapping tables on every read. Only with background threads: an inline executor
-    /// would run the compaction inside this read.
+    /// load stops merging overlapping tables on every read. An inline executor (wasm32) would run that
+    /// compaction inside this read, so there the fold is only recorded as due: it runs with the column
+    /// family's next background work (a flush) or when the embedder calls `Engine::run_pending_work`.
     fn charge_read(&self, view: &View) {
-        if !self.opts.background_compaction || self.executor.is_inline() {
+        if !self.opts.background_compaction {
             return;
         }
         let cf = &view.cf;
@@ -172,6 +173,7 @@ impl Core {
         }
         cf.read_charges.store(0, Ordering::Relaxed);
         if !cf.read_compaction.swap(true, Ordering::AcqRel)
+            && !self.executor.is_inline()
             && let Some(core) = self.me.upgrade()
         {
             core.schedule(cf.clone());
