@@ -18,7 +18,7 @@ use cntryl_midge::{
 };
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, TryLockError, Weak};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
@@ -332,8 +332,10 @@ fn maintain(shared: &Weak<Shared>) {
             continue;
         }
         // A caller that holds the instance right now is not idle.
-        let Ok(mut g) = s.inner.try_lock() else {
-            continue;
+        let mut g = match s.inner.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => continue,
         };
         if s.calls.load(Ordering::Relaxed) == seen {
             // A failure is the engine's: it is poisoned (or the instance trapped) and the next call says so.
