@@ -344,6 +344,82 @@ fn reads_over_overlapping_l0_tables_trigger_their_compaction() {
     }
 }
 
+/// With an inline executor (wasm32) reads never compact — the compaction would run inside a read — but what
+/// they pay for is kept: `run_pending_work` (an embedder's idle hook) folds L0 then, and reads consult one table.
+#[test]
+fn inline_reads_leave_their_paid_compaction_pending_for_run_pending_work() {
+    let dir = tmp();
+    let engine = Engine::open(
+        OpenOptions::local(dir.path())
+            .with_l0_compaction_trigger(4)
+            .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let cf = engine.get_column_family("default").unwrap();
+    load(&engine, 2000, 1);
+    engine.flush_cf(&cf).unwrap();
+    // Two more tables spanning the key range with a few newer versions: most keys are found in the oldest.
+    for round in 2..=3u32 {
+        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+        for i in (0..2000u32).step_by(100) {
+            let k = format!("key{:06}", i + round).into_bytes();
+            tx.put(k, format!("v{round}").into_bytes(), None).unwrap();
+        }
+        tx.commit(WriteOptions::buffered()).unwrap();
+        engine.flush_cf(&cf).unwrap();
+    }
+    let l0_files = |e: &Engine| {
+        e.get_storage_layout()
+            .unwrap()
+            .levels
+            .iter()
+            .filter(|l| l.level == 0)
+            .map(|l| l.file_count)
+            .sum::<u64>()
+    };
+    assert_eq!(l0_files(&engine), 3);
+    assert!(!engine.run_pending_work().unwrap(), "nothing is due before reads");
+    let read_all = |e: &Engine| {
+        let tx = e.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+        for i in 0..2000u32 {
+            let v = tx.get(format!("key{i:06}").as_bytes()).unwrap().unwrap();
+            match i % 100 {
+                r @ (2 | 3) => assert_eq!(v, format!("v{r}").as_bytes(), "key {i}"),
+                _ => assert!(v.starts_with(b"v1-"), "key {i}"),
+            }
+        }
+    };
+    // Far more reads than it takes to pay for the fold; none of them compacts.
+    for _ in 0..20 {
+        read_all(&engine);
+    }
+    let m = engine.get_runtime_metrics().unwrap();
+    assert_eq!(m.compactions_run, 0, "no read ran a compaction");
+    assert_eq!(l0_files(&engine), 3);
+    assert!(
+        engine.run_pending_work().unwrap(),
+        "the fold the reads paid for runs now"
+    );
+    assert_eq!(
+        l0_files(&engine),
+        0,
+        "{:?}",
+        engine.get_storage_layout().unwrap().levels
+    );
+    assert!(!engine.run_pending_work().unwrap(), "and only once");
+    let before = engine.get_read_amp_metrics().unwrap();
+    read_all(&engine);
+    let after = engine.get_read_amp_metrics().unwrap();
+    assert_eq!(
+        after.ssts_touched_total - before.ssts_touched_total,
+        2000,
+        "each read consults one table"
+    );
+    assert_eq!(after.l0_ssts_touched_total, before.l0_ssts_touched_total);
+}
+
 #[test]
 fn corrupt_sst_bytes_are_reported_by_verify_and_reads_never_return_wrong_values() {
     let dir = tmp();

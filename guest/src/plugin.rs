@@ -196,6 +196,10 @@ impl GuestDatabase for Db {
         self.with(|e| e.compact_all())
     }
 
+    fn run_pending_work(&self) -> Result<bool, WitError> {
+        self.with(|e| e.run_pending_work())
+    }
+
     fn sync_wal(&self) -> Result<(), WitError> {
         self.with(|e| e.sync_wal())
     }

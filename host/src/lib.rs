@@ -17,8 +17,8 @@ use cntryl_midge::{
     WriteOptions,
 };
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, TryLockError, Weak};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
@@ -119,6 +119,7 @@ pub struct ComponentHost {
     linker: Linker<State>,
     memory_limit: usize,
     deadline: Option<Duration>,
+    idle_maintenance: Option<Duration>,
 }
 
 impl std::fmt::Debug for ComponentHost {
@@ -171,6 +172,7 @@ impl ComponentHost {
             linker,
             memory_limit: 1 << 30,
             deadline: None,
+            idle_maintenance: None,
         })
     }
 
@@ -185,6 +187,13 @@ impl ComponentHost {
     /// hostile plugin cannot hold the host thread. Default: no deadline.
     pub fn with_call_deadline(mut self, limit: Duration) -> ComponentHost {
         self.deadline = Some(limit);
+        self
+    }
+
+    /// Gives every engine opened from this host idle maintenance after `after` without calls (see
+    /// [`ComponentEngine::set_idle_maintenance`]). Default: off.
+    pub fn with_idle_maintenance(mut self, after: Duration) -> ComponentHost {
+        self.idle_maintenance = Some(after);
         self
     }
 
@@ -284,6 +293,60 @@ fn trap_error(trap: &wasmtime::Error) -> MidgeError {
     }
 }
 
+/// Runs `f` against the locked instance; a trap marks it unusable and becomes a typed error.
+fn call_locked<T>(
+    g: &mut Inner,
+    f: impl FnOnce(&mut Store<State>, &bindings::Plugin, ResourceAny) -> wasmtime::Result<Result<T, wt::Error>>,
+) -> MidgeResult<T> {
+    if let Some(t) = &g.trapped {
+        return Err(MidgeError::Internal(format!(
+            "component instance trapped earlier: {t}"
+        )));
+    }
+    let db =
+        g.db.ok_or_else(|| MidgeError::InvalidArgument("engine is shut down".into()))?;
+    g.store.set_epoch_deadline(g.deadline_ticks);
+    match f(&mut g.store, &g.plugin, db) {
+        Ok(r) => r.map_err(from_wit),
+        Err(trap) => {
+            let e = trap_error(&trap);
+            g.trapped = Some(trap.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// The idle-maintenance thread of one engine (see [`ComponentEngine::set_idle_maintenance`]): after a quiet
+/// spell with no call, and only if calls came since its last run, it runs the engine's due background work.
+/// It holds the engine only while it looks or runs, and ends once the engine is dropped.
+fn maintain(shared: &Weak<Shared>) {
+    let mut done_at = 0u64;
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let (seen, ms) = (s.calls.load(Ordering::Relaxed), s.idle_ms.load(Ordering::Relaxed));
+        drop(s);
+        // While off, look again now and then in case it is turned back on.
+        std::thread::sleep(Duration::from_millis(if ms == 0 { 100 } else { ms }));
+        let Some(s) = shared.upgrade() else { return };
+        if ms == 0 || seen == done_at || s.calls.load(Ordering::Relaxed) != seen {
+            continue;
+        }
+        // A caller that holds the instance right now is not idle.
+        let mut g = match s.inner.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => continue,
+        };
+        if s.calls.load(Ordering::Relaxed) == seen {
+            // A failure is the engine's: it is poisoned (or the instance trapped) and the next call says so.
+            let _ = call_locked(&mut g, |st, p, db| {
+                p.cntryl_midge_engine().database().call_run_pending_work(st, db)
+            });
+            done_at = seen;
+        }
+    }
+}
+
 /// Midge running inside a wasmtime sandbox, with the native [`cntryl_midge::Engine`] method names.
 ///
 /// ```no_run
@@ -298,7 +361,19 @@ fn trap_error(trap: &wasmtime::Error) -> MidgeError {
 /// # Ok::<(), cntryl_midge::MidgeError>(())
 /// ```
 pub struct ComponentEngine {
+    shared: Arc<Shared>,
+    /// Whether the idle-maintenance thread was started (it runs until the engine is dropped).
+    maintainer: AtomicBool,
+}
+
+/// What the engine's callers and its idle-maintenance thread share.
+struct Shared {
     inner: Mutex<Inner>,
+    /// Calls into the instance so far (counted as they start): maintenance waits for a quiet spell in which
+    /// this does not move.
+    calls: AtomicU64,
+    /// The quiet spell after which maintenance runs, in milliseconds (0: off).
+    idle_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for ComponentEngine {
@@ -320,15 +395,28 @@ impl ComponentEngine {
             };
             r.map_err(|e| trap_error(&e))?.map_err(from_wit)?
         };
-        Ok(ComponentEngine {
-            inner: Mutex::new(Inner {
-                store,
-                plugin,
-                db: Some(db),
-                trapped: None,
-                deadline_ticks: host.deadline_ticks(),
+        let engine = ComponentEngine {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner {
+                    store,
+                    plugin,
+                    db: Some(db),
+                    trapped: None,
+                    deadline_ticks: host.deadline_ticks(),
+                }),
+                calls: AtomicU64::new(0),
+                idle_ms: AtomicU64::new(0),
             }),
-        })
+            maintainer: AtomicBool::new(false),
+        };
+        if host.idle_maintenance.is_some() {
+            engine.set_idle_maintenance(host.idle_maintenance)?;
+        }
+        Ok(engine)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.shared.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn local(dir: &Path) -> SharedFs {
@@ -390,7 +478,7 @@ impl ComponentEngine {
     /// Discards the instance without closing the database inside it — what a crash or `kill -9` of the
     /// plugin looks like to storage. Nothing more is written; the next open recovers.
     pub fn abandon(self) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.lock();
         g.db = None;
         g.trapped = Some("abandoned".into());
     }
@@ -399,7 +487,7 @@ impl ComponentEngine {
     /// host's [`ComponentHost::with_call_deadline`]. A call that overruns fails with `MidgeError::Timeout`
     /// and leaves the instance unusable (its database is recovered by the next open, as after a crash).
     pub fn set_call_deadline(&self, limit: Option<Duration>) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.lock();
         g.deadline_ticks = ticks(limit);
     }
 
@@ -444,24 +532,59 @@ impl ComponentEngine {
             ResourceAny,
         ) -> wasmtime::Result<Result<T, wt::Error>>,
     ) -> MidgeResult<T> {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = &g.trapped {
-            return Err(MidgeError::Internal(format!(
-                "component instance trapped earlier: {t}"
-            )));
-        }
-        let db =
-            g.db.ok_or_else(|| MidgeError::InvalidArgument("engine is shut down".into()))?;
-        let inner = &mut *g;
-        inner.store.set_epoch_deadline(inner.deadline_ticks);
-        match f(&mut inner.store, &inner.plugin, db) {
-            Ok(r) => r.map_err(from_wit),
-            Err(trap) => {
-                let e = trap_error(&trap);
-                inner.trapped = Some(trap.to_string());
-                Err(e)
+        self.shared.calls.fetch_add(1, Ordering::Relaxed);
+        call_locked(&mut self.lock(), f)
+    }
+
+    /// Runs the engine's due background work now and returns whether it did any (`run-pending-work`, the
+    /// engine's `Engine::run_pending_work`). The component has no background threads, so its reads never
+    /// compact — the compaction would run inside a read: after a load, reads keep consulting every overlapping
+    /// L0 table until this call, a flush or [`ComponentEngine::compact_all`] folds L0 into L1 (the native
+    /// engine does it on a background thread once reads have paid for it). Call it while the engine is idle,
+    /// or let [`ComponentEngine::set_idle_maintenance`] do so.
+    ///
+    /// ```no_run
+    /// use midge_host::{ComponentEngine, ComponentHost};
+    /// let host = ComponentHost::load("midge_guest.wasm".as_ref())?;
+    /// let engine = ComponentEngine::open(&host, "./db".as_ref())?;
+    /// // … a load, then reads; the application goes idle:
+    /// engine.run_pending_work()?;
+    /// # Ok::<(), cntryl_midge::MidgeError>(())
+    /// ```
+    pub fn run_pending_work(&self) -> MidgeResult<bool> {
+        self.call(|s, p, db| p.cntryl_midge_engine().database().call_run_pending_work(s, db))
+    }
+
+    /// Runs [`ComponentEngine::run_pending_work`] on a host thread whenever no call has entered this instance
+    /// for `after` (once per quiet spell; `None` turns it off; [`ComponentHost::with_idle_maintenance`] sets it
+    /// for every engine of a host), so the layout a read-mostly phase paid for arrives without the application
+    /// scheduling it, and never inside one of its calls. A maintenance call holds the instance like any
+    /// other: a call arriving meanwhile waits for it (folding L0 takes as long as compacting it, tens to
+    /// hundreds of milliseconds), and it runs under the call deadline, so a deadline shorter than a
+    /// compaction fails the instance. Default: off.
+    ///
+    /// ```no_run
+    /// use midge_host::{ComponentEngine, ComponentHost};
+    /// use std::time::Duration;
+    /// let host = ComponentHost::load("midge_guest.wasm".as_ref())?;
+    /// let engine = ComponentEngine::open(&host, "./db".as_ref())?;
+    /// engine.set_idle_maintenance(Some(Duration::from_millis(50)))?;
+    /// # Ok::<(), cntryl_midge::MidgeError>(())
+    /// ```
+    pub fn set_idle_maintenance(&self, after: Option<Duration>) -> MidgeResult<()> {
+        let ms = after.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.shared.idle_ms.store(ms, Ordering::Relaxed);
+        if ms > 0 && !self.maintainer.swap(true, Ordering::AcqRel) {
+            let weak = Arc::downgrade(&self.shared);
+            let started = std::thread::Builder::new()
+                .name("midge-host-maintenance".into())
+                .spawn(move || maintain(&weak));
+            if let Err(e) = started {
+                self.maintainer.store(false, Ordering::Release);
+                return Err(host_err("start the idle-maintenance thread", e));
             }
         }
+        Ok(())
     }
 
     /// The id of the column family named `name`.
@@ -858,7 +981,7 @@ impl Drop for ComponentTransaction<'_> {
 
 impl ComponentEngine {
     fn drop_resource(&self, r: ResourceAny) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.lock();
         if g.trapped.is_none() {
             let _ = r.resource_drop(&mut g.store);
         }
@@ -867,7 +990,7 @@ impl ComponentEngine {
 
 impl Drop for ComponentEngine {
     fn drop(&mut self) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.lock();
         if let Some(db) = g.db.take()
             && g.trapped.is_none()
         {

@@ -127,6 +127,33 @@ impl Engine {
         self.core.compact_all()
     }
 
+    /// Runs the background work that is due now on the caller's thread and returns whether it did any:
+    /// flushes of frozen memtables, compactions past their trigger, and the fold of L0 into L1 that reads paid
+    /// for by consulting overlapping L0 tables (a read-mostly phase after a load). With background threads
+    /// (native) this work also runs by itself, so calling this only brings it forward. With an inline executor
+    /// (wasm32, [`crate::runtime::InlineExecutor`]) reads never compact — the compaction would run inside a
+    /// read — so the fold they paid for waits for this call or the column family's next flush: call it when
+    /// the application is idle. A failure poisons the engine, as a failed background job does.
+    ///
+    /// ```
+    /// use cntryl_midge::prelude::*;
+    /// use cntryl_midge::runtime::InlineExecutor;
+    /// use std::sync::Arc;
+    /// // No background threads, as on wasm32.
+    /// let engine = Engine::open(OpenOptions::in_memory().executor(Arc::new(InlineExecutor)).build())?;
+    /// let cf = engine.get_column_family("default").unwrap();
+    /// let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite)?;
+    /// tx.put(b"k".to_vec(), b"v".to_vec(), None)?;
+    /// tx.commit(WriteOptions::sync())?;
+    /// // … reads and writes; then, while the application is idle:
+    /// engine.run_pending_work()?;
+    /// assert!(!engine.run_pending_work()?, "nothing is left to do");
+    /// # Ok::<(), MidgeError>(())
+    /// ```
+    pub fn run_pending_work(&self) -> MidgeResult<bool> {
+        self.core.run_pending_work()
+    }
+
     /// Waits until writes to `cf` are no longer stalled; `Ok(false)` if `timeout` passed first.
     pub fn wait_for_write_stall_clear(
         &self,

@@ -521,20 +521,38 @@ impl Core {
         Ok(())
     }
 
-    /// Flushes every frozen memtable of `cf`, then compacts while the picker finds work (if enabled).
-    pub(crate) fn background_work(&self, cf: &Arc<CfState>) -> MidgeResult<()> {
+    /// Flushes every frozen memtable of `cf`, then compacts while the picker finds work (if enabled), including
+    /// a fold of L0 that reads paid for (see `Core::charge_read`). Returns whether anything changed.
+    pub(crate) fn background_work(&self, cf: &Arc<CfState>) -> MidgeResult<bool> {
         if self.closing.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(false);
         }
-        while self.flush_one(cf)? {}
+        let mut changed = false;
+        while self.flush_one(cf)? {
+            changed = true;
+        }
         if self.opts.background_compaction {
-            while self.compact_once(cf, L0Policy::Trigger)? {}
-            // Reads paid for folding L0 into L1 (see `Core::charge_read`).
+            while self.compact_once(cf, L0Policy::Trigger)? {
+                changed = true;
+            }
             if cf.read_compaction.swap(false, Ordering::AcqRel) {
-                while self.compact_once(cf, L0Policy::Reads)? {}
+                while self.compact_once(cf, L0Policy::Reads)? {
+                    changed = true;
+                }
             }
         }
-        Ok(())
+        Ok(changed)
+    }
+
+    /// Runs every column family's due background work on the caller's thread (see
+    /// `Engine::run_pending_work`); a failure poisons the engine, as it does on the executor.
+    pub(crate) fn run_pending_work(&self) -> MidgeResult<bool> {
+        self.check_writable()?;
+        let mut changed = false;
+        for cf in self.list_cfs() {
+            changed |= self.background_work(&cf).map_err(|e| self.durability_failed(e))?;
+        }
+        Ok(changed)
     }
 
     /// Runs [`Core::background_work`] on the executor (inline on wasm32); failures poison the engine.

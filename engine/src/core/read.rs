@@ -7,7 +7,7 @@ use crate::error::{MidgeError, MidgeResult};
 use crate::iter::{Input, VisibleIter};
 use crate::memtable::Memtable;
 use crate::sst::SstIter;
-use crate::types::{ColumnFamilyId, Found, RangeTombstone, Seq};
+use crate::types::{ColumnFamilyId, Found, RangeTombstone, Seq, cmp_keys};
 use bytes::Bytes;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
@@ -123,7 +123,8 @@ impl Core {
             if t.meta.largest_seq < best.as_ref().map_or(0, |b| b.seq).max(tomb) {
                 break;
             }
-            if key < t.meta.smallest_key.as_ref() || key > t.meta.largest_key.as_ref() {
+            // Inline word compares: a slice compare is a `memcmp` call, two per table on every lookup.
+            if cmp_keys(key, &t.meta.smallest_key).is_lt() || cmp_keys(key, &t.meta.largest_key).is_gt() {
                 continue;
             }
             touched += 1;
@@ -149,10 +150,11 @@ impl Core {
     /// Charges a read that consulted an L0 table and another one to its column family. Once the charges pay
     /// for compacting L0 — one per [`BYTES_PER_CHARGE`] of L0, as in LevelDB's seek compaction — L0 is folded
     /// into L1 in the background although it is below its file-count trigger, so a read-mostly phase after a
-    /// load stops merging overlapping tables on every read. Only with background threads: an inline executor
-    /// would run the compaction inside this read.
+    /// load stops merging overlapping tables on every read. An inline executor (wasm32) would run that
+    /// compaction inside this read, so there the fold is only recorded as due: it runs with the column
+    /// family's next background work (a flush) or when the embedder calls `Engine::run_pending_work`.
     fn charge_read(&self, view: &View) {
-        if !self.opts.background_compaction || self.executor.is_inline() {
+        if !self.opts.background_compaction {
             return;
         }
         let cf = &view.cf;
@@ -171,6 +173,7 @@ impl Core {
         }
         cf.read_charges.store(0, Ordering::Relaxed);
         if !cf.read_compaction.swap(true, Ordering::AcqRel)
+            && !self.executor.is_inline()
             && let Some(core) = self.me.upgrade()
         {
             core.schedule(cf.clone());

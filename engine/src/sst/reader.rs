@@ -193,7 +193,7 @@ impl SstReader {
 
     /// Newest version of `key` with `seq <= snapshot` (tombstones included), using the bloom filter first.
     pub fn get(&self, key: &[u8], snapshot: Seq) -> MidgeResult<Option<Found>> {
-        if key < self.meta.smallest_key.as_ref() || key > self.meta.largest_key.as_ref() {
+        if cmp_keys(key, &self.meta.smallest_key).is_lt() || cmp_keys(key, &self.meta.largest_key).is_gt() {
             return Ok(None);
         }
         self.stats.bloom_checks.fetch_add(1, Ordering::Relaxed);
