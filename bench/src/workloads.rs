@@ -521,7 +521,8 @@ impl<'a> Runner<'a> {
                     let k = key(rng.below(p.keys));
                     let t = Instant::now();
                     rows += r.scan(&k, None, p.seek_next, false, &mut |k, v| {
-                        std::hint::black_box((k, v));
+                        engines::consume(v);
+                        std::hint::black_box(k);
                     })? as u64;
                     ph.rec.record(t.elapsed());
                 }
@@ -546,7 +547,8 @@ impl<'a> Runner<'a> {
                     let k = key(rng.below(p.keys));
                     let t = Instant::now();
                     rows += r.prefix(&k[..14], usize::MAX, &mut |k, v| {
-                        std::hint::black_box((k, v));
+                        engines::consume(v);
+                        std::hint::black_box(k);
                     })? as u64;
                     ph.rec.record(t.elapsed());
                 }
@@ -568,7 +570,7 @@ impl<'a> Runner<'a> {
         e.with_reader(&mut |r| {
             let t = Instant::now();
             rows = r.scan(b"", None, usize::MAX, reverse, &mut |k, v| {
-                bytes += (k.len() + v.len()) as u64;
+                bytes += (k.len() + engines::consume(v)) as u64;
             })? as u64;
             ph.rec.record(t.elapsed());
             Ok(())

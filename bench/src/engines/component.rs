@@ -87,7 +87,7 @@ struct ComponentRead<'a> {
 
 impl KvRead for ComponentRead<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<usize>> {
-        Ok(self.tx.get(key)?.map(|v| v.len()))
+        Ok(self.tx.get(key)?.map(|v| super::consume(&v)))
     }
 
     fn scan(

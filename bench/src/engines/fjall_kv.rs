@@ -26,7 +26,7 @@ struct FjallRead<'a> {
 
 impl KvRead for FjallRead<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<usize>> {
-        Ok(self.snap.get(self.ks, key)?.map(|v| v.len()))
+        Ok(self.snap.get(self.ks, key)?.map(|v| super::consume(&v)))
     }
 
     fn scan(

@@ -58,7 +58,7 @@ struct MidgeRead<'a> {
 
 impl KvRead for MidgeRead<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<usize>> {
-        Ok(self.tx.get(key)?.map(|v| v.len()))
+        Ok(self.tx.get(key)?.map(|v| super::consume(&v)))
     }
 
     fn scan(

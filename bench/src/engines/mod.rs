@@ -63,9 +63,18 @@ pub struct Counters {
     pub compactions: u64,
 }
 
+/// What the workloads do with each value a read returns: fold every byte of it, as an application that uses
+/// the value would, and hand back its length. An engine that returns a reference into its cache would
+/// otherwise never pay for the value's cache misses, while one that must copy it (the component, whose host
+/// lifts the value out of linear memory) pays them in full.
+pub fn consume(v: &[u8]) -> usize {
+    std::hint::black_box(v.iter().fold(0u8, |a, &b| a ^ b));
+    v.len()
+}
+
 /// A consistent read view (a snapshot or read transaction) for a run of reads.
 pub trait KvRead {
-    /// The value's length, if the key exists.
+    /// The value's length, if the key exists, after [`consume`] read it.
     fn get(&self, key: &[u8]) -> Result<Option<usize>>;
     /// Rows in `[start, end)` (unbounded end when `None`), ascending or descending, at most `limit`; calls
     /// `visit` per row and returns the row count.

@@ -37,7 +37,7 @@ struct RedbRead {
 
 impl KvRead for RedbRead {
     fn get(&self, key: &[u8]) -> Result<Option<usize>> {
-        Ok(self.t.get(key)?.map(|v| v.value().len()))
+        Ok(self.t.get(key)?.map(|v| super::consume(v.value())))
     }
 
     fn scan(

@@ -28,7 +28,7 @@ struct RocksRead<'a> {
 
 impl KvRead for RocksRead<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<usize>> {
-        Ok(self.snap.get_pinned(key)?.map(|v| v.len()))
+        Ok(self.snap.get_pinned(key)?.map(|v| super::consume(&v)))
     }
 
     fn scan(

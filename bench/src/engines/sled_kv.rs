@@ -19,7 +19,7 @@ impl SledKv {
 
 impl KvRead for SledKv {
     fn get(&self, key: &[u8]) -> Result<Option<usize>> {
-        Ok(self.db.get(key)?.map(|v| v.len()))
+        Ok(self.db.get(key)?.map(|v| super::consume(&v)))
     }
 
     fn scan(

@@ -84,10 +84,10 @@ struct SqliteRead<'a> {
 
 impl KvRead for SqliteRead<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<usize>> {
-        let mut st = self.c.prepare_cached("SELECT length(v) FROM kv WHERE k = ?1")?;
+        let mut st = self.c.prepare_cached("SELECT v FROM kv WHERE k = ?1")?;
         let mut rows = st.query(params![key])?;
         Ok(match rows.next()? {
-            Some(r) => Some(r.get::<_, i64>(0)? as usize),
+            Some(r) => Some(super::consume(r.get_ref(0)?.as_blob()?)),
             None => None,
         })
     }
