@@ -380,6 +380,25 @@ impl Memtable {
         );
     }
 
+    /// The smallest and largest user key its versions and range tombstones touch (a tombstone's exclusive
+    /// end counted as touched), or `None` when it holds neither.
+    pub fn key_span(&self) -> Option<(Bytes, Bytes)> {
+        let (mut lo, mut hi) = {
+            let guard = &epoch::pin();
+            let key = |e: crossbeam_skiplist::base::Entry<'_, '_, Version, ()>| e.key().key.clone();
+            (self.map.front(guard).map(key), self.map.back(guard).map(key))
+        };
+        for t in self.ranges.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            if lo.as_ref().is_none_or(|l| t.start < *l) {
+                lo = Some(t.start.clone());
+            }
+            if hi.as_ref().is_none_or(|h| t.end > *h) {
+                hi = Some(t.end.clone());
+            }
+        }
+        Some((lo?, hi?))
+    }
+
     /// Whether the memtable holds a version or range tombstone a reader at `snapshot` can see. A reader's
     /// snapshot covers only what was inserted (and counted into `min_seq`) before that snapshot's sequence
     /// was published, so a memtable empty, or holding only newer writes, has nothing for it.
