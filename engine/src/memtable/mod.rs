@@ -18,7 +18,7 @@ use index::{PointIndex, Probe};
 use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// An internal key: user key ascending, then sequence descending. `head` holds the key's first 16 bytes
@@ -218,9 +218,22 @@ pub(crate) struct Memtable {
     map: SkipList<Version, ()>,
     index: PointIndex,
     ranges: RwLock<Vec<RangeTombstone>>,
+    /// Whether `ranges` holds any: a point read looks here before taking the lock, so reads do not write the
+    /// lock's state (a shared cache line) when there are none.
+    has_ranges: AtomicBool,
+    /// Read by every point read; written once, by the first insert (lowered only when a lower sequence comes).
+    min_seq: AtomicU64,
+    /// Written by every commit, on a cache line of its own, so a commit does not take away the line every
+    /// point read reads (`min_seq`, the range lock).
+    written: Written,
+}
+
+/// A memtable's per-commit counters, on their own cache line (see [`Memtable::written`]).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Written {
     bytes: AtomicU64,
     max_seq: AtomicU64,
-    min_seq: AtomicU64,
 }
 
 impl Memtable {
@@ -230,9 +243,9 @@ impl Memtable {
             map: SkipList::new(epoch::default_collector().clone()),
             index: PointIndex::for_limit(limit_bytes),
             ranges: RwLock::new(Vec::new()),
-            bytes: AtomicU64::new(0),
-            max_seq: AtomicU64::new(0),
+            has_ranges: AtomicBool::new(false),
             min_seq: AtomicU64::new(Seq::MAX),
+            written: Written::default(),
         }
     }
 
@@ -295,31 +308,40 @@ impl Memtable {
             e.release(guard);
         }
         if bytes > 0 {
-            self.bytes.fetch_add(bytes, Ordering::Relaxed);
-            self.max_seq.fetch_max(hi, Ordering::Relaxed);
-            self.min_seq.fetch_min(lo, Ordering::Relaxed);
+            self.written.bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.written.max_seq.fetch_max(hi, Ordering::Relaxed);
+            self.lower_min_seq(lo);
         }
     }
 
     /// Adds a range tombstone.
     pub fn insert_range(&self, rt: RangeTombstone) {
-        self.bytes.fetch_add(
+        self.written.bytes.fetch_add(
             rt.start.len() as u64 + rt.end.len() as u64 + ENTRY_OVERHEAD,
             Ordering::Relaxed,
         );
-        self.max_seq.fetch_max(rt.seq, Ordering::Relaxed);
-        self.min_seq.fetch_min(rt.seq, Ordering::Relaxed);
+        self.written.max_seq.fetch_max(rt.seq, Ordering::Relaxed);
+        self.lower_min_seq(rt.seq);
         self.ranges.write().unwrap_or_else(|p| p.into_inner()).push(rt);
+        self.has_ranges.store(true, Ordering::Release);
+    }
+
+    /// Lowers `min_seq` to `seq`, writing it only when `seq` is lower (a read-modify-write takes the cache line
+    /// from every reader even when it changes nothing).
+    fn lower_min_seq(&self, seq: Seq) {
+        if seq < self.min_seq.load(Ordering::Relaxed) {
+            self.min_seq.fetch_min(seq, Ordering::Relaxed);
+        }
     }
 
     /// Approximate memory held (keys, values and overhead).
     pub fn approximate_bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.written.bytes.load(Ordering::Relaxed)
     }
 
     /// Highest sequence held (0 when empty).
     pub fn max_seq(&self) -> Seq {
-        self.max_seq.load(Ordering::Relaxed)
+        self.written.max_seq.load(Ordering::Relaxed)
     }
 
     /// Lowest sequence held (`None` when empty).
@@ -360,6 +382,11 @@ impl Memtable {
     /// The newest range tombstone at or below `snapshot` covering `key` (0 when none), without copying the
     /// tombstone list.
     pub fn covering_tombstone_seq(&self, key: &[u8], snapshot: Seq) -> Seq {
+        // Published after the tombstone is in the list, and the tombstone's commit only becomes visible to a
+        // snapshot after that: a reader whose snapshot covers a tombstone sees the flag.
+        if !self.has_ranges.load(Ordering::Acquire) {
+            return 0;
+        }
         let ranges = self.ranges.read().unwrap_or_else(|p| p.into_inner());
         RangeTombstone::newest_covering(&ranges, key, snapshot)
     }
@@ -689,6 +716,36 @@ mod tests {
         assert!(p.pack(Bytes::new()).is_empty());
         assert_eq!(p.pack(Bytes::from_static(b"abcd")), Bytes::from_static(b"abcd"));
         assert_eq!(p.chunk.capacity(), 0);
+    }
+
+    #[test]
+    fn point_reads_see_range_tombstones_and_sequences_across_the_split_fields() {
+        let m = Memtable::new(1 << 20);
+        put(&m, "k", 5);
+        assert_eq!(
+            (m.covering_tombstone_seq(b"k", Seq::MAX), m.min_seq(), m.max_seq()),
+            (0, Some(5), 5)
+        );
+        m.insert_range(RangeTombstone {
+            start: Bytes::from_static(b"a"),
+            end: Bytes::from_static(b"z"),
+            seq: 7,
+        });
+        assert_eq!(m.covering_tombstone_seq(b"k", Seq::MAX), 7);
+        assert_eq!(
+            m.covering_tombstone_seq(b"k", 6),
+            0,
+            "not at a snapshot before it"
+        );
+        assert_eq!(
+            m.covering_tombstone_seq(b"z", Seq::MAX),
+            0,
+            "the end is exclusive"
+        );
+        put(&m, "j", 3);
+        put(&m, "l", 4);
+        assert_eq!((m.min_seq(), m.max_seq()), (Some(3), 7));
+        assert!(m.holds_any_at(3) && !m.holds_any_at(2));
     }
 
     #[test]
