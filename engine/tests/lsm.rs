@@ -290,9 +290,10 @@ fn reads_over_overlapping_l0_tables_trigger_their_compaction() {
             .map(|l| l.file_count)
             .sum::<u64>()
     };
+    // The first flush had no table under it and went straight to L1; the other two overlap it.
     assert_eq!(
         l0_files(&engine),
-        3,
+        2,
         "below the trigger, nothing compacts by itself"
     );
     // Commits probe the tables for conflicts on keys inside their range; that is a write load, not reads to
@@ -305,7 +306,7 @@ fn reads_over_overlapping_l0_tables_trigger_their_compaction() {
         tx.commit(WriteOptions::buffered()).unwrap();
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(l0_files(&engine), 3, "commits alone trigger no read compaction");
+    assert_eq!(l0_files(&engine), 2, "commits alone trigger no read compaction");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut reads = 0u64;
     while l0_files(&engine) > 0 {
@@ -793,4 +794,95 @@ fn compacting_after_range_deletes_reclaims_the_deleted_rows() {
             engine.get_storage_layout().unwrap().levels
         );
     }
+}
+
+#[test]
+fn a_flush_with_no_table_under_its_span_goes_to_l1_and_keeps_only_what_snapshots_need() {
+    let dir = tmp();
+    let opts = OpenOptions::local(dir.path())
+        .with_memtable_size_limit(8 << 20)
+        .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
+        .build()
+        .unwrap();
+    let engine = Engine::open(opts).unwrap();
+    let cf = engine.get_column_family("default").unwrap();
+    let key = |i: u32| format!("key{i:06}").into_bytes();
+    let write = |f: &dyn Fn(&mut Transaction)| {
+        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+        f(&mut tx);
+        tx.commit(WriteOptions::buffered()).unwrap();
+    };
+    let get = |i: u32| {
+        let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+        tx.get(&key(i)).unwrap()
+    };
+    let levels = |e: &Engine| -> Vec<(u32, u64)> {
+        e.get_storage_layout()
+            .unwrap()
+            .levels
+            .iter()
+            .map(|l| (l.level, l.file_count))
+            .collect()
+    };
+    write(&|tx| {
+        for i in 0..1000 {
+            tx.put(key(i), vec![b'a'; 60], None).unwrap();
+        }
+    });
+    write(&|tx| {
+        tx.delete_range(key(100), key(200)).unwrap();
+        tx.delete(key(500)).unwrap();
+    });
+    engine.flush_cf(&cf).unwrap();
+    // Nothing older under its keys: written once, straight to L1, so compacting everything has nothing to do.
+    assert_eq!(levels(&engine), vec![(1, 1)]);
+    let compactions = engine.get_runtime_metrics().unwrap().compactions_run;
+    engine.compact_all().unwrap();
+    assert_eq!(engine.get_runtime_metrics().unwrap().compactions_run, compactions);
+    assert_eq!(all_rows(&engine).len(), 1000 - 100 - 1);
+    assert_eq!((get(150), get(500)), (None, None));
+    assert_eq!(get(50).unwrap(), vec![b'a'; 60]);
+
+    // Over keys an L1 table holds: to L0, tombstones carried, so the older rows they hide stay hidden.
+    write(&|tx| {
+        tx.delete_range(key(0), key(10)).unwrap();
+        tx.put(key(50), vec![b'b'; 60], None).unwrap();
+    });
+    engine.flush_cf(&cf).unwrap();
+    assert_eq!(levels(&engine), vec![(0, 1), (1, 1)]);
+    assert_eq!((get(5), get(150), get(500)), (None, None, None));
+    assert_eq!(get(50).unwrap(), vec![b'b'; 60]);
+    engine.compact_all().unwrap();
+    assert_eq!(all_rows(&engine).len(), 1000 - 100 - 1 - 10);
+
+    // A snapshot older than the deletes still sees what they hide after a flush to L1.
+    let dir2 = tmp();
+    let engine = Engine::open(
+        OpenOptions::local(dir2.path())
+            .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let cf = engine.get_column_family("default").unwrap();
+    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    for i in 0..100 {
+        tx.put(key(i), vec![b'a'; 10], None).unwrap();
+    }
+    tx.commit(WriteOptions::buffered()).unwrap();
+    let old = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    tx.delete_range(key(0), key(50)).unwrap();
+    tx.delete(key(70)).unwrap();
+    tx.commit(WriteOptions::buffered()).unwrap();
+    engine.flush_cf(&cf).unwrap();
+    assert_eq!(levels(&engine), vec![(1, 1)]);
+    for i in [10, 70] {
+        assert_eq!(old.get(&key(i)).unwrap().unwrap(), vec![b'a'; 10]);
+        let now = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+        assert_eq!(now.get(&key(i)).unwrap(), None);
+    }
+    drop(old);
+    engine.compact_all().unwrap();
+    assert_eq!(all_rows(&engine).len(), 49);
 }

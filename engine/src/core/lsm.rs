@@ -168,29 +168,57 @@ impl Core {
         self.wait_visible(mem.max_seq())?;
         let started = self.clock.monotonic_nanos();
         let tombs = mem.range_tombstones();
+        // When no table holds a key in the memtable's span, nothing older than it can be under any of its
+        // keys (older memtables were flushed first): its output is the bottom for those keys, so it goes
+        // straight to L1 and drops what a bottommost compaction would — a load into an empty range, or a
+        // range delete whose rows are all still in the memtable, is written once instead of flushed to L0 and
+        // rewritten by the next compaction. A compaction running meanwhile could publish an L1 file spanning
+        // this range, so the check and the publish happen under the compaction lock; a busy compactor is not
+        // waited for (the flush goes to L0).
+        let compaction = self.compaction_lock.try_lock().ok();
+        let bottom = compaction.is_some() && {
+            let tables = cf.mems.read().unwrap_or_else(|p| p.into_inner()).tables.clone();
+            mem.key_span().is_some_and(|(lo, hi)| {
+                tables.iter().all(|t| {
+                    t.meta.largest_key.as_ref() < lo.as_ref() || hi.as_ref() < t.meta.smallest_key.as_ref()
+                })
+            })
+        };
+        let compaction = compaction.filter(|_| bottom);
         // Versions no snapshot can see are dropped now rather than at a later compaction: those shadowed by a
         // newer version in this memtable and those hidden by its own range tombstones, so an overwrite- or
         // delete-heavy memtable writes what is live, not everything it held. Point and range tombstones are
-        // carried (older tables may hold what they hide).
+        // carried (older tables may hold what they hide) unless the output is the bottom.
         let visible = self.visible_seq();
         let horizon = self.snapshots.oldest().map_or(visible, |o| o.min(visible));
         let cursor = mem.cursor(Bound::Unbounded, Bound::Unbounded, false);
         let mut live = GcIter::new(
             MergeIter::new(vec![Input::Mem(cursor)], false),
             horizon,
-            false,
+            bottom,
             self.clock.now_millis(),
-            false,
+            bottom && self.snapshots.count() == 0,
             &tombs,
         );
+        // As a compaction: carried tombstones go into a single output, so files in a level never overlap.
+        let carry: Vec<RangeTombstone> = tombs
+            .iter()
+            .filter(|t| !(bottom && t.seq <= horizon))
+            .cloned()
+            .collect();
+        let (level, limit) = match bottom {
+            true if carry.is_empty() => (1, self.opts.target_sst_size),
+            true => (1, u64::MAX),
+            false => (0, u64::MAX),
+        };
         let mut metas = Vec::new();
         let mut first = true;
         loop {
-            let t: &[RangeTombstone] = if first { &tombs } else { &[] };
+            let t: &[RangeTombstone] = if first { &carry } else { &[] };
             first = false;
             // A flushed table holds the newest data, which reads want next: its blocks go into the cache as they
             // are written (into free room; background compactions' outputs do not).
-            match self.write_table(cf.id, 0, &mut live, t, u64::MAX, true)? {
+            match self.write_table(cf.id, level, &mut live, t, limit, true)? {
                 Some(m) => metas.push(m),
                 None => break,
             }
@@ -219,6 +247,7 @@ impl Core {
             sort_tables(all);
             Arc::make_mut(&mut v.immutable).retain(|m| !Arc::ptr_eq(m, &mem));
         }
+        drop(compaction);
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         self.release_wal()?;
         Ok(true)

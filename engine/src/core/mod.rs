@@ -12,7 +12,7 @@ pub(crate) use read::ViewCache;
 
 use crate::error::{MidgeError, MidgeResult};
 use crate::manifest::{Edit, Manifest};
-use crate::memtable::Memtable;
+use crate::memtable::{Memtable, packed_len};
 use crate::metrics::{EngineHealth, RecoveryMetricsSnapshot, RuntimeMetricsSnapshot};
 use crate::options::{DurabilityPolicy, OpenOptions, WriteOptions};
 use crate::runtime::{Clock, Executor};
@@ -879,10 +879,19 @@ impl Drop for Core {
     }
 }
 
-/// Applies a logged transaction to a memtable with its original sequences, moving its keys and values
-/// into the memtable (cloning a `Bytes` built from a vector allocates a shared header for it, two per put).
+/// Applies a logged transaction to a memtable with its original sequences; the memtable copies short keys and
+/// values into a few shared chunks (see `memtable::Packer`).
 pub(crate) fn apply_record(mem: &Memtable, rec: TxnRecord) {
     let mut ranges = Vec::new();
+    let packed = rec
+        .ops
+        .iter()
+        .map(|op| match op {
+            WalOp::Put { key, value, .. } => packed_len(key) + packed_len(value),
+            WalOp::Delete { key } => packed_len(key),
+            WalOp::DeleteRange { .. } => 0,
+        })
+        .sum();
     mem.insert_many(
         (rec.begin_seq + 1..)
             .zip(rec.ops)
@@ -906,6 +915,7 @@ pub(crate) fn apply_record(mem: &Memtable, rec: TxnRecord) {
                     None
                 }
             }),
+        packed,
     );
     for t in ranges {
         mem.insert_range(t);

@@ -44,20 +44,27 @@ pub(super) enum Probe<'a> {
     Unknown,
 }
 
-/// See the module docs.
+/// See the module docs. Aligned so that what every lookup reads (`slots`, `mask`, `overflowed`) shares a
+/// cache line with nothing a writer changes: `used`, which every insert of a new key increments, sits on a line
+/// of its own.
+#[repr(align(128))]
 pub(super) struct PointIndex {
     slots: Box<[AtomicU64]>,
     mask: usize,
-    /// Keys placed; the index stops taking new keys at three quarters full, keeping probe runs short.
-    used: AtomicUsize,
     overflowed: AtomicBool,
+    /// Keys placed; the index stops taking new keys at three quarters full, keeping probe runs short.
+    used: Used,
 }
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Used(AtomicUsize);
 
 impl std::fmt::Debug for PointIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PointIndex")
             .field("slots", &self.slots.len())
-            .field("used", &self.used.load(Ordering::Relaxed))
+            .field("used", &self.used.0.load(Ordering::Relaxed))
             .field("overflowed", &self.overflowed.load(Ordering::Relaxed))
             .finish()
     }
@@ -92,8 +99,8 @@ impl PointIndex {
         PointIndex {
             slots,
             mask: n - 1,
-            used: AtomicUsize::new(0),
             overflowed: AtomicBool::new(false),
+            used: Used::default(),
         }
     }
 
@@ -122,13 +129,13 @@ impl PointIndex {
             let mut cur = slot.load(Ordering::Acquire);
             loop {
                 if cur == 0 {
-                    if self.used.fetch_add(1, Ordering::Relaxed) >= self.slots.len() / 4 * 3 {
+                    if self.used.0.fetch_add(1, Ordering::Relaxed) >= self.slots.len() / 4 * 3 {
                         break;
                     }
                     match slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
                         Ok(_) => return,
                         Err(now) => {
-                            self.used.fetch_sub(1, Ordering::Relaxed);
+                            self.used.0.fetch_sub(1, Ordering::Relaxed);
                             cur = now;
                             continue;
                         }

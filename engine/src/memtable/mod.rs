@@ -11,14 +11,14 @@ mod index;
 
 use crate::error::MidgeResult;
 use crate::types::{Entry, EntryKind, Found, RangeTombstone, Seq, cmp_tail, key_head as head};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use crossbeam_epoch as epoch;
 use crossbeam_skiplist::base::SkipList;
 use index::{PointIndex, Probe};
 use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// An internal key: user key ascending, then sequence descending. `head` holds the key's first 16 bytes
@@ -218,9 +218,22 @@ pub(crate) struct Memtable {
     map: SkipList<Version, ()>,
     index: PointIndex,
     ranges: RwLock<Vec<RangeTombstone>>,
+    /// Whether `ranges` holds any: a point read looks here before taking the lock, so reads do not write the
+    /// lock's state (a shared cache line) when there are none.
+    has_ranges: AtomicBool,
+    /// Read by every point read; written once, by the first insert (lowered only when a lower sequence comes).
+    min_seq: AtomicU64,
+    /// Written by every commit, on a cache line of its own, so a commit does not take away the line every
+    /// point read reads (`min_seq`, the range lock).
+    written: Written,
+}
+
+/// A memtable's per-commit counters, on their own cache line (see [`Memtable::written`]).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Written {
     bytes: AtomicU64,
     max_seq: AtomicU64,
-    min_seq: AtomicU64,
 }
 
 impl Memtable {
@@ -230,26 +243,31 @@ impl Memtable {
             map: SkipList::new(epoch::default_collector().clone()),
             index: PointIndex::for_limit(limit_bytes),
             ranges: RwLock::new(Vec::new()),
-            bytes: AtomicU64::new(0),
-            max_seq: AtomicU64::new(0),
+            has_ranges: AtomicBool::new(false),
             min_seq: AtomicU64::new(Seq::MAX),
+            written: Written::default(),
         }
     }
 
     /// Adds one version.
     #[cfg(test)]
     pub fn insert(&self, e: Entry) {
-        self.insert_many(std::iter::once(e));
+        let packed = packed_len(&e.key) + packed_len(&e.value);
+        self.insert_many(std::iter::once(e), packed);
     }
 
     /// Adds versions (a transaction's puts and deletes). Readers never wait: a version is invisible to them
-    /// until the commit's sequence is published, whatever order the inserts land in.
-    pub fn insert_many(&self, entries: impl IntoIterator<Item = Entry>) {
-        self.insert_entries(entries.into_iter().map(version));
+    /// until the commit's sequence is published, whatever order the inserts land in. `packed` is the sum of
+    /// [`packed_len`] over the entries' keys and values (it sizes the shared chunks they are copied into; see
+    /// [`Packer`]).
+    pub fn insert_many(&self, entries: impl IntoIterator<Item = Entry>, packed: usize) {
+        let mut p = Packer::new(packed);
+        self.insert_entries(entries.into_iter().map(|e| p.version(e)));
     }
 
     /// Adds many versions in any order (a replayed log): sorted first, since inserting random-order keys one
-    /// by one misses the cache at every level of the skiplist, while sorted inserts walk a warm path.
+    /// by one misses the cache at every level of the skiplist, while sorted inserts walk a warm path. Keys and
+    /// values are kept as decoded, not packed: a replay has already copied each out of the log once.
     pub fn insert_unordered(&self, entries: Vec<Entry>) {
         let mut entries: Vec<Version> = entries.into_iter().map(version).collect();
         entries.sort_unstable();
@@ -290,31 +308,40 @@ impl Memtable {
             e.release(guard);
         }
         if bytes > 0 {
-            self.bytes.fetch_add(bytes, Ordering::Relaxed);
-            self.max_seq.fetch_max(hi, Ordering::Relaxed);
-            self.min_seq.fetch_min(lo, Ordering::Relaxed);
+            self.written.bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.written.max_seq.fetch_max(hi, Ordering::Relaxed);
+            self.lower_min_seq(lo);
         }
     }
 
     /// Adds a range tombstone.
     pub fn insert_range(&self, rt: RangeTombstone) {
-        self.bytes.fetch_add(
+        self.written.bytes.fetch_add(
             rt.start.len() as u64 + rt.end.len() as u64 + ENTRY_OVERHEAD,
             Ordering::Relaxed,
         );
-        self.max_seq.fetch_max(rt.seq, Ordering::Relaxed);
-        self.min_seq.fetch_min(rt.seq, Ordering::Relaxed);
+        self.written.max_seq.fetch_max(rt.seq, Ordering::Relaxed);
+        self.lower_min_seq(rt.seq);
         self.ranges.write().unwrap_or_else(|p| p.into_inner()).push(rt);
+        self.has_ranges.store(true, Ordering::Release);
+    }
+
+    /// Lowers `min_seq` to `seq`, writing it only when `seq` is lower (a read-modify-write takes the cache line
+    /// from every reader even when it changes nothing).
+    fn lower_min_seq(&self, seq: Seq) {
+        if seq < self.min_seq.load(Ordering::Relaxed) {
+            self.min_seq.fetch_min(seq, Ordering::Relaxed);
+        }
     }
 
     /// Approximate memory held (keys, values and overhead).
     pub fn approximate_bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.written.bytes.load(Ordering::Relaxed)
     }
 
     /// Highest sequence held (0 when empty).
     pub fn max_seq(&self) -> Seq {
-        self.max_seq.load(Ordering::Relaxed)
+        self.written.max_seq.load(Ordering::Relaxed)
     }
 
     /// Lowest sequence held (`None` when empty).
@@ -355,6 +382,11 @@ impl Memtable {
     /// The newest range tombstone at or below `snapshot` covering `key` (0 when none), without copying the
     /// tombstone list.
     pub fn covering_tombstone_seq(&self, key: &[u8], snapshot: Seq) -> Seq {
+        // Published after the tombstone is in the list, and the tombstone's commit only becomes visible to a
+        // snapshot after that: a reader whose snapshot covers a tombstone sees the flag.
+        if !self.has_ranges.load(Ordering::Acquire) {
+            return 0;
+        }
         let ranges = self.ranges.read().unwrap_or_else(|p| p.into_inner());
         RangeTombstone::newest_covering(&ranges, key, snapshot)
     }
@@ -373,6 +405,25 @@ impl Memtable {
                 .iter()
                 .cloned(),
         );
+    }
+
+    /// The smallest and largest user key its versions and range tombstones touch (a tombstone's exclusive
+    /// end counted as touched), or `None` when it holds neither.
+    pub fn key_span(&self) -> Option<(Bytes, Bytes)> {
+        let (mut lo, mut hi) = {
+            let guard = &epoch::pin();
+            let key = |e: crossbeam_skiplist::base::Entry<'_, '_, Version, ()>| e.key().key.clone();
+            (self.map.front(guard).map(key), self.map.back(guard).map(key))
+        };
+        for t in self.ranges.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            if lo.as_ref().is_none_or(|l| t.start < *l) {
+                lo = Some(t.start.clone());
+            }
+            if hi.as_ref().is_none_or(|h| t.end > *h) {
+                hi = Some(t.end.clone());
+            }
+        }
+        Some((lo?, hi?))
     }
 
     /// Whether the memtable holds a version or range tombstone a reader at `snapshot` can see. A reader's
@@ -415,7 +466,71 @@ fn view(b: &Bound<IKey>) -> Bound<&dyn IKeyView> {
     }
 }
 
-/// A version as the skiplist stores it.
+/// Keys and values longer than this keep their own allocation in the memtable; shorter ones are copied into
+/// shared chunks (see [`Packer`]).
+const PACK_MAX: usize = 1024;
+/// The largest shared chunk: whoever keeps one value read from the memtable keeps at most this much alive
+/// (a value read from an SST keeps its 16 KiB block payload the same way).
+const PACK_CHUNK: usize = 32 << 10;
+
+/// The bytes [`Packer`] copies for a key or value of `b`'s length: its length when it is packed, else 0.
+pub(crate) fn packed_len(b: &[u8]) -> usize {
+    if b.is_empty() || b.len() > PACK_MAX {
+        0
+    } else {
+        b.len()
+    }
+}
+
+/// Copies a batch's short keys and values back to back into a few shared chunks, so a memtable holds one
+/// allocation per ≈ 32 KiB of them instead of two per version. Each `Bytes` it hands out is a slice sharing
+/// its chunk's reference count, so:
+/// - reading a version's value (or a flush cloning its key and value) is one atomic increment, where a
+///   `Bytes` built from the caller's vector first allocates a shared header on its first clone (a malloc on
+///   the reader's or the flush's thread);
+/// - dropping a memtable is an atomic decrement per key and value and one `free` per chunk, where it freed
+///   every key and value (and every shared header) one by one, on the flush thread, away from the thread that
+///   allocated them.
+///
+/// Chunks are sized to what is left of the batch (`packed`, at most [`PACK_CHUNK`]), so a single-put commit
+/// allocates exactly its key and value.
+struct Packer {
+    chunk: BytesMut,
+    /// Bytes still to pack in this batch.
+    left: usize,
+}
+
+impl Packer {
+    fn new(packed: usize) -> Packer {
+        Packer {
+            chunk: BytesMut::new(),
+            left: packed,
+        }
+    }
+
+    fn pack(&mut self, b: Bytes) -> Bytes {
+        let n = packed_len(&b);
+        if n == 0 {
+            return b;
+        }
+        // After a split, `capacity` is the room left in the current chunk.
+        if self.chunk.capacity() < n {
+            self.chunk = BytesMut::with_capacity(self.left.min(PACK_CHUNK).max(n));
+        }
+        self.left = self.left.saturating_sub(n);
+        self.chunk.extend_from_slice(&b);
+        self.chunk.split().freeze()
+    }
+
+    /// A version as the skiplist stores it, its key and value packed.
+    fn version(&mut self, e: Entry) -> Version {
+        let key = self.pack(e.key);
+        let value = self.pack(e.value);
+        version(Entry { key, value, ..e })
+    }
+}
+
+/// A version as the skiplist stores it, its key and value as they are.
 fn version(e: Entry) -> Version {
     Version {
         head: head(&e.key),
@@ -543,7 +658,7 @@ mod tests {
         };
         // In order through `insert_many`, and reversed through `insert_unordered` (which sorts first).
         let (ordered, unordered) = (Memtable::new(1 << 20), Memtable::new(1 << 20));
-        ordered.insert_many(entries());
+        ordered.insert_many(entries(), 0);
         unordered.insert_unordered(entries().rev().collect());
         let bytes: u64 = (0..n).map(|i| 4 + i % 3 + ENTRY_OVERHEAD).sum();
         for m in [&ordered, &unordered] {
@@ -553,9 +668,84 @@ mod tests {
             }
             assert_eq!((m.min_seq(), m.max_seq()), (Some(100), 100 + n - 1));
             assert_eq!(m.approximate_bytes(), bytes);
-            m.insert_many(std::iter::empty());
+            m.insert_many(std::iter::empty(), 0);
             assert_eq!(m.approximate_bytes(), bytes);
         }
+    }
+
+    #[test]
+    fn short_keys_and_values_are_packed_into_chunks_sized_to_the_batch() {
+        let entry = |i: u64, len: usize| Entry {
+            key: Bytes::from(format!("k{i:03}")),
+            seq: 1 + i,
+            kind: EntryKind::Put,
+            value: Bytes::from(vec![i as u8; len]),
+            expiry: None,
+        };
+        let batch: Vec<Entry> = (0..400).map(|i| entry(i, 100 + (i as usize % 7))).collect();
+        let packed: usize = batch
+            .iter()
+            .map(|e| packed_len(&e.key) + packed_len(&e.value))
+            .sum();
+        let m = Memtable::new(1 << 24);
+        m.insert_many(batch.clone(), packed);
+        let mut p = Packer::new(packed);
+        let versions: Vec<Version> = batch.iter().cloned().map(|e| p.version(e)).collect();
+        let (mut chunks, mut at) = (1, versions[0].key.as_ptr());
+        for (v, e) in versions.iter().zip(&batch) {
+            assert_eq!((&v.key, &v.value), (&e.key, &e.value));
+            // A key is followed by its value, and a version by the next one, unless a new chunk began.
+            for b in [&v.key, &v.value] {
+                if b.as_ptr() != at {
+                    chunks += 1;
+                }
+                at = b.as_ptr().wrapping_add(b.len());
+            }
+        }
+        // ≈ 43 KiB of keys and values: two chunks, the second sized to what was left.
+        assert_eq!(chunks, 2);
+        assert_eq!(p.chunk.len() + p.chunk.capacity(), 0);
+        for e in &batch {
+            let got = m.get(&e.key, Seq::MAX).unwrap();
+            assert_eq!((got.seq, got.value), (e.seq, e.value.clone()));
+        }
+        // Long values and empty ones keep their own bytes; a single put allocates exactly its key and value.
+        let long = Bytes::from(vec![1u8; PACK_MAX + 1]);
+        let mut p = Packer::new(4);
+        assert_eq!(p.pack(long.clone()).as_ptr(), long.as_ptr());
+        assert!(p.pack(Bytes::new()).is_empty());
+        assert_eq!(p.pack(Bytes::from_static(b"abcd")), Bytes::from_static(b"abcd"));
+        assert_eq!(p.chunk.capacity(), 0);
+    }
+
+    #[test]
+    fn point_reads_see_range_tombstones_and_sequences_across_the_split_fields() {
+        let m = Memtable::new(1 << 20);
+        put(&m, "k", 5);
+        assert_eq!(
+            (m.covering_tombstone_seq(b"k", Seq::MAX), m.min_seq(), m.max_seq()),
+            (0, Some(5), 5)
+        );
+        m.insert_range(RangeTombstone {
+            start: Bytes::from_static(b"a"),
+            end: Bytes::from_static(b"z"),
+            seq: 7,
+        });
+        assert_eq!(m.covering_tombstone_seq(b"k", Seq::MAX), 7);
+        assert_eq!(
+            m.covering_tombstone_seq(b"k", 6),
+            0,
+            "not at a snapshot before it"
+        );
+        assert_eq!(
+            m.covering_tombstone_seq(b"z", Seq::MAX),
+            0,
+            "the end is exclusive"
+        );
+        put(&m, "j", 3);
+        put(&m, "l", 4);
+        assert_eq!((m.min_seq(), m.max_seq()), (Some(3), 7));
+        assert!(m.holds_any_at(3) && !m.holds_any_at(2));
     }
 
     #[test]
