@@ -763,7 +763,7 @@ mod tests {
         let o = OpenOptions::in_memory().build().unwrap();
         let want = crate::runtime::memory::auto_budget(crate::runtime::memory::host_memory_limit());
         assert_eq!(o.memory_budget_bytes() as u64, want);
-        let budget = MemoryBudget::Bytes(4 << 30);
+        let budget = MemoryBudget::Bytes(1 << 30);
         let latency = OpenOptions::in_memory().memory_budget(budget).build().unwrap();
         let economy = OpenOptions::in_memory()
             .memory_budget(budget)
