@@ -136,12 +136,16 @@ fn loading_many_small_keys_stays_within_the_memory_budget_with_bounded_l0_and_re
     );
     if let Some(peak) = peak_rss_bytes() {
         let used = peak.saturating_sub(baseline);
-        // The budget covers memtables, block cache and the transaction pool; allocator arenas of background
-        // threads and fragmentation are outside it. Measured at CI scale: ~1.9-2.0x; fail well before 3x.
+        // The budget covers the transaction pool, three memtable generations and the block cache, which the
+        // flushes fill (each block charged its real heap footprint). Outside it: the allocator's free but
+        // resident memory (~60-170 MB at the 10 M-key peak, with or without the fill; no better with one
+        // malloc arena), an SST writer's bloom hashes (8 bytes a key) and open tables' filters and indexes.
+        // Measured on 2 shared cores: 1.37-1.58x at CI scale (debug and release), 1.40-1.51x at 10 M keys (one
+        // run of the engine before the cache charged real footprints reached 1.70x).
         println!("peak RSS growth = {:.2} x budget", used as f64 / budget as f64);
         assert!(
-            used * 2 < 5 * budget as u64,
-            "peak memory {used} exceeds 2.5 x the {budget}-byte budget"
+            used < 2 * budget as u64,
+            "peak memory {used} exceeds 2 x the {budget}-byte budget"
         );
     }
 }

@@ -54,13 +54,17 @@ impl DataBlockBuilder {
         self.count == 0
     }
 
-    /// The block payload (before compression and trailer); resets the builder.
+    /// The block payload (before compression and trailer), in an allocation of exactly its length; resets the
+    /// builder, which keeps its buffer for the next block. A payload that a writer's cache fill decodes lives as
+    /// long as the cached block: handing over the builder's grown buffer instead would keep up to twice the
+    /// payload's bytes (the buffer doubles past the block size) that the cache never charges.
     pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = std::mem::take(&mut self.buf);
         for r in &self.restarts {
-            out.put_u32(*r);
+            self.buf.put_u32(*r);
         }
-        out.put_u32(self.restarts.len() as u32);
+        self.buf.put_u32(self.restarts.len() as u32);
+        let out = self.buf.as_slice().to_vec();
+        self.buf.clear();
         self.restarts.clear();
         self.last_key.clear();
         self.count = 0;
@@ -144,8 +148,12 @@ pub(crate) fn decode_data(payload: Vec<u8>) -> Result<DecodedBlock, DecodeError>
     if raw.len().div_ceil(RESTART_INTERVAL) != nr {
         return Err(bad("restart count mismatch", restarts_at));
     }
+    // The block keeps the payload (values) and the keys for as long as it is cached: both in allocations of
+    // exactly their length (the keys' scratch buffer was sized by a guess), so what the cache charges for them
+    // (see `DecodedBlock::footprint`) is what they hold.
+    let held = payload.capacity();
     let payload = Bytes::from(payload);
-    let keys = Bytes::from(keys);
+    let keys = Bytes::copy_from_slice(&keys);
     let mut start = 0usize;
     let entries = raw
         .iter()
@@ -166,6 +174,7 @@ pub(crate) fn decode_data(payload: Vec<u8>) -> Result<DecodedBlock, DecodeError>
     Ok(DecodedBlock::from_parts(
         entries,
         PackedKeys::from_parts(keys, ends),
+        held,
     ))
 }
 

@@ -148,6 +148,18 @@ impl PackedKeys {
         }
     }
 
+    /// Heap bytes these keys hold (see [`heap_cost`]): the key buffer, taken to be exactly as long as its keys
+    /// (true of both constructors), and the offset, head and fence arrays.
+    fn heap_bytes(&self) -> usize {
+        // A `Bytes` made from a `Vec` allocates a small shared header once it is first sliced or cloned.
+        const SHARED_HEADER: usize = 3 * std::mem::size_of::<usize>();
+        heap_cost(self.keys.len())
+            + heap_cost(SHARED_HEADER)
+            + heap_cost(self.ends.capacity() * std::mem::size_of::<u32>())
+            + heap_cost(self.heads.capacity() * std::mem::size_of::<[u64; 2]>())
+            + heap_cost(self.fences.heap.capacity() * std::mem::size_of::<[u64; 2]>())
+    }
+
     /// Key `i` (empty when out of range).
     pub fn key(&self, i: usize) -> &[u8] {
         let start = if i == 0 {
@@ -170,17 +182,46 @@ pub(crate) struct DecodedBlock {
     /// No key has two versions in this block (typical of a compaction's output): a cursor moving to the next
     /// entry inside the block knows it reaches another key without comparing keys.
     distinct: bool,
+    /// Heap bytes the block holds while it is alive: what the cache charges for it.
+    footprint: u64,
+}
+
+/// What an allocation of `bytes` costs the heap: a general-purpose allocator (glibc's malloc here) adds an
+/// 8-byte header and rounds a chunk up to 16 bytes, 32 at least. Counting this keeps the cache's charge for a
+/// block of a few hundred small entries honest.
+pub(crate) fn heap_cost(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        (bytes + 8).next_multiple_of(16).max(32)
+    }
 }
 
 impl DecodedBlock {
-    /// From entries and their keys, packed (in the same order).
-    pub fn from_parts(entries: Vec<Entry>, keys: PackedKeys) -> DecodedBlock {
+    /// From entries and their keys, packed (in the same order); `held` is the heap bytes the entries' values
+    /// (and keys, where they are not slices of the packed copy) hold besides, e.g. the decoded payload's
+    /// buffer.
+    pub fn from_parts(entries: Vec<Entry>, keys: PackedKeys, held: usize) -> DecodedBlock {
         let distinct = keys.all_distinct();
+        // The `Arc` holding the block (two counters and the block itself), its entry array, its packed keys,
+        // and what the entries point into.
+        let footprint = heap_cost(2 * std::mem::size_of::<usize>() + std::mem::size_of::<DecodedBlock>())
+            + heap_cost(entries.capacity() * std::mem::size_of::<Entry>())
+            + keys.heap_bytes()
+            + heap_cost(held)
+            + heap_cost(3 * std::mem::size_of::<usize>());
         DecodedBlock {
             entries,
             keys,
             distinct,
+            footprint: footprint as u64,
         }
+    }
+
+    /// Heap bytes this block holds: its entry array, packed keys with their search arrays, the buffer its
+    /// entries' values point into and its own header, each with the allocator's per-chunk overhead.
+    pub fn footprint(&self) -> u64 {
+        self.footprint
     }
 
     /// Whether every entry's key differs from its neighbours' (each key has one version in the block).
@@ -258,16 +299,10 @@ pub(crate) struct BlockCache {
     shards: Box<[Shard]>,
 }
 
-/// Memory a decoded block holds, as the cache counts it: per entry its `Entry` (whose key and value share the
-/// block's buffers), its packed key copy, head and end offset, and its bytes in the payload (key, value and a
-/// few bytes of encoding); per block the headers, fences and allocator slack. Undercounting lets a cache
-/// that flushes fill hold more than its budget.
-fn block_bytes(b: &DecodedBlock) -> u64 {
-    const PER_ENTRY: u64 = std::mem::size_of::<Entry>() as u64 + 16 + 4 + 8;
-    b.iter()
-        .map(|e| 2 * e.key.len() as u64 + e.value.len() as u64 + PER_ENTRY)
-        .sum::<u64>()
-        + 256
+/// Memory a decoded block holds, as the cache counts it: its real heap footprint ([`DecodedBlock::footprint`]).
+/// Undercounting lets a cache that flushes fill hold more than its budget.
+pub(crate) fn block_bytes(b: &DecodedBlock) -> u64 {
+    b.footprint()
 }
 
 impl BlockCache {

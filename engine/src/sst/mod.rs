@@ -7,6 +7,8 @@
 mod block;
 mod bloom;
 mod cache;
+#[cfg(test)]
+mod footprint_tests;
 mod reader;
 mod writer;
 

@@ -587,7 +587,11 @@ fn cache_fills_take_only_free_room() {
             .collect();
         let bytes = entries.iter().map(|e| e.key.len()).sum();
         let keys = cache::PackedKeys::new(entries.iter().map(|e| e.key.as_ref()), entries.len(), bytes);
-        Arc::new(cache::DecodedBlock::from_parts(entries, keys))
+        let held = entries
+            .iter()
+            .map(|e| cache::heap_cost(e.key.len()) + cache::heap_cost(e.value.len()))
+            .sum();
+        Arc::new(cache::DecodedBlock::from_parts(entries, keys, held))
     };
     // Room for a few blocks per shard.
     let c = BlockCache::new(16 * 4 * 4096);
