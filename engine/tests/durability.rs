@@ -371,3 +371,26 @@ fn shutdown_is_busy_while_transactions_live_and_then_refuses_work() {
     assert!(engine.get_column_family("default").is_none());
     assert!(engine.create_column_family("x").is_err());
 }
+
+/// Buffered commits never return with a megabyte or more of log unsynced, whether the background syncer
+/// (nudged halfway) or the committing thread ran the fsync.
+#[test]
+fn buffered_commits_stay_within_the_unsynced_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(OpenOptions::local(dir.path()).build()).unwrap();
+    let value = vec![7u8; 4000];
+    for i in 0..1500u32 {
+        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+        tx.put(format!("k{i:05}").into_bytes(), value.clone(), None)
+            .unwrap();
+        tx.commit(WriteOptions::buffered()).unwrap();
+        let m = engine.get_runtime_metrics().unwrap();
+        assert!(
+            m.wal_pending_bytes < 1 << 20,
+            "commit {i} returned with {} bytes unsynced",
+            m.wal_pending_bytes
+        );
+    }
+    // ≈ 6 MiB logged: at least one fsync per megabyte.
+    assert!(engine.get_runtime_metrics().unwrap().wal_fsync_count >= 5);
+}

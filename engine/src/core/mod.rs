@@ -145,6 +145,9 @@ pub(crate) struct Core {
     pub cfs: RwLock<BTreeMap<ColumnFamilyId, Arc<CfState>>>,
     vis: Mutex<Visibility>,
     vis_cv: Condvar,
+    /// Wakes the background WAL syncer early, when buffered appends are halfway to their bound (see
+    /// [`Core::buffered_durability`]).
+    sync_nudge: Arc<crate::runtime::Nudge>,
     /// Sync commits applied to their memtable and waiting for an fsync, in log order: `(lsn, begin, commit)`.
     /// The group-commit leader publishes the ones its fsync covered, in order, before waking the others.
     pending_sync: Mutex<std::collections::VecDeque<(u64, Seq, Seq)>>,
@@ -420,14 +423,7 @@ impl Core {
             {
                 self.cloud_sync(lsn)
             }
-            DurabilityPolicy::Buffered
-                if self.wal.buffered_sync_due(
-                    self.opts.buffered_sync_bytes,
-                    self.opts.buffered_sync_interval.as_nanos() as u64,
-                ) =>
-            {
-                self.wal.sync_to(lsn)
-            }
+            DurabilityPolicy::Buffered => self.buffered_durability(lsn),
             _ => Ok(()),
         };
         if let Err(e) = durable {
@@ -449,6 +445,29 @@ impl Core {
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         if rotated && let Some(me) = self.me.upgrade() {
             me.schedule(cf);
+        }
+        Ok(())
+    }
+
+    /// The buffered-mode bound: a buffered commit returns with fewer than `buffered_sync_bytes` appended and
+    /// not yet fsynced, and no more than `buffered_sync_interval` since the last fsync, or else it fsyncs
+    /// through `lsn` itself. With a background syncer running (threaded executors), a commit that finds the
+    /// log halfway to either bound nudges the syncer instead, so the fsync normally runs beside the writer and
+    /// the commit path never waits for it; the commit still fsyncs itself if the syncer has not caught up by
+    /// the bound. The bound is the same either way; only who pays for the fsync changes.
+    fn buffered_durability(&self, lsn: u64) -> MidgeResult<()> {
+        let Some((pending, age)) = self.wal.unsynced() else {
+            return Ok(());
+        };
+        let (bytes, nanos) = (
+            self.opts.buffered_sync_bytes,
+            self.opts.buffered_sync_interval.as_nanos() as u64,
+        );
+        if pending >= bytes || age >= nanos {
+            return self.wal.sync_to(lsn);
+        }
+        if (pending >= bytes / 2 || age >= nanos / 2) && self.sync_nudge.has_waiter() {
+            self.sync_nudge.nudge();
         }
         Ok(())
     }
@@ -843,9 +862,15 @@ pub(crate) fn start_background(core: &Arc<Core>) {
     }
     let weak = Arc::downgrade(core);
     let interval = core.opts.buffered_sync_interval;
+    // Local storage: buffered commits nudge this thread when their log is halfway to its bound.
+    let nudge = (core.cloud.is_none()).then(|| core.sync_nudge.clone());
     core.executor.spawn(
         "wal-sync-ticker",
         Box::new(move || {
+            if let Some(n) = &nudge {
+                n.register();
+            }
+            let mut nudged = false;
             loop {
                 let Some(c) = weak.upgrade() else { return };
                 if c.closed.load(Ordering::Acquire) {
@@ -860,14 +885,22 @@ pub(crate) fn start_background(core: &Arc<Core>) {
                     {
                         c.poison(&e.to_string());
                     }
-                } else if due(1, interval)
-                    && let Err(e) = c.wal.sync_all()
+                } else if (if nudged {
+                    // The nudge's own test (a nudge left from before the last fsync may be stale).
+                    due(c.opts.buffered_sync_bytes / 2, interval / 2)
+                } else {
+                    due(1, interval)
+                }) && let Err(e) = c.wal.sync_all()
                 {
                     c.poison(&e.to_string());
                 }
                 let exec = c.executor.clone();
                 drop(c);
-                exec.sleep(interval / 2);
+                // Never waits holding the engine, so dropping it ends this loop within one period.
+                match &nudge {
+                    Some(n) => nudged = n.wait(interval / 2),
+                    None => exec.sleep(interval / 2),
+                }
             }
         }),
     );

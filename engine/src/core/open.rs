@@ -268,6 +268,7 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
             waiters: 0,
         }),
         vis_cv: Condvar::new(),
+        sync_nudge: Arc::default(),
         pending_sync: Mutex::new(std::collections::VecDeque::new()),
         visible: AtomicU64::new(last_seq),
         snapshots: SnapshotRegistry::default(),

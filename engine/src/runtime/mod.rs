@@ -213,6 +213,47 @@ impl WakeSlot {
     }
 }
 
+/// Wakes one long-lived background thread early: the thread waits in [`Nudge::wait`] (its period, unless
+/// nudged), and any other thread may call [`Nudge::nudge`] to end that wait at once. A nudge while the thread
+/// is busy is kept and ends its next wait. Nudging costs one atomic swap, plus an unpark for the first nudge
+/// of a wait. Only threaded executors run the waiting side; without a registered waiter a nudge does nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Nudge {
+    waiter: std::sync::OnceLock<std::thread::Thread>,
+    nudged: std::sync::atomic::AtomicBool,
+}
+
+impl Nudge {
+    /// Makes the calling thread the one [`Nudge::nudge`] wakes (the first caller stays registered).
+    pub fn register(&self) {
+        let _ = self.waiter.set(std::thread::current());
+    }
+
+    /// Whether a waiter is registered (a background thread will act on a nudge).
+    pub fn has_waiter(&self) -> bool {
+        self.waiter.get().is_some()
+    }
+
+    /// Blocks the registered thread for up to `d`, or until nudged (at once if a nudge is pending). Returns
+    /// whether it was nudged, and clears the nudge.
+    pub fn wait(&self, d: Duration) -> bool {
+        if !self.nudged.load(Ordering::Acquire) {
+            // Spurious wake-ups only shorten the wait.
+            std::thread::park_timeout(d);
+        }
+        self.nudged.swap(false, Ordering::AcqRel)
+    }
+
+    /// Ends the registered thread's current or next wait.
+    pub fn nudge(&self) {
+        if !self.nudged.swap(true, Ordering::AcqRel)
+            && let Some(t) = self.waiter.get()
+        {
+            t.unpark();
+        }
+    }
+}
+
 /// Yields the thread (letting other runnable threads run) until `done` holds or `budget` of real time has
 /// passed; returns `done()`. A spin-wait for events expected within microseconds, where sleeping and being
 /// woken would cost more. Returns at once on targets without threads (nothing else could make it true).
@@ -304,6 +345,38 @@ impl SeededRng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A nudge ends the registered thread's wait at once, a nudge sent while it was busy ends its next wait,
+    /// and an un-nudged wait times out reporting no nudge.
+    #[test]
+    fn a_nudge_ends_the_waiters_wait() {
+        if !THREADS {
+            return;
+        }
+        let n = Arc::new(Nudge::default());
+        assert!(!n.has_waiter());
+        n.nudge(); // no waiter yet: kept for the first wait
+        n.register();
+        assert!(n.has_waiter());
+        assert!(n.wait(Duration::from_secs(60)), "a pending nudge ends the wait at once");
+        assert!(!n.wait(Duration::from_millis(1)), "an un-nudged wait times out");
+        // A waiter on another thread, nudged from here (before or during its wait: either ends it).
+        let n = Arc::new(Nudge::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let n = n.clone();
+            std::thread::spawn(move || {
+                n.register();
+                tx.send(()).unwrap();
+                let started = std::time::Instant::now();
+                (n.wait(Duration::from_secs(60)), started.elapsed())
+            })
+        };
+        rx.recv().unwrap();
+        n.nudge();
+        let (nudged, waited) = waiter.join().unwrap();
+        assert!(nudged && waited < Duration::from_secs(30), "{nudged} after {waited:?}");
+    }
 
     #[test]
     fn seeded_rng_is_deterministic() {

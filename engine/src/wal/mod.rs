@@ -936,15 +936,22 @@ impl Wal {
 
     /// True when buffered appends are older or larger than the bounded window.
     pub fn buffered_sync_due(&self, max_bytes: u64, max_nanos: u64) -> bool {
+        self.unsynced()
+            .is_some_and(|(pending, age)| pending >= max_bytes || age >= max_nanos)
+    }
+
+    /// Bytes appended but not yet covered by an fsync, and nanoseconds since the last fsync completed; `None`
+    /// (without reading the clock) when every append is synced.
+    pub fn unsynced(&self) -> Option<(u64, u64)> {
         let pending = self.appended_lsn.load(Ordering::Acquire) - self.synced_lsn.load(Ordering::Acquire);
         if pending == 0 {
-            return false;
+            return None;
         }
         let age = self
             .clock
             .monotonic_nanos()
             .saturating_sub(self.last_sync_nanos.load(Ordering::Relaxed));
-        pending >= max_bytes || age >= max_nanos
+        Some((pending, age))
     }
 
     pub fn appended_lsn(&self) -> u64 {
