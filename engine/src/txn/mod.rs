@@ -47,10 +47,11 @@ pub(crate) type Overlay = (Vec<(Bytes, Option<Bytes>)>, Vec<(Bytes, Bytes)>);
 #[derive(Debug, Default)]
 pub(crate) struct WriteSet {
     pub ops: Vec<WalOp>,
-    /// Latest op index per point key, built only once the set holds more than [`INDEX_AFTER`] ops: a
-    /// smaller set is searched by scanning `ops`, so a typical transaction clones no key (a `Bytes` clone
-    /// of a vector allocates a shared header) and allocates no tree node.
-    points: BTreeMap<Bytes, usize>,
+    /// Latest op index per point key, for sets of more than [`INDEX_AFTER`] ops (a smaller set is searched by
+    /// scanning `ops`). Built by the first lookup that needs it and caught up with later ops by each lookup,
+    /// never by a write: a transaction that only writes (a bulk load) clones no key (a `Bytes` clone of a
+    /// vector allocates a shared header) and allocates no tree node.
+    points: Mutex<PointIndex>,
     /// Range deletes with their op index.
     ranges: Vec<(Bytes, Bytes, usize)>,
     /// Keys inserted (must not exist at commit unless this txn deleted them first).
@@ -59,6 +60,14 @@ pub(crate) struct WriteSet {
 
 /// Ops a write set holds before it indexes its point keys (see [`WriteSet::points`]).
 const INDEX_AFTER: usize = 8;
+
+/// See [`WriteSet::points`].
+#[derive(Debug, Default)]
+struct PointIndex {
+    latest: BTreeMap<Bytes, usize>,
+    /// Ops `..upto` are indexed.
+    upto: usize,
+}
 
 pub(crate) fn check_key(key: &[u8]) -> MidgeResult<()> {
     if key.is_empty() {
@@ -103,10 +112,22 @@ impl WriteSet {
         self.ops.len() > INDEX_AFTER
     }
 
+    /// Runs `f` on the point index, first indexing the ops added since the last lookup (later ones win).
+    fn with_points<R>(&self, f: impl FnOnce(&BTreeMap<Bytes, usize>) -> R) -> R {
+        let mut p = self.points.lock().unwrap_or_else(|e| e.into_inner());
+        for i in p.upto..self.ops.len() {
+            if let Some(k) = self.ops.get(i).and_then(point_key) {
+                p.latest.insert(k.clone(), i);
+            }
+        }
+        p.upto = self.ops.len();
+        f(&p.latest)
+    }
+
     /// The index of the latest point write of `key`.
     fn latest(&self, key: &[u8]) -> Option<usize> {
         if self.indexed() {
-            self.points.get(key).copied()
+            self.with_points(|p| p.get(key).copied())
         } else {
             self.ops
                 .iter()
@@ -131,21 +152,9 @@ impl WriteSet {
         }
     }
 
-    /// Appends an op, indexing its point key once the set is large enough to need the index.
+    /// Appends an op (indexed by the next lookup that needs it).
     fn push(&mut self, op: WalOp) {
         self.ops.push(op);
-        if self.ops.len() == INDEX_AFTER + 1 {
-            // Crossing the threshold: index every point write so far, in op order (later ones win).
-            for (i, op) in self.ops.iter().enumerate() {
-                if let Some(k) = point_key(op) {
-                    self.points.insert(k.clone(), i);
-                }
-            }
-        } else if self.indexed()
-            && let Some(k) = self.ops.last().and_then(point_key)
-        {
-            self.points.insert(k.clone(), self.ops.len() - 1);
-        }
     }
 
     pub fn put(&mut self, key: Bytes, value: Bytes, expiry: Option<u64>) {
@@ -164,7 +173,12 @@ impl WriteSet {
     /// Distinct point keys written, in key order, within `lo..hi`.
     fn keys_in<'a>(&'a self, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Vec<&'a Bytes> {
         if self.indexed() {
-            return self.points.range::<[u8], _>((lo, hi)).map(|(k, _)| k).collect();
+            // Each key as its latest op holds it (the index's own copy cannot outlive the lock).
+            return self.with_points(|p| {
+                p.range::<[u8], _>((lo, hi))
+                    .filter_map(|(_, &i)| self.ops.get(i).and_then(point_key))
+                    .collect()
+            });
         }
         let mut keys: Vec<&Bytes> = self
             .ops
@@ -313,15 +327,31 @@ mod tests {
         ];
         let key = |k: u8| Bytes::from(vec![b'k', b'a' + k]);
         proptest!(|(ops in proptest::collection::vec(op, 0..(3 * INDEX_AFTER)))| {
+            // The model: the last op (of the first `n`) touching a key decides it.
+            let model_at = |n: usize, k: u8| -> Own {
+                for op in ops[..n].iter().rev() {
+                    match *op {
+                        Op::Put(x, v) if x == k => return Own::Value(Some(Bytes::from(vec![v]))),
+                        Op::Del(x) if x == k => return Own::Value(None),
+                        Op::Range(a, b) if a <= k && k < b => return Own::Value(None),
+                        _ => {}
+                    }
+                }
+                Own::Untouched
+            };
             let mut w = WriteSet::default();
-            for op in &ops {
+            for (i, op) in ops.iter().enumerate() {
                 match *op {
                     Op::Put(k, v) => w.put(key(k), Bytes::from(vec![v]), None),
                     Op::Del(k) => w.delete(key(k)),
                     Op::Range(a, b) => w.delete_range(key(a), key(b)),
                 }
+                // Reads between writes: the lazily built index catches up with the ops added since.
+                if i % 3 == 0 {
+                    let k = (i % 13) as u8;
+                    prop_assert_eq!(w.own(&key(k)), model_at(i + 1, k));
+                }
             }
-            // The model: the last op touching a key decides it.
             let model = |k: u8| -> Own {
                 for op in ops.iter().rev() {
                     match *op {
