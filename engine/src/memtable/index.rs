@@ -8,7 +8,7 @@
 //!
 //! Invariants (the memtable upholds them; see `Memtable`):
 //! - every pointer in a slot is the address of a `Version` inside a node of the skiplist that owns this index;
-//!   the skiplist never removes a node (inserts use `get_or_insert`), so a node lives until the skiplist and
+//!   the skiplist never removes or replaces a node (see `list.rs`), so a node lives until the skiplist and
 //!   this index are dropped together;
 //! - a slot only moves to a newer version of the same key (compare-and-swap on the sequence), so it always
 //!   holds the newest version published to it;

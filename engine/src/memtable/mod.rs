@@ -4,17 +4,17 @@
 //! Owns only in-memory state. It never decides visibility (the iterator layer does) and never does I/O.
 //! The table is a lock-free skiplist: readers never wait for a writer or each other, so point reads alongside
 //! a steady stream of commits do not queue behind a lock (nor behind a preempted lock holder).
-//! Cursors read in bounded chunks under a short epoch guard and re-seek after the last returned version, so a
-//! long scan never blocks writers and never holds more than one chunk.
+//! Cursors read in bounded chunks and re-seek after the last returned version, so a long scan never blocks
+//! writers and never holds more than one chunk.
 
 mod index;
+mod list;
 
 use crate::error::MidgeResult;
 use crate::types::{Entry, EntryKind, Found, RangeTombstone, Seq, cmp_tail, key_head as head};
 use bytes::{Bytes, BytesMut};
-use crossbeam_epoch as epoch;
-use crossbeam_skiplist::base::SkipList;
 use index::{PointIndex, Probe};
+use list::List;
 use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -44,14 +44,17 @@ impl IKey {
 
 /// One stored version: the skiplist's key, ordered by its internal key only (the payload rides along so the
 /// point index can address a whole version with one pointer).
+/// `repr(C)` with the ordering fields first: a skiplist search step reads them right next to the node's links
+/// (see [`list`]).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Version {
     head: [u64; 2],
-    key: Bytes,
     rseq: Reverse<Seq>,
-    kind: EntryKind,
+    key: Bytes,
     value: Bytes,
     expiry: Option<u64>,
+    kind: EntryKind,
 }
 
 impl Version {
@@ -215,7 +218,7 @@ const LOOKAHEAD: usize = 8;
 pub(crate) struct Memtable {
     /// Lock-free: readers never wait for a writer (or each other), which matters when point reads run
     /// alongside a steady stream of commits. Never has a node removed (see [`index`]).
-    map: SkipList<Version, ()>,
+    map: List,
     index: PointIndex,
     ranges: RwLock<Vec<RangeTombstone>>,
     /// Whether `ranges` holds any: a point read looks here before taking the lock, so reads do not write the
@@ -240,7 +243,7 @@ impl Memtable {
     /// An empty memtable that rotates at about `limit_bytes` (which sizes its point index).
     pub fn new(limit_bytes: u64) -> Memtable {
         Memtable {
-            map: SkipList::new(epoch::default_collector().clone()),
+            map: List::default(),
             index: PointIndex::for_limit(limit_bytes),
             ranges: RwLock::new(Vec::new()),
             has_ranges: AtomicBool::new(false),
@@ -276,7 +279,6 @@ impl Memtable {
 
     fn insert_entries(&self, entries: impl IntoIterator<Item = Version>) {
         let (mut bytes, mut lo, mut hi) = (0u64, Seq::MAX, 0);
-        let guard = &epoch::pin();
         // A ring of the next versions, whose index slots were prefetched when they entered it: a batch's slot
         // misses (one per key, all over the table) overlap instead of each stalling its own insert.
         let mut ring: [Option<(Version, u64)>; LOOKAHEAD] = Default::default();
@@ -301,11 +303,16 @@ impl Memtable {
             bytes += v.key.len() as u64 + v.value.len() as u64 + ENTRY_OVERHEAD;
             lo = lo.min(v.seq());
             hi = hi.max(v.seq());
-            // `get_or_insert`, never `insert`: a replayed duplicate of a version must not replace (free) the
-            // node the index may point at. Both copies hold the same version.
-            let e = self.map.get_or_insert(v, (), guard);
-            self.index.publish(h, e.key());
-            e.release(guard);
+            // The key's newest version so far, which a newer version directly precedes: most new versions
+            // link in next to it without a search (the slot was prefetched).
+            let hint = match self.index.lookup(h, &v.head, &v.key) {
+                Probe::Newest(x) if x.seq() < v.seq() => Some(x),
+                _ => None,
+            };
+            // A replayed duplicate of a version is kept once (the list never replaces a node the index may
+            // point at).
+            let e = self.map.insert(v, hint);
+            self.index.publish(h, e);
         }
         if bytes > 0 {
             self.written.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -369,13 +376,7 @@ impl Memtable {
             key,
             rseq: Reverse(snapshot),
         };
-        let from: &dyn IKeyView = &from;
-        // Borrowed under the epoch guard: no reference count is taken on the node (a shared write per read).
-        let guard = &epoch::pin();
-        let found = self
-            .map
-            .lower_bound::<dyn IKeyView>(Bound::Included(from), guard)?;
-        let v = found.key();
+        let v = self.map.lower_bound(Bound::Included(&from))?;
         v.is_of(&head, key).then(|| v.found())
     }
 
@@ -410,11 +411,10 @@ impl Memtable {
     /// The smallest and largest user key its versions and range tombstones touch (a tombstone's exclusive
     /// end counted as touched), or `None` when it holds neither.
     pub fn key_span(&self) -> Option<(Bytes, Bytes)> {
-        let (mut lo, mut hi) = {
-            let guard = &epoch::pin();
-            let key = |e: crossbeam_skiplist::base::Entry<'_, '_, Version, ()>| e.key().key.clone();
-            (self.map.front(guard).map(key), self.map.back(guard).map(key))
-        };
+        let (mut lo, mut hi) = (
+            self.map.first().map(|v| v.key.clone()),
+            self.map.last().map(|v| v.key.clone()),
+        );
         for t in self.ranges.read().unwrap_or_else(|p| p.into_inner()).iter() {
             if lo.as_ref().is_none_or(|l| t.start < *l) {
                 lo = Some(t.start.clone());
@@ -561,18 +561,14 @@ impl MemCursor {
             self.done = true;
             return;
         }
-        let guard = &epoch::pin();
-        let range = self
-            .mem
-            .map
-            .range::<dyn IKeyView, _>((view(&self.lo), view(&self.hi)), guard);
         let want = self.chunk;
         self.chunk = (want * 2).min(CHUNK);
-        let chunk: Vec<Entry> = if self.reverse {
-            range.rev().take(want).map(|e| e.key().entry()).collect()
-        } else {
-            range.take(want).map(|e| e.key().entry()).collect()
-        };
+        let mut chunk: Vec<Entry> = Vec::with_capacity(want);
+        self.mem
+            .map
+            .visit(view(&self.lo), view(&self.hi), self.reverse, want, |v| {
+                chunk.push(v.entry())
+            });
         if chunk.len() < want {
             self.done = true;
         }
