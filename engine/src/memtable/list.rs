@@ -416,7 +416,7 @@ mod tests {
         ) {
             let key = |k: u8| -> Vec<u8> {
                 // Keys that share their 16-byte head, and short ones.
-                if k % 2 == 0 { vec![b'k', k] } else { let mut v = vec![7u8; 16]; v.push(k); v }
+                if k.is_multiple_of(2) { vec![b'k', k] } else { let mut v = vec![7u8; 16]; v.push(k); v }
             };
             let l = List::default();
             let mut model: Vec<(Vec<u8>, Seq)> = Vec::new();
@@ -512,7 +512,9 @@ mod tests {
             let mut newest: Vec<Option<*const Version>> = vec![None; 500];
             let mut x = 1u64;
             for seq in 1..30_000u64 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let mut k = (x >> 33) as usize % newest.len();
                 if seq % 4 == 0 {
                     k %= hot as usize;

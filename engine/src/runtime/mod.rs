@@ -358,7 +358,10 @@ mod tests {
         n.nudge(); // no waiter yet: kept for the first wait
         n.register();
         assert!(n.has_waiter());
-        assert!(n.wait(Duration::from_secs(60)), "a pending nudge ends the wait at once");
+        assert!(
+            n.wait(Duration::from_secs(60)),
+            "a pending nudge ends the wait at once"
+        );
         assert!(!n.wait(Duration::from_millis(1)), "an un-nudged wait times out");
         // A waiter on another thread, nudged from here (before or during its wait: either ends it).
         let n = Arc::new(Nudge::default());
@@ -375,7 +378,10 @@ mod tests {
         rx.recv().unwrap();
         n.nudge();
         let (nudged, waited) = waiter.join().unwrap();
-        assert!(nudged && waited < Duration::from_secs(30), "{nudged} after {waited:?}");
+        assert!(
+            nudged && waited < Duration::from_secs(30),
+            "{nudged} after {waited:?}"
+        );
     }
 
     #[test]
