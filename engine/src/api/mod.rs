@@ -535,3 +535,43 @@ impl Drop for Transaction {
         self.core.live_txns.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::prelude::*;
+    use crate::runtime::InlineExecutor;
+    use std::sync::Arc;
+
+    /// A compaction's inputs leave the block cache with their files: a cache larger than the data never evicts,
+    /// so blocks the flushes filled in would otherwise stay resident for good.
+    #[test]
+    fn compaction_evicts_the_blocks_of_the_tables_it_deletes() {
+        let engine = Engine::open(
+            OpenOptions::in_memory()
+                .executor(Arc::new(InlineExecutor))
+                .build(),
+        )
+        .unwrap();
+        let cf = engine.get_column_family("default").unwrap();
+        for round in 0..3u32 {
+            let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite).unwrap();
+            for i in 0..2000u32 {
+                let v = format!("value-{round}-{i:0>100}");
+                tx.put(format!("key{i:06}").into_bytes(), v.into_bytes(), None)
+                    .unwrap();
+            }
+            tx.commit(WriteOptions::buffered()).unwrap();
+            engine.flush_cf(&cf).unwrap();
+        }
+        let cache = &engine.core.block_cache;
+        let flushed = cache.files();
+        assert_eq!(flushed.len(), 3, "each flush filled the cache with its table");
+        engine.compact_all().unwrap();
+        let compacted = cache.files();
+        assert!(!compacted.is_empty(), "the compaction filled in its output");
+        assert!(
+            flushed.is_disjoint(&compacted),
+            "blocks of deleted tables stayed cached: {flushed:?} then {compacted:?}"
+        );
+    }
+}

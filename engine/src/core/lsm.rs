@@ -500,6 +500,7 @@ impl Core {
                     sort_tables(all);
                 }
                 // Open readers keep serving live scans; the files go now (a crash leaves orphans, removed at open).
+                self.block_cache.evict_files(&ids);
                 for id in &ids {
                     let _ = self.fs.remove(&sst_path(*id));
                 }

@@ -693,6 +693,7 @@ impl Core {
             cf.generation.fetch_add(1, Ordering::AcqRel);
         }
         // Live readers keep their open handles; a crash before these removals leaves orphans, removed at open.
+        self.block_cache.evict_files(&files);
         for f in &files {
             let _ = self.fs.remove(&lsm::sst_path(*f));
         }

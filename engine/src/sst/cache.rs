@@ -367,6 +367,50 @@ impl BlockCache {
         }
     }
 
+    /// Drops every cached block of `files`, tables a compaction or a dropped column family deleted. Only scans
+    /// already open on them could read those blocks again, and a cache larger than the data never evicts:
+    /// without this, every flush's and compaction's fill would stay resident long after its table was gone.
+    pub fn evict_files(&self, files: &[u64]) {
+        if files.is_empty() {
+            return;
+        }
+        for shard in self.shards.iter() {
+            let mut g = shard.0.lock().unwrap_or_else(|p| p.into_inner());
+            let inner = &mut *g;
+            let mut freed = 0;
+            inner.map.retain(|(file, _), (_, _, size)| {
+                let gone = files.contains(file);
+                if gone {
+                    freed += *size;
+                }
+                !gone
+            });
+            inner.bytes -= freed;
+            inner.by_tick.retain(|_, (file, _)| !files.contains(file));
+        }
+    }
+
+    /// Bytes the cache charges for the blocks it holds.
+    #[cfg(test)]
+    pub fn charged_bytes(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0.lock().unwrap_or_else(|p| p.into_inner()).bytes)
+            .sum()
+    }
+
+    /// The files whose blocks the cache holds.
+    #[cfg(test)]
+    pub fn files(&self) -> std::collections::BTreeSet<u64> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                let g = s.0.lock().unwrap_or_else(|p| p.into_inner());
+                g.map.keys().map(|k| k.0).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     fn insert_with(&self, file: u64, offset: u64, block: Block, evict: bool) {
         let size = block_bytes(&block);
         if size > self.capacity {

@@ -613,3 +613,46 @@ fn cache_fills_take_only_free_room() {
         "a full cache stops decoding fills ({decoded} of 2000)"
     );
 }
+
+/// Evicting deleted files drops exactly their blocks and their charge; the LRU order of what stays still works.
+#[test]
+fn evicting_files_drops_exactly_their_blocks() {
+    let block = |n: u32| {
+        let entries: Vec<Entry> = (0..n)
+            .map(|i| entry(format!("k{i:03}").as_bytes(), 5, false, None))
+            .collect();
+        let bytes = entries.iter().map(|e| e.key.len()).sum();
+        let keys = cache::PackedKeys::new(entries.iter().map(|e| e.key.as_ref()), entries.len(), bytes);
+        Arc::new(cache::DecodedBlock::from_parts(entries, keys, 0))
+    };
+    let c = BlockCache::new(1 << 30);
+    for file in 1..=3u64 {
+        for off in 0..50u64 {
+            c.insert(file, off, block(10));
+        }
+    }
+    let before = c.charged_bytes();
+    let one_file = before / 3;
+    c.evict_files(&[2, 7]);
+    assert_eq!(c.files(), [1, 3].into_iter().collect());
+    assert_eq!(c.charged_bytes(), before - one_file);
+    assert!(c.get(2, 0).is_none() && c.get(1, 49).is_some() && c.get(3, 0).is_some());
+    c.evict_files(&[]);
+    assert_eq!(c.charged_bytes(), before - one_file);
+    // A small cache still evicts least recently used first after an eviction by file.
+    let small = BlockCache::new(16 * 3 * block(10).footprint());
+    for off in 0..200u64 {
+        small.insert(5, off, block(10));
+        small.insert(6, off, block(10));
+    }
+    small.evict_files(&[6]);
+    assert_eq!(small.files(), [5].into_iter().collect());
+    for off in 0..200u64 {
+        small.insert(8, off, block(10));
+    }
+    assert_eq!(
+        small.files(),
+        [8].into_iter().collect(),
+        "file 5's blocks were the oldest"
+    );
+}
