@@ -3,7 +3,7 @@
 #![allow(clippy::disallowed_methods)] // tests drive real threads, files and clocks
 
 use cntryl_midge::prelude::*;
-use cntryl_midge::{Bytes, EngineHealth, MidgeError};
+use cntryl_midge::{Bytes, ColumnFamilyHandle, EngineHealth, MidgeError};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -247,6 +247,37 @@ fn a_flushed_table_is_read_from_the_block_cache_first() {
     );
 }
 
+/// A table of 2,000 keys (flushed straight to L1, nothing under it) and two L0 tables over the same range with a
+/// newer version of every 100th key (+2 and +3): most reads find their key in the oldest table.
+fn overlapping_tables(engine: &Engine, cf: &ColumnFamilyHandle) {
+    load(engine, 2000, 1);
+    engine.flush_cf(cf).unwrap();
+    for round in 2..=3u32 {
+        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+        for i in (0..2000u32).step_by(100) {
+            tx.put(
+                format!("key{:06}", i + round).into_bytes(),
+                format!("v{round}").into_bytes(),
+                None,
+            )
+            .unwrap();
+        }
+        tx.commit(WriteOptions::buffered()).unwrap();
+        engine.flush_cf(cf).unwrap();
+    }
+}
+
+/// L0 files of the default column family.
+fn l0_files(e: &Engine) -> u64 {
+    e.get_storage_layout()
+        .unwrap()
+        .levels
+        .iter()
+        .filter(|l| l.level == 0)
+        .map(|l| l.file_count)
+        .sum::<u64>()
+}
+
 /// Reads that keep consulting overlapping L0 tables pay for folding L0 into L1 although L0 is below its
 /// file-count trigger; every read answers correctly before, during and after.
 #[test]
@@ -260,35 +291,11 @@ fn reads_over_overlapping_l0_tables_trigger_their_compaction() {
     )
     .unwrap();
     let cf = engine.get_column_family("default").unwrap();
-    load(&engine, 2000, 1);
-    engine.flush_cf(&cf).unwrap();
-    // Two more tables spanning the key range with a few newer versions: most keys are found in the oldest.
-    for round in 2..=3u32 {
-        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
-        for i in (0..2000u32).step_by(100) {
-            tx.put(
-                format!("key{:06}", i + round).into_bytes(),
-                format!("v{round}").into_bytes(),
-                None,
-            )
-            .unwrap();
-        }
-        tx.commit(WriteOptions::buffered()).unwrap();
-        engine.flush_cf(&cf).unwrap();
-    }
+    overlapping_tables(&engine, &cf);
     let want = |i: u32| match i % 100 {
         2 => "v2".to_string(),
         3 => "v3".to_string(),
         _ => String::new(),
-    };
-    let l0_files = |e: &Engine| {
-        e.get_storage_layout()
-            .unwrap()
-            .levels
-            .iter()
-            .filter(|l| l.level == 0)
-            .map(|l| l.file_count)
-            .sum::<u64>()
     };
     // The first flush had no table under it and went straight to L1; the other two overlap it.
     assert_eq!(
@@ -359,27 +366,7 @@ fn inline_reads_leave_their_paid_compaction_pending_for_run_pending_work() {
     )
     .unwrap();
     let cf = engine.get_column_family("default").unwrap();
-    load(&engine, 2000, 1);
-    engine.flush_cf(&cf).unwrap();
-    // Two more tables spanning the key range with a few newer versions: most keys are found in the oldest.
-    for round in 2..=3u32 {
-        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
-        for i in (0..2000u32).step_by(100) {
-            let k = format!("key{:06}", i + round).into_bytes();
-            tx.put(k, format!("v{round}").into_bytes(), None).unwrap();
-        }
-        tx.commit(WriteOptions::buffered()).unwrap();
-        engine.flush_cf(&cf).unwrap();
-    }
-    let l0_files = |e: &Engine| {
-        e.get_storage_layout()
-            .unwrap()
-            .levels
-            .iter()
-            .filter(|l| l.level == 0)
-            .map(|l| l.file_count)
-            .sum::<u64>()
-    };
+    overlapping_tables(&engine, &cf);
     // The first flush had no table under it and went straight to L1; the other two overlap it.
     assert_eq!(l0_files(&engine), 2);
     assert!(!engine.run_pending_work().unwrap(), "nothing is due before reads");

@@ -352,17 +352,7 @@ mod tests {
                     prop_assert_eq!(w.own(&key(k)), model_at(i + 1, k));
                 }
             }
-            let model = |k: u8| -> Own {
-                for op in ops.iter().rev() {
-                    match *op {
-                        Op::Put(x, v) if x == k => return Own::Value(Some(Bytes::from(vec![v]))),
-                        Op::Del(x) if x == k => return Own::Value(None),
-                        Op::Range(a, b) if a <= k && k < b => return Own::Value(None),
-                        _ => {}
-                    }
-                }
-                Own::Untouched
-            };
+            let model = |k: u8| model_at(ops.len(), k);
             let mut written: Vec<u8> = ops
                 .iter()
                 .filter_map(|op| match *op {
