@@ -19,7 +19,7 @@ use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// An internal key: user key ascending, then sequence descending. `head` holds the key's first 16 bytes
 /// (zero-padded, big-endian words) so that most comparisons in the tree are two integer compares and never
@@ -229,6 +229,9 @@ pub(crate) struct Memtable {
     /// Written by every commit, on a cache line of its own, so a commit does not take away the line every
     /// point read reads (`min_seq`, the range lock).
     written: Written,
+    /// The room left in the chunk the last commit packed into, which the next commit packs into first (see
+    /// [`Packer`]). Only commits take it (one at a time), so the lock is never contended.
+    spare: Mutex<Spare>,
 }
 
 /// A memtable's per-commit counters, on their own cache line (see [`Memtable::written`]).
@@ -249,6 +252,7 @@ impl Memtable {
             has_ranges: AtomicBool::new(false),
             min_seq: AtomicU64::new(Seq::MAX),
             written: Written::default(),
+            spare: Mutex::default(),
         }
     }
 
@@ -264,8 +268,15 @@ impl Memtable {
     /// [`packed_len`] over the entries' keys and values (it sizes the shared chunks they are copied into; see
     /// [`Packer`]).
     pub fn insert_many(&self, entries: impl IntoIterator<Item = Entry>, packed: usize) {
-        let mut p = Packer::new(packed);
+        if packed == 0 {
+            // Nothing to copy: every key and value keeps its own bytes.
+            let mut p = Packer::new(Spare::default(), 0);
+            return self.insert_entries(entries.into_iter().map(|e| p.version(e)));
+        }
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = Packer::new(std::mem::take(&mut *spare), packed);
         self.insert_entries(entries.into_iter().map(|e| p.version(e)));
+        *spare = p.spare;
     }
 
     /// Adds many versions in any order (a replayed log): sorted first, since inserting random-order keys one
@@ -492,20 +503,28 @@ pub(crate) fn packed_len(b: &[u8]) -> usize {
 ///   every key and value (and every shared header) one by one, on the flush thread, away from the thread that
 ///   allocated them.
 ///
-/// Chunks are sized to what is left of the batch (`packed`, at most [`PACK_CHUNK`]), so a single-put commit
-/// allocates exactly its key and value.
+/// A batch packs into the room the memtable's previous batch left in its last chunk first ([`Spare`]). A new
+/// chunk holds what is left of the batch, or as much as the memtable has packed so far if that is more (at
+/// most [`PACK_CHUNK`]): a memtable's first single put allocates exactly its key and value, and a stream of
+/// single puts allocates chunks that double up to 32 KiB, one per ≈ 280 puts of a 16-byte key and a 100-byte
+/// value at the cap, where each put allocated its own chunk and its shared header (two mallocs per commit).
 struct Packer {
-    chunk: BytesMut,
+    spare: Spare,
     /// Bytes still to pack in this batch.
     left: usize,
 }
 
+/// The chunk a memtable's batches pack into next (its room left, after its packed bytes were split off) and
+/// the bytes the memtable has packed.
+#[derive(Debug, Default)]
+struct Spare {
+    chunk: BytesMut,
+    packed: usize,
+}
+
 impl Packer {
-    fn new(packed: usize) -> Packer {
-        Packer {
-            chunk: BytesMut::new(),
-            left: packed,
-        }
+    fn new(spare: Spare, packed: usize) -> Packer {
+        Packer { spare, left: packed }
     }
 
     fn pack(&mut self, b: Bytes) -> Bytes {
@@ -513,13 +532,15 @@ impl Packer {
         if n == 0 {
             return b;
         }
+        let s = &mut self.spare;
         // After a split, `capacity` is the room left in the current chunk.
-        if self.chunk.capacity() < n {
-            self.chunk = BytesMut::with_capacity(self.left.min(PACK_CHUNK).max(n));
+        if s.chunk.capacity() < n {
+            s.chunk = BytesMut::with_capacity(self.left.max(s.packed).min(PACK_CHUNK).max(n));
         }
         self.left = self.left.saturating_sub(n);
-        self.chunk.extend_from_slice(&b);
-        self.chunk.split().freeze()
+        s.packed += n;
+        s.chunk.extend_from_slice(&b);
+        s.chunk.split().freeze()
     }
 
     /// A version as the skiplist stores it, its key and value packed.
@@ -670,7 +691,7 @@ mod tests {
     }
 
     #[test]
-    fn short_keys_and_values_are_packed_into_chunks_sized_to_the_batch() {
+    fn short_keys_and_values_are_packed_into_shared_chunks() {
         let entry = |i: u64, len: usize| Entry {
             key: Bytes::from(format!("k{i:03}")),
             seq: 1 + i,
@@ -685,7 +706,7 @@ mod tests {
             .sum();
         let m = Memtable::new(1 << 24);
         m.insert_many(batch.clone(), packed);
-        let mut p = Packer::new(packed);
+        let mut p = Packer::new(Spare::default(), packed);
         let versions: Vec<Version> = batch.iter().cloned().map(|e| p.version(e)).collect();
         let (mut chunks, mut at) = (1, versions[0].key.as_ptr());
         for (v, e) in versions.iter().zip(&batch) {
@@ -698,20 +719,62 @@ mod tests {
                 at = b.as_ptr().wrapping_add(b.len());
             }
         }
-        // ≈ 43 KiB of keys and values: two chunks, the second sized to what was left.
+        // ≈ 43 KiB of keys and values: two chunks, the second as large as the first (the memtable had packed
+        // that much), its room left kept for the next batch.
         assert_eq!(chunks, 2);
-        assert_eq!(p.chunk.len() + p.chunk.capacity(), 0);
+        assert_eq!(p.spare.packed, packed);
+        let room = p.spare.chunk.capacity();
+        assert!(room > PACK_CHUNK / 2 && room < PACK_CHUNK, "{room}");
+        // The next batch continues right after this one's last value.
+        let mut p = Packer::new(std::mem::take(&mut p.spare), 4);
+        assert_eq!(p.pack(Bytes::from_static(b"next")).as_ptr(), at);
+        assert_eq!(p.spare.chunk.capacity(), room - 4);
         for e in &batch {
             let got = m.get(&e.key, Seq::MAX).unwrap();
             assert_eq!((got.seq, got.value), (e.seq, e.value.clone()));
         }
-        // Long values and empty ones keep their own bytes; a single put allocates exactly its key and value.
+        // Long values and empty ones keep their own bytes; a memtable's first single put allocates exactly its
+        // key and value.
         let long = Bytes::from(vec![1u8; PACK_MAX + 1]);
-        let mut p = Packer::new(4);
+        let mut p = Packer::new(Spare::default(), 4);
         assert_eq!(p.pack(long.clone()).as_ptr(), long.as_ptr());
         assert!(p.pack(Bytes::new()).is_empty());
         assert_eq!(p.pack(Bytes::from_static(b"abcd")), Bytes::from_static(b"abcd"));
-        assert_eq!(p.chunk.capacity(), 0);
+        assert_eq!(p.spare.chunk.capacity(), 0);
+    }
+
+    /// Single-put commits pack into the room earlier ones left: chunks double (up to [`PACK_CHUNK`]) instead
+    /// of each commit allocating its own, and every version still reads back its own key and value.
+    #[test]
+    fn single_puts_share_chunks_that_grow_with_the_memtable() {
+        let m = Memtable::new(1 << 24);
+        let n = 600u64;
+        for i in 0..n {
+            let e = Entry {
+                key: Bytes::from(format!("key{i:013}")),
+                seq: 1 + i,
+                kind: EntryKind::Put,
+                value: Bytes::from(vec![i as u8; 100]),
+                expiry: None,
+            };
+            m.insert_many([e.clone()], packed_len(&e.key) + packed_len(&e.value));
+        }
+        let (mut chunks, mut at) = (0, std::ptr::null());
+        for i in 0..n {
+            let got = m.get(format!("key{i:013}").as_bytes(), Seq::MAX).unwrap();
+            assert_eq!((got.seq, &got.value[..]), (1 + i, &[i as u8; 100][..]));
+            // Each put's key sits just before its value; a new chunk begins where the value does not follow
+            // the previous put's.
+            if got.value.as_ptr() != at {
+                chunks += 1;
+            }
+            at = got.value.as_ptr().wrapping_add(100 + 16);
+        }
+        // 600 × 116 B ≈ 68 KiB: chunks of 116, 116, 232, … 29,696 B, then one of 32 KiB (600 without
+        // the spare room).
+        assert_eq!(chunks, 11);
+        let spare = m.spare.lock().unwrap();
+        assert_eq!(spare.packed, 600 * 116);
     }
 
     #[test]
