@@ -142,9 +142,8 @@ fn loading_many_small_keys_stays_within_the_memory_budget_with_bounded_l0_and_re
         // malloc arena), an SST writer's bloom hashes (8 bytes a key) and open tables' filters and indexes.
         // Measured on 2 shared cores: 1.37-1.58x at CI scale (debug and release), 1.40-1.51x at 10 M keys (one
         // run of the engine before the cache charged real footprints reached 1.70x); 1.15x at CI scale (release)
-        // and 1.15-1.21x at 10 M keys
-        // once memtables packed keys and values into shared chunks and compactions evicted deleted tables'
-        // blocks (session 6).
+        // and 1.15-1.21x at 10 M keys once memtables packed keys and values into shared chunks and compactions
+        // evicted deleted tables' blocks (session 6).
         println!("peak RSS growth = {:.2} x budget", used as f64 / budget as f64);
         assert!(
             used < 2 * budget as u64,
