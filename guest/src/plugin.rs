@@ -98,6 +98,11 @@ fn cf_handle(e: &cntryl_midge::Engine, cf: u32) -> Result<cntryl_midge::ColumnFa
 
 /// Applies the host's tuning to an options builder.
 fn configure(mut b: cntryl_midge::OpenOptionsBuilder, c: &OpenConfig) -> cntryl_midge::OpenOptionsBuilder {
+    if let Some(v) = c.memory_budget {
+        b = b.memory_budget(cntryl_midge::MemoryBudget::Bytes(
+            usize::try_from(v).unwrap_or(usize::MAX),
+        ));
+    }
     if let Some(v) = c.memtable_bytes {
         b = b.with_memtable_size_limit(v);
     }

@@ -77,11 +77,16 @@ pub struct ComponentOptions {
     pub wal_segment_bytes: Option<u64>,
     /// Judge TTLs against a clock fixed at this many milliseconds (deterministic simulation).
     pub fixed_clock_millis: Option<u64>,
+    /// `memory_budget` in bytes; `None`: half the instance's memory cap ([`ComponentHost::with_memory_limit`]),
+    /// since the engine inside cannot see the cap and would otherwise assume its 512 MiB default.
+    pub memory_budget: Option<u64>,
 }
 
 impl ComponentOptions {
-    fn wit(&self) -> wt::OpenConfig {
+    /// The WIT form; an unset memory budget becomes half of `memory_cap`.
+    fn wit(&self, memory_cap: usize) -> wt::OpenConfig {
         wt::OpenConfig {
+            memory_budget: Some(self.memory_budget.unwrap_or(memory_cap as u64 / 2)),
             memtable_bytes: self.memtable_bytes,
             l0_compaction_trigger: self.l0_compaction_trigger,
             target_sst_bytes: self.target_sst_bytes,
@@ -390,8 +395,10 @@ impl ComponentEngine {
             let r = match &grant {
                 Grant::WasiDir(_, memtable) => g.call_open_dir(&mut store, "/db", *memtable),
                 Grant::Memory(memtable) => g.call_open_in_memory(&mut store, *memtable),
-                Grant::Fs(_, o) => g.call_open_imported(&mut store, o.wit()),
-                Grant::Cloud(_, _, prefix, o) => g.call_open_cloud(&mut store, prefix, o.wit()),
+                Grant::Fs(_, o) => g.call_open_imported(&mut store, o.wit(host.memory_limit)),
+                Grant::Cloud(_, _, prefix, o) => {
+                    g.call_open_cloud(&mut store, prefix, o.wit(host.memory_limit))
+                }
             };
             r.map_err(|e| trap_error(&e))?.map_err(from_wit)?
         };

@@ -34,6 +34,7 @@ fn open_wasm(fs: &SimFs) -> MidgeResult<Wasm> {
         target_sst_bytes: Some(sweep::TARGET_SST_BYTES),
         wal_segment_bytes: Some(sweep::WAL_SEGMENT_BYTES),
         fixed_clock_millis: Some(sweep::CLOCK_MILLIS),
+        ..Default::default()
     };
     ComponentEngine::open_with_file_system(host(), Arc::new(fs.clone()), opts).map(Wasm)
 }
