@@ -394,3 +394,44 @@ fn buffered_commits_stay_within_the_unsynced_bound() {
     // ≈ 6 MiB logged: at least one fsync per megabyte.
     assert!(engine.get_runtime_metrics().unwrap().wal_fsync_count >= 5);
 }
+
+/// An executor whose time is its own (as a simulator's would be): threads for jobs, but it counts every wait
+/// the engine asks of it.
+#[derive(Debug, Default)]
+struct CountingExecutor {
+    threads: cntryl_midge::runtime::ThreadExecutor,
+    sleeps: std::sync::atomic::AtomicU64,
+}
+
+impl cntryl_midge::runtime::Executor for CountingExecutor {
+    fn spawn(&self, name: &str, job: cntryl_midge::runtime::Job) {
+        self.threads.spawn(name, job);
+    }
+    fn is_inline(&self) -> bool {
+        false
+    }
+    fn sleep(&self, d: Duration) {
+        self.sleeps.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(d);
+    }
+}
+
+/// The WAL syncer parks its thread (to be nudged awake) only on an executor that sleeps in real time; on any
+/// other every wait goes through the executor's `sleep`, so a simulated clock stays in charge.
+#[test]
+fn the_wal_syncer_waits_through_an_executors_own_sleep() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Arc::new(CountingExecutor::default());
+    let engine = Engine::open(OpenOptions::local(dir.path()).executor(exec.clone()).build()).unwrap();
+    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    tx.put(b"k".to_vec(), b"v".to_vec(), None).unwrap();
+    tx.commit(WriteOptions::buffered()).unwrap();
+    let start = std::time::Instant::now();
+    while exec.sleeps.load(Ordering::Relaxed) < 2 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        exec.sleeps.load(Ordering::Relaxed) >= 2,
+        "the syncer never waited through the executor"
+    );
+}

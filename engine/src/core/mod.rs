@@ -863,8 +863,10 @@ pub(crate) fn start_background(core: &Arc<Core>) {
     }
     let weak = Arc::downgrade(core);
     let interval = core.opts.buffered_sync_interval;
-    // Local storage: buffered commits nudge this thread when their log is halfway to its bound.
-    let nudge = (core.cloud.is_none()).then(|| core.sync_nudge.clone());
+    // Local storage: buffered commits nudge this thread when their log is halfway to its bound. Only where
+    // waiting is the OS clock: an executor with its own notion of time gets every wait through its `sleep`.
+    let nudge =
+        (core.cloud.is_none() && core.executor.sleeps_in_real_time()).then(|| core.sync_nudge.clone());
     core.executor.spawn(
         "wal-sync-ticker",
         Box::new(move || {

@@ -191,8 +191,8 @@ ordered_by_parts!(IKey);
 
 /// Per-entry bookkeeping counted toward the memtable's size: the skiplist node (internal key with its inline
 /// head, version fields, tower: ≈ 130 bytes plus the allocator's header) and the two `Bytes` handles' shared
-/// headers — ≈ 200 bytes beyond key and value (the 10 M-key scale test peaks at ≈ 1.5× its budget, most of
-/// the excess from the blocks flushes put in the cache).
+/// headers — ≈ 200 bytes beyond key and value (with keys and values packed into shared chunks the 10 M-key
+/// scale test peaks at 1.15–1.21× its budget).
 /// The point index is a fixed cost per memtable ([`INDEX_BYTES_PER_LIMIT_BYTE`]), which the memory budget
 /// sets aside with the memtables.
 const ENTRY_OVERHEAD: u64 = 200;
@@ -270,8 +270,7 @@ impl Memtable {
     pub fn insert_many(&self, entries: impl IntoIterator<Item = Entry>, packed: usize) {
         if packed == 0 {
             // Nothing to copy: every key and value keeps its own bytes.
-            let mut p = Packer::new(Spare::default(), 0);
-            return self.insert_entries(entries.into_iter().map(|e| p.version(e)));
+            return self.insert_entries(entries.into_iter().map(version));
         }
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         let mut p = Packer::new(std::mem::take(&mut *spare), packed);

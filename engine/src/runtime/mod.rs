@@ -96,6 +96,13 @@ pub trait Executor: Send + Sync + Debug {
     fn is_inline(&self) -> bool;
     /// Blocks the calling thread for `d` (a no-op for inline executors, which must never wait).
     fn sleep(&self, d: Duration);
+    /// Whether [`Executor::sleep`] is the OS clock on a thread of the job's own, so a periodic job may park its
+    /// thread instead and be woken early (the WAL syncer, nudged by buffered commits). An executor that
+    /// virtualises time (a simulator) keeps the default `false`: its periodic jobs then wait only through
+    /// `sleep`.
+    fn sleeps_in_real_time(&self) -> bool {
+        false
+    }
 }
 
 /// Runs background jobs on one long-lived worker thread per executor (flush and compaction are serialised, as
@@ -154,6 +161,9 @@ impl Executor for ThreadExecutor {
     }
     fn sleep(&self, d: Duration) {
         std::thread::sleep(d);
+    }
+    fn sleeps_in_real_time(&self) -> bool {
+        true
     }
 }
 
