@@ -238,7 +238,18 @@ impl List {
         *seed ^= *seed << 17;
         // Half the nodes of each level reach the next (a quarter made random inserts slower: more nodes
         // visited on the levels that miss the cache).
-        let height = (1 + seed.trailing_zeros() as usize).min(MAX_HEIGHT);
+        let mut height = (1 + seed.trailing_zeros() as usize).min(MAX_HEIGHT);
+        // A newer version of a key already here (an overwrite) is mostly a single-level node, so it links in
+        // next to the key's newest version without a search; one in 16 keeps its drawn height, which bounds
+        // the level-0 run a search for an older version of a hot key walks. Nothing else loses height: a hint
+        // of another key (a sorted batch's previous key) keeps the list's balance.
+        if height > 1
+            && *seed >> 60 != 0
+            && let Some(h) = hint
+            && h.is_of(&v.head, &v.key)
+        {
+            height = 1;
+        }
         if height == 1
             && let Some(h) = hint
         {
@@ -468,6 +479,48 @@ mod tests {
                 let want = model.iter().find(|e| in_bounds(e, &mlo, &Bound::Unbounded)).cloned();
                 prop_assert_eq!(first, want);
             }
+        }
+    }
+
+    /// Overwrites hinted with the key's newest version are mostly single-level nodes (linked in without a
+    /// search), yet about one in 32 still gets a tower; inserts hinted with another key keep the drawn
+    /// heights (half of all nodes have a tower).
+    #[test]
+    fn hinted_overwrites_are_mostly_single_level() {
+        let tall_share = |l: &List| {
+            let (mut n, mut nodes, mut tall) = (l.head[0].load(Ordering::Acquire).cast_const(), 0, 0);
+            while !n.is_null() {
+                // SAFETY (test): published nodes of `l`, which is alive.
+                if unsafe { (*n).height } > 1 {
+                    tall += 1;
+                }
+                nodes += 1;
+                n = l.link(n, 0).load(Ordering::Acquire);
+            }
+            tall as f64 / nodes as f64
+        };
+        let hot = List::default();
+        let mut newest = hot.insert(ver(b"hot", 1), None) as *const Version;
+        for seq in 2..=4096 {
+            // SAFETY (test): a version of `hot`, which is alive.
+            newest = hot.insert(ver(b"hot", seq), Some(unsafe { &*newest })) as *const Version;
+        }
+        let share = tall_share(&hot);
+        assert!(share > 0.01 && share < 0.08, "hot key: {share}");
+        // A sorted load hinted with the previous key: heights as drawn.
+        let sorted = List::default();
+        let mut prev: Option<*const Version> = None;
+        for i in (0..4096u32).rev() {
+            // SAFETY (test): a version of `sorted`, which is alive.
+            let h = prev.map(|p| unsafe { &*p });
+            prev = Some(sorted.insert(ver(format!("k{i:05}").as_bytes(), 1), h) as *const Version);
+        }
+        let share = tall_share(&sorted);
+        assert!(share > 0.4 && share < 0.6, "sorted load: {share}");
+        // Search still finds every version of the hot key.
+        for seq in [1, 17, 2048, 4096] {
+            let t = ver(b"hot", seq);
+            assert_eq!(hot.lower_bound(Bound::Included(&t)).map(|v| v.seq()), Some(seq));
         }
     }
 
