@@ -30,6 +30,10 @@ pub struct Profile {
     pub seek_next: usize,
     pub prefixes: u64,
     pub read_while_writing: Duration,
+    /// The readwhilewriting writer's pace in user bytes per second (db_bench's
+    /// `--benchmark_write_rate_limit`, which RocksDB's benchmark.sh sets for this workload): every engine's
+    /// readers then share the machine with the same write load. An engine slower than the pace writes flat out.
+    pub rww_write_bytes_per_sec: u64,
     /// Sync commits for the 1-writer run; the N-writer runs do `sync_commits_per_writer` each.
     pub sync_commits: u64,
     pub sync_commits_per_writer: u64,
@@ -56,6 +60,7 @@ impl Profile {
             seek_next: 10,
             prefixes: 1000,
             read_while_writing: Duration::from_secs(10),
+            rww_write_bytes_per_sec: 4 << 20,
             sync_commits: 10_000,
             sync_commits_per_writer: 2000,
             writers: vec![1, 4, 16],

@@ -600,7 +600,16 @@ impl<'a> Runner<'a> {
             let writer = sc.spawn(|| -> Result<u64> {
                 let mut r = Rng::stream(seed, "rww-writer");
                 let mut written = 0u64;
+                let start = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
+                    // Paced: batch n starts no earlier than n batches' bytes at the write rate.
+                    let due = Duration::from_secs_f64(
+                        (written * p.pair_bytes()) as f64 / p.rww_write_bytes_per_sec as f64,
+                    );
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait.min(Duration::from_millis(50)));
+                        continue;
+                    }
                     let keys: Vec<[u8; 16]> = (0..100).map(|_| key(r.below(p.keys))).collect();
                     let ops: Vec<Op> = keys
                         .iter()
@@ -872,6 +881,7 @@ mod tests {
         p.seeks = 100;
         p.prefixes = 20;
         p.read_while_writing = Duration::from_millis(200);
+        p.rww_write_bytes_per_sec = 2000 * p.pair_bytes(); // 2,000 puts/s
         p.sync_commits = 20;
         p.sync_commits_per_writer = 5;
         p.writers = vec![1, 4];
@@ -906,5 +916,10 @@ mod tests {
         assert_eq!(get("fillsync_4").ops, 20);
         assert!(get("fillsync_1").commits_per_fsync.is_some());
         assert!(summary.space_amp_load.is_some());
+        // The readwhilewriting writer keeps its pace (unpaced, Midge writes a few hundred thousand puts/s).
+        let w = get("readwhilewriting").extra["writer_ops_per_sec"]
+            .as_f64()
+            .unwrap();
+        assert!(w > 0.0 && w < 4000.0, "writer at {w} puts/s");
     }
 }
