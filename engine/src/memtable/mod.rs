@@ -937,20 +937,29 @@ mod tests {
             limit in prop_oneof![Just(0u64), Just(1u64 << 20)],
             // Versions of a key arrive newest-last or newest-first (the index keeps the newest either way).
             descending in any::<bool>(),
+            // All at once through `insert_unordered` (a replay), or one by one.
+            unordered in any::<bool>(),
         ) {
             let m = Arc::new(Memtable::new(limit));
             let mut model: Vec<(Vec<u8>, Seq)> = Vec::new();
+            let mut batch = Vec::new();
             for (i, k) in keys.iter().enumerate() {
                 let seq = if descending { (keys.len() - i) as Seq } else { i as Seq + 1 };
-                m.insert(Entry {
+                let e = Entry {
                     key: Bytes::from(k.clone()),
                     seq,
                     kind: EntryKind::Put,
                     value: Bytes::from(seq.to_le_bytes().to_vec()),
                     expiry: None,
-                });
+                };
+                if unordered {
+                    batch.push(e);
+                } else {
+                    m.insert(e);
+                }
                 model.push((k.clone(), seq));
             }
+            m.insert_unordered(batch);
             model.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             let got: Vec<(Vec<u8>, Seq)> = m
                 .cursor(Bound::Unbounded, Bound::Unbounded, false)

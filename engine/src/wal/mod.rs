@@ -31,6 +31,7 @@ use crate::options::RecoveryPolicy;
 use crate::runtime::{Clock, WakeSlot};
 use crate::storage::{File, OpenMode, SharedFs};
 use crate::types::Seq;
+use bytes::Bytes;
 use record::TxnRecord;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -231,14 +232,14 @@ fn frame_at(data: &[u8], off: usize) -> Option<Frame> {
 }
 
 /// Scans a segment: every valid frame up to the first bad one, and how the segment ends.
-fn scan_segment(name: &str, data: &[u8]) -> (Vec<(Frame, TxnRecord)>, SegmentEnd) {
+fn scan_segment(name: &str, data: &Bytes) -> (Vec<(Frame, TxnRecord)>, SegmentEnd) {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos < data.len() {
         match frame_at(data, pos) {
             Some(f) => {
                 let end = (f.offset + f.len) as usize;
-                match TxnRecord::decode(&data[f.record_at..end]) {
+                match TxnRecord::decode_shared(&data.slice(f.record_at..end)) {
                     Ok(rec) => {
                         pos = end;
                         out.push((f, rec));
@@ -350,7 +351,9 @@ pub(crate) fn replay(
     for (i, &id) in ids.iter().enumerate() {
         let path = segment_path(id);
         let file = fs.open(&path, OpenMode::Read).map_err(|e| io(&path, e))?;
-        let (mut data, zero_tail) = read_segment(&*file).map_err(|e| io(&path, e))?;
+        let (data, zero_tail) = read_segment(&*file).map_err(|e| io(&path, e))?;
+        // Shared, not copied: replayed keys and values are slices of it (see `TxnRecord::decode_shared`).
+        let mut data = Bytes::from(data);
         let (mut frames, mut end) = scan_segment(&path, &data);
         if zero_tail > 0 {
             match end {
@@ -359,7 +362,9 @@ pub(crate) fn replay(
                 SegmentEnd::Zeros(_) => {}
                 // A frame may run on into the zeros left unread (a value of zeros): scan everything.
                 SegmentEnd::Torn(_) | SegmentEnd::Corrupt(..) => {
-                    data.resize(data.len() + zero_tail as usize, 0);
+                    let mut whole = data.to_vec();
+                    whole.resize(data.len() + zero_tail as usize, 0);
+                    data = Bytes::from(whole);
                     (frames, end) = scan_segment(&path, &data);
                 }
             }

@@ -109,7 +109,19 @@ impl TxnRecord {
         }
     }
 
+    #[cfg(test)]
     pub fn decode(buf: &[u8]) -> Result<TxnRecord, DecodeError> {
+        TxnRecord::decode_from(buf, None)
+    }
+
+    /// [`TxnRecord::decode`] whose keys and values are slices of `buf` instead of copies: replay decodes a
+    /// whole segment this way, so its records cost no allocation per key and value and the memtable keeps
+    /// the bytes as read (they pin the segment's buffer until that memtable is flushed).
+    pub fn decode_shared(buf: &Bytes) -> Result<TxnRecord, DecodeError> {
+        TxnRecord::decode_from(buf, Some(buf))
+    }
+
+    fn decode_from(buf: &[u8], whole: Option<&Bytes>) -> Result<TxnRecord, DecodeError> {
         let mut r = Reader::new(buf);
         let bad = |what, offset| DecodeError { what, offset };
         if r.take(2, "magic")? != MAGIC {
@@ -144,17 +156,17 @@ impl TxnRecord {
             } else {
                 None
             };
-            let key = r.bytes32("key")?;
+            let key = r.shared32(whole, "key")?;
             ops.push(match code {
                 0 => WalOp::Put {
                     key,
-                    value: r.bytes32("value")?,
+                    value: r.shared32(whole, "value")?,
                     expiry,
                 },
                 1 => WalOp::Delete { key },
                 2 => WalOp::DeleteRange {
                     start: key,
-                    end: r.bytes32("range end")?,
+                    end: r.shared32(whole, "range end")?,
                 },
                 _ => return Err(bad("unknown op code", at)),
             });
@@ -189,7 +201,22 @@ mod tests {
         fn records_round_trip(cf in any::<u32>(), begin in 0u64..u64::MAX / 2,
                               ops in proptest::collection::vec(op(), 1..8)) {
             let rec = TxnRecord { cf, begin_seq: begin, ops };
-            prop_assert_eq!(TxnRecord::decode(&rec.encode()).unwrap(), rec);
+            prop_assert_eq!(TxnRecord::decode(&rec.encode()).unwrap(), rec.clone());
+            // The shared decode gives the same record, its bytes inside the buffer it was given.
+            let buf = Bytes::from(rec.encode());
+            let shared = TxnRecord::decode_shared(&buf).unwrap();
+            let range = buf.as_ptr_range();
+            for op in &shared.ops {
+                let (a, b) = match op {
+                    WalOp::Put { key, value, .. } => (key, value),
+                    WalOp::Delete { key } => (key, key),
+                    WalOp::DeleteRange { start, end } => (start, end),
+                };
+                for x in [a, b].into_iter().filter(|x| !x.is_empty()) {
+                    prop_assert!(range.contains(&x.as_ptr()), "copied, not shared");
+                }
+            }
+            prop_assert_eq!(shared, rec);
         }
 
         #[test]

@@ -251,7 +251,10 @@ fn preallocated_segments_replay_after_a_crash_and_seal_trimmed() {
         "the reservation grew with the appends"
     );
     assert!(
-        matches!(scan_segment("sealed", &sealed).1, SegmentEnd::Clean),
+        matches!(
+            scan_segment("sealed", &Bytes::from(sealed.clone())).1,
+            SegmentEnd::Clean
+        ),
         "the sealed segment ends at its last frame"
     );
     assert_eq!(seg_bytes(&fs, 2).len() as u64, PREALLOC_STEP);
@@ -304,7 +307,7 @@ fn deferred_frames_are_written_by_the_covering_sync_and_keep_log_order() {
     assert_eq!(m.sync_count() - before, 1, "one fsync covers every pending frame");
     assert!(wal.synced_lsn() >= d && c < d);
     let bytes = seg_bytes(&fs, 1);
-    let (frames, end) = scan_segment("active", &bytes);
+    let (frames, end) = scan_segment("active", &Bytes::from(bytes.clone()));
     assert_eq!(frames.len(), 4);
     assert!(matches!(end, SegmentEnd::Zeros(at) if at == d));
     assert!(
