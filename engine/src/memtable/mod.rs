@@ -205,6 +205,8 @@ const CHUNK: usize = 256;
 const FIRST_CHUNK: usize = 16;
 /// Versions whose point-index slots are read ahead of their inserts (see `Memtable::insert_entries`).
 const LOOKAHEAD: usize = 8;
+/// Batches of at least this many versions are inserted in key order (see `Memtable::insert_batch`).
+const SORT_BATCH_FROM: usize = 32;
 
 /// One memtable generation.
 ///
@@ -268,14 +270,30 @@ impl Memtable {
     /// [`packed_len`] over the entries' keys and values (it sizes the shared chunks they are copied into; see
     /// [`Packer`]).
     pub fn insert_many(&self, entries: impl IntoIterator<Item = Entry>, packed: usize) {
+        let entries = entries.into_iter();
         if packed == 0 {
             // Nothing to copy: every key and value keeps its own bytes.
-            return self.insert_entries(entries.into_iter().map(version));
+            return self.insert_batch(entries.map(version));
         }
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         let mut p = Packer::new(std::mem::take(&mut *spare), packed);
-        self.insert_entries(entries.into_iter().map(|e| p.version(e)));
+        self.insert_batch(entries.map(|e| p.version(e)));
         *spare = p.spare;
+    }
+
+    /// Inserts a batch's versions; a large batch in key order: its keys, written in any order, would each
+    /// walk cold skiplist levels, while in key order each insert walks the upper levels the previous one
+    /// warmed. A batch already in order (a sequential load) is only checked.
+    fn insert_batch(&self, versions: impl Iterator<Item = Version>) {
+        // The upper bound: a commit's versions come filtered out of its log record (range deletes aside).
+        if versions.size_hint().1.is_some_and(|n| n < SORT_BATCH_FROM) {
+            return self.insert_entries(versions);
+        }
+        let mut batch: Vec<Version> = versions.collect();
+        if !batch.is_sorted() {
+            batch.sort_unstable();
+        }
+        self.insert_entries(batch);
     }
 
     /// Adds many versions in any order (a replayed log): sorted first, since inserting random-order keys one
@@ -937,8 +955,9 @@ mod tests {
             limit in prop_oneof![Just(0u64), Just(1u64 << 20)],
             // Versions of a key arrive newest-last or newest-first (the index keeps the newest either way).
             descending in any::<bool>(),
-            // All at once through `insert_unordered` (a replay), or one by one.
-            unordered in any::<bool>(),
+            // 0: one by one; 1: all at once through `insert_unordered` (a replay); 2: as one commit's batch
+            // through `insert_many` (sorted first when large).
+            how in 0u8..3,
         ) {
             let m = Arc::new(Memtable::new(limit));
             let mut model: Vec<(Vec<u8>, Seq)> = Vec::new();
@@ -952,14 +971,19 @@ mod tests {
                     value: Bytes::from(seq.to_le_bytes().to_vec()),
                     expiry: None,
                 };
-                if unordered {
-                    batch.push(e);
-                } else {
+                if how == 0 {
                     m.insert(e);
+                } else {
+                    batch.push(e);
                 }
                 model.push((k.clone(), seq));
             }
-            m.insert_unordered(batch);
+            if how == 1 {
+                m.insert_unordered(batch);
+            } else {
+                let packed = batch.iter().map(|e| packed_len(&e.key) + packed_len(&e.value)).sum();
+                m.insert_many(batch, packed);
+            }
             model.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             let got: Vec<(Vec<u8>, Seq)> = m
                 .cursor(Bound::Unbounded, Bound::Unbounded, false)
