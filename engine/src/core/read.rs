@@ -6,7 +6,7 @@ use super::{CfState, Core};
 use crate::error::{MidgeError, MidgeResult};
 use crate::iter::{Input, VisibleIter};
 use crate::memtable::Memtable;
-use crate::sst::SstIter;
+use crate::sst::{SstIter, key_hash};
 use crate::types::{ColumnFamilyId, Found, RangeTombstone, Seq, cmp_keys};
 use bytes::Bytes;
 use std::ops::Bound;
@@ -117,6 +117,17 @@ impl Core {
             newer(mem.get(key, snapshot), &mut best);
             tomb = tomb.max(mem.covering_tombstone_seq(key, snapshot));
         }
+        // Every table whose range holds the key checks its bloom filter, each a likely cache miss: start them
+        // all now so they overlap instead of queueing one behind the other (and hash the key once).
+        let h = key_hash(key);
+        for t in view.tables.iter() {
+            if t.meta.largest_seq < best.as_ref().map_or(0, |b| b.seq).max(tomb) {
+                break;
+            }
+            if cmp_keys(key, &t.meta.smallest_key).is_ge() && cmp_keys(key, &t.meta.largest_key).is_le() {
+                t.reader.prefetch_filter(h);
+            }
+        }
         let (mut touched, mut l0) = (0u32, 0u32);
         for t in view.tables.iter() {
             // Nothing in this or any later (older) table can beat what we have.
@@ -133,7 +144,7 @@ impl Core {
                 l0 += 1;
                 self.counters.reads_l0.fetch_add(1, Ordering::Relaxed);
             }
-            newer(t.reader.get(key, snapshot)?, &mut best);
+            newer(t.reader.get_hashed(key, h, snapshot)?, &mut best);
             tomb = tomb.max(RangeTombstone::newest_covering(
                 t.reader.range_tombstones(),
                 key,

@@ -143,9 +143,25 @@ impl Bloom {
 
     /// False means the key is certainly absent.
     pub fn may_contain(&self, key: &[u8]) -> bool {
+        self.may_contain_hashed(key, key_hash(key))
+    }
+
+    /// Asks the CPU to start loading the line a check of the key whose [`key_hash`] is `h` reads (blocked
+    /// layout; the spread layout's probes are not worth it), so a lookup can overlap that miss with other work
+    /// or with other tables' checks.
+    pub fn prefetch(&self, h: u64) {
+        if let Bloom::Blocked { lines, .. } = self
+            && let Some(line) = lines.get(block_of(h, lines.len() as u32))
+        {
+            crate::runtime::prefetch(line);
+        }
+    }
+
+    /// [`Bloom::may_contain`] with the key's [`key_hash`] computed by the caller (once for every table a
+    /// lookup checks).
+    pub fn may_contain_hashed(&self, key: &[u8], h: u64) -> bool {
         match self {
             Bloom::Blocked { probes, lines } => {
-                let h = key_hash(key);
                 let Some(line) = lines.get(block_of(h, lines.len() as u32)) else {
                     return false;
                 };

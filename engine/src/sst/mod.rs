@@ -12,6 +12,7 @@ mod footprint_tests;
 mod reader;
 mod writer;
 
+pub(crate) use bloom::key_hash;
 pub(crate) use cache::BlockCache;
 pub(crate) use reader::{SstIter, SstReader};
 pub(crate) use writer::{SstOptions, SstWriter};

@@ -2,6 +2,8 @@
 
 use super::block::{decode_data, unseal};
 use super::bloom::Bloom;
+#[cfg(test)]
+use super::bloom::key_hash;
 use super::cache::{Block, BlockCache, PackedKeys};
 use super::writer::SstMeta;
 use super::{FOOTER_LEN, MAGIC, SstStats, VERSION};
@@ -20,6 +22,9 @@ struct IndexEntry {
     offset: u64,
     len: u64,
 }
+
+/// Values a point lookup copies out of their block rather than share (see [`SstReader::get_hashed`]).
+pub(crate) const COPY_VALUES_UP_TO: usize = 256;
 
 /// An open SST.
 #[derive(Debug)]
@@ -192,12 +197,26 @@ impl SstReader {
     }
 
     /// Newest version of `key` with `seq <= snapshot` (tombstones included), using the bloom filter first.
+    #[cfg(test)]
     pub fn get(&self, key: &[u8], snapshot: Seq) -> MidgeResult<Option<Found>> {
+        self.get_hashed(key, key_hash(key), snapshot)
+    }
+
+    /// Starts loading the bloom filter line that a lookup of the key whose [`key_hash`] is `h` checks (see
+    /// [`Bloom::prefetch`]).
+    pub fn prefetch_filter(&self, h: u64) {
+        if let Some(b) = &self.bloom {
+            b.prefetch(h);
+        }
+    }
+
+    /// [`SstReader::get`] of a key whose [`key_hash`] is `h`.
+    pub fn get_hashed(&self, key: &[u8], h: u64, snapshot: Seq) -> MidgeResult<Option<Found>> {
         if cmp_keys(key, &self.meta.smallest_key).is_lt() || cmp_keys(key, &self.meta.largest_key).is_gt() {
             return Ok(None);
         }
         self.stats.bloom_checks.fetch_add(1, Ordering::Relaxed);
-        if self.bloom.as_ref().is_some_and(|b| !b.may_contain(key)) {
+        if self.bloom.as_ref().is_some_and(|b| !b.may_contain_hashed(key, h)) {
             self.stats.bloom_rejects.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
@@ -210,8 +229,21 @@ impl SstReader {
                     return Ok(None);
                 }
                 if b[j].seq <= snapshot {
-                    // Shares the block's buffers (no copy): a value the caller keeps holds its block's payload.
-                    return Ok(Some(Found::from(&b[j])));
+                    let e = &b[j];
+                    // A small value is copied: sharing it would bump the reference count of the block's payload,
+                    // a cache line of its own (another miss on a random read), and a value the caller kept would
+                    // pin the whole payload. A large one shares the block's buffer (no copy).
+                    let value = if e.value.len() <= COPY_VALUES_UP_TO {
+                        Bytes::copy_from_slice(&e.value)
+                    } else {
+                        e.value.clone()
+                    };
+                    return Ok(Some(Found {
+                        seq: e.seq,
+                        kind: e.kind,
+                        value,
+                        expiry: e.expiry,
+                    }));
                 }
             }
         }
