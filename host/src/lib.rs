@@ -18,7 +18,7 @@ use cntryl_midge::{
 };
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, TryLockError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
@@ -26,6 +26,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub mod s3;
 pub mod storage;
+mod turns;
+
+use turns::TurnLock;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -337,16 +340,18 @@ fn maintain(shared: &Weak<Shared>) {
             continue;
         }
         // A caller that holds the instance right now is not idle.
-        let mut g = match s.inner.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => continue,
-        };
-        if s.calls.load(Ordering::Relaxed) == seen {
-            // A failure is the engine's: it is poisoned (or the instance trapped) and the next call says so.
-            let _ = call_locked(&mut g, |st, p, db| {
-                p.cntryl_midge_engine().database().call_run_pending_work(st, db)
-            });
+        let ran = s.inner.try_with(|g| {
+            if s.calls.load(Ordering::Relaxed) == seen {
+                // A failure is the engine's: it is poisoned (or the instance trapped) and the next call says so.
+                let _ = call_locked(g, |st, p, db| {
+                    p.cntryl_midge_engine().database().call_run_pending_work(st, db)
+                });
+                true
+            } else {
+                false
+            }
+        });
+        if ran == Some(true) {
             done_at = seen;
         }
     }
@@ -373,7 +378,8 @@ pub struct ComponentEngine {
 
 /// What the engine's callers and its idle-maintenance thread share.
 struct Shared {
-    inner: Mutex<Inner>,
+    /// The instance; threads take turns (see [`turns`]).
+    inner: TurnLock<Inner>,
     /// Calls into the instance so far (counted as they start): maintenance waits for a quiet spell in which
     /// this does not move.
     calls: AtomicU64,
@@ -404,7 +410,7 @@ impl ComponentEngine {
         };
         let engine = ComponentEngine {
             shared: Arc::new(Shared {
-                inner: Mutex::new(Inner {
+                inner: TurnLock::new(Inner {
                     store,
                     plugin,
                     db: Some(db),
@@ -422,8 +428,9 @@ impl ComponentEngine {
         Ok(engine)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.shared.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs `f` with the instance to itself (waiting for its turn).
+    fn with_inner<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        self.shared.inner.with(f)
     }
 
     fn local(dir: &Path) -> SharedFs {
@@ -485,17 +492,17 @@ impl ComponentEngine {
     /// Discards the instance without closing the database inside it — what a crash or `kill -9` of the
     /// plugin looks like to storage. Nothing more is written; the next open recovers.
     pub fn abandon(self) {
-        let mut g = self.lock();
-        g.db = None;
-        g.trapped = Some("abandoned".into());
+        self.with_inner(|g| {
+            g.db = None;
+            g.trapped = Some("abandoned".into());
+        });
     }
 
     /// Sets (or with `None` removes) the deadline for each later call into this instance, overriding the
     /// host's [`ComponentHost::with_call_deadline`]. A call that overruns fails with `MidgeError::Timeout`
     /// and leaves the instance unusable (its database is recovered by the next open, as after a crash).
     pub fn set_call_deadline(&self, limit: Option<Duration>) {
-        let mut g = self.lock();
-        g.deadline_ticks = ticks(limit);
+        self.with_inner(|g| g.deadline_ticks = ticks(limit));
     }
 
     /// Drops a column family, discarding writes still in its memtable.
@@ -540,7 +547,7 @@ impl ComponentEngine {
         ) -> wasmtime::Result<Result<T, wt::Error>>,
     ) -> MidgeResult<T> {
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
-        call_locked(&mut self.lock(), f)
+        self.with_inner(|g| call_locked(g, f))
     }
 
     /// Runs the engine's due background work now and returns whether it did any (`run-pending-work`, the
@@ -988,21 +995,23 @@ impl Drop for ComponentTransaction<'_> {
 
 impl ComponentEngine {
     fn drop_resource(&self, r: ResourceAny) {
-        let mut g = self.lock();
-        if g.trapped.is_none() {
-            let _ = r.resource_drop(&mut g.store);
-        }
+        self.with_inner(|g| {
+            if g.trapped.is_none() {
+                let _ = r.resource_drop(&mut g.store);
+            }
+        });
     }
 }
 
 impl Drop for ComponentEngine {
     fn drop(&mut self) {
-        let mut g = self.lock();
-        if let Some(db) = g.db.take()
-            && g.trapped.is_none()
-        {
-            let _ = db.resource_drop(&mut g.store);
-        }
+        self.with_inner(|g| {
+            if let Some(db) = g.db.take()
+                && g.trapped.is_none()
+            {
+                let _ = db.resource_drop(&mut g.store);
+            }
+        });
     }
 }
 
