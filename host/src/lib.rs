@@ -158,8 +158,8 @@ impl ComponentHost {
     }
 
     /// Like [`ComponentHost::load`], but compiled without the epoch-interruption checks that per-call
-    /// deadlines need (a load and compare at every function entry and loop back-edge of the guest): ~10% less
-    /// CPU per point read (a miss: ~385 -> ~345 ns), for a host that never sets a deadline. Everything else is
+    /// deadlines need (a load and compare at every function entry and loop back-edge of the guest): ~7% less
+    /// CPU per point-read miss (~370 -> ~345 ns), for a host that never sets a deadline. Everything else is
     /// the same sandbox (memory cap, traps as typed errors). Deadlines are then refused, never silently
     /// ignored: [`ComponentEngine::set_call_deadline`] with a limit fails with `NotSupported`, and after
     /// [`ComponentHost::with_call_deadline`] every open does.

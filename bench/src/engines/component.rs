@@ -19,7 +19,7 @@ pub fn host() -> Result<&'static ComponentHost> {
     HOST.get_or_init(|| {
         let wasm = guest_wasm().map_err(|e| format!("{e:#}"))?;
         // `MIDGE_COMPONENT_NO_DEADLINES=1`: a host compiled without deadline checks (the benchmark never sets a
-        // deadline; ~10% less CPU per point read). Default: the deadline-capable host most embedders load.
+        // deadline; ~7% less CPU per point-read miss). Default: the deadline-capable host most embedders load.
         let load = if std::env::var_os("MIDGE_COMPONENT_NO_DEADLINES").is_some_and(|v| v == "1") {
             ComponentHost::load_without_deadlines
         } else {
