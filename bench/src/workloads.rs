@@ -622,18 +622,24 @@ impl<'a> Runner<'a> {
             });
             let mut rr = Rng::stream(seed, "rww-reader");
             let res = (|| -> Result<()> {
+                // Up to 1,000 reads per snapshot. Each read counts, and the cap is checked every 64 reads, so a
+                // reader that the writer holds up is measured over the phase rather than in whole batches that
+                // can overrun the cap.
                 while !ph.over_cap() {
                     e.with_reader(&mut |r| {
-                        for _ in 0..1000 {
+                        for i in 0..1000 {
+                            if i % 64 == 63 && ph.over_cap() {
+                                break;
+                            }
                             let k = key(rr.below(p.keys));
                             let t = Instant::now();
                             let got = r.get(&k)?;
                             ph.rec.record(t.elapsed());
+                            ph.ops += 1;
                             std::hint::black_box(got);
                         }
                         Ok(())
                     })?;
-                    ph.ops += 1000;
                 }
                 Ok(())
             })();

@@ -19,7 +19,7 @@ fn a_call_past_its_deadline_is_a_timeout_and_the_instance_is_retired() {
     // Grow the batch until one call outlasts a 5 ms deadline (a 2M-row batch takes far longer on any machine).
     for n in [50_000, 200_000, 800_000, 2_000_000] {
         let engine = ComponentEngine::open_in_memory(&host).unwrap();
-        engine.set_call_deadline(Some(Duration::from_millis(5)));
+        engine.set_call_deadline(Some(Duration::from_millis(5))).unwrap();
         let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
         match tx.put_many(&rows(n)) {
             Ok(()) => continue,
@@ -118,4 +118,45 @@ fn get_short_misuse_is_a_typed_error_and_the_instance_keeps_serving() {
         Err(MidgeError::InvalidArgument(_))
     ));
     assert_eq!(tx.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+/// A host compiled without deadline checks serves as usual and keeps the rest of the sandbox (the memory cap
+/// is still a typed `ResourceLimit`), but refuses deadlines rather than ignoring them.
+#[test]
+fn a_host_without_deadlines_refuses_them_and_keeps_the_memory_cap() {
+    let wasm = midge_conformance::plugin_component();
+    let host = ComponentHost::load_without_deadlines(wasm).unwrap();
+    let e = ComponentEngine::open_in_memory(&host).unwrap();
+    assert!(matches!(
+        e.set_call_deadline(Some(Duration::from_millis(5))),
+        Err(MidgeError::NotSupported(_))
+    ));
+    e.set_call_deadline(None).unwrap();
+    let mut tx = e.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    tx.put(b"k".to_vec(), b"v".to_vec(), None).unwrap();
+    tx.commit(WriteOptions::best_effort()).unwrap();
+    let tx = e.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    assert_eq!(tx.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(tx.get(b"missing").unwrap(), None);
+    drop(tx);
+
+    let capped = ComponentHost::load_without_deadlines(wasm)
+        .unwrap()
+        .with_memory_limit(24 << 20);
+    let e = ComponentEngine::open_in_memory(&capped).unwrap();
+    let mut tx = e.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    let big: Vec<(Vec<u8>, Vec<u8>)> = (0..64).map(|i| (vec![i as u8; 8], vec![1u8; 1 << 20])).collect();
+    let r = tx.put_many(&big);
+    assert!(
+        matches!(r, Err(MidgeError::ResourceLimit(_))),
+        "expected ResourceLimit, got {r:?}"
+    );
+
+    let with_deadline = ComponentHost::load_without_deadlines(wasm)
+        .unwrap()
+        .with_call_deadline(Duration::from_secs(1));
+    assert!(matches!(
+        ComponentEngine::open_in_memory(&with_deadline),
+        Err(MidgeError::NotSupported(_))
+    ));
 }

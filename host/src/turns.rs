@@ -1,0 +1,212 @@
+//! The lock in front of a component instance: one store serves one call at a time, so threads sharing an
+//! engine take turns. A plain mutex lets a busy thread (a writer committing back to back) re-take the lock
+//! before the thread it just woke gets to run, so that thread starves: a reader sharing an instance with a busy
+//! writer got ~1% of the instance (readwhilewriting: 10 K reads/s against the native engine's 730 K).
+//!
+//! [`TurnLock`] hands the instance over in time slices instead: while another thread waits, the holder keeps
+//! calling (cheap re-entry, no context switch per call) until it has held its turn for [`SLICE`]; its next
+//! release then steps aside and wakes a waiter, and the holder's own next call queues behind it. Waiters sleep
+//! on a condition variable, not on the instance's mutex, so a holder's releases within its slice wake nobody
+//! (a woken waiter would otherwise snatch the instance between two of the holder's calls and end its turn after
+//! one call). A waiter also looks again after each slice in case the holder went quiet, so it waits at most
+//! about one slice plus one call. Without waiters a call costs two atomic loads, one compare-and-swap to lock and
+//! one to unlock.
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a thread keeps the instance while another waits. Long enough that a hand-off (a wake-up, ~10 µs
+/// on a busy machine) is a small share of a turn, short enough that a waiting point read stays sub-millisecond.
+pub(crate) const SLICE: Duration = Duration::from_micros(200);
+
+struct Slot<T> {
+    value: T,
+    /// When the current holder's turn began (when it got the lock after waiting for it).
+    turn_started: Instant,
+}
+
+/// A mutex whose holder steps aside for a waiting thread once its turn is [`SLICE`] long.
+pub(crate) struct TurnLock<T> {
+    slot: Mutex<Slot<T>>,
+    /// Threads waiting for a turn right now.
+    waiting: AtomicU32,
+    /// A holder stepped aside and no waiter has taken the turn yet: arrivals queue instead of taking the lock.
+    pending: AtomicBool,
+    /// While a hand-off is pending: the thread that stepped aside (it must not take the turn it gave up).
+    gate: Mutex<Option<usize>>,
+    turn: Condvar,
+}
+
+/// A cheap id for the calling thread (the address of a thread-local).
+fn me() -> usize {
+    thread_local! { static ID: u8 = const { 0 }; }
+    ID.with(|id| std::ptr::from_ref(id) as usize)
+}
+
+impl<T> TurnLock<T> {
+    pub(crate) fn new(value: T) -> TurnLock<T> {
+        TurnLock {
+            slot: Mutex::new(Slot {
+                value,
+                turn_started: Instant::now(),
+            }),
+            waiting: AtomicU32::new(0),
+            pending: AtomicBool::new(false),
+            gate: Mutex::new(None),
+            turn: Condvar::new(),
+        }
+    }
+
+    /// Runs `f` with the lock held, waiting for a turn if another thread holds it.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let fast = if self.pending.load(Ordering::SeqCst) {
+            None
+        } else {
+            self.slot.try_lock()
+        };
+        let g = match fast {
+            Some(g) => g,
+            None => self.wait_turn(),
+        };
+        self.run(g, f)
+    }
+
+    /// Runs `f` with the lock held if no other thread holds or waits for it now; `None` (without running `f`)
+    /// otherwise.
+    pub(crate) fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        if self.pending.load(Ordering::SeqCst) || self.waiting.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let g = self.slot.try_lock()?;
+        Some(self.run(g, f))
+    }
+
+    fn wait_turn(&self) -> MutexGuard<'_, Slot<T>> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let me = me();
+        let mut gate = self.gate.lock();
+        let mut g = loop {
+            match *gate {
+                // A holder stepped aside for us.
+                Some(yielder) if yielder != me => {
+                    *gate = None;
+                    self.pending.store(false, Ordering::SeqCst);
+                    drop(gate);
+                    break self.slot.lock();
+                }
+                _ => {}
+            }
+            // Free with no hand-off pending (its holder went quiet, or nobody held it): take it. A thread that
+            // stepped aside waits here until the waiter it stepped aside for has taken its turn.
+            if gate.is_none()
+                && let Some(g) = self.slot.try_lock()
+            {
+                drop(gate);
+                break g;
+            }
+            self.turn.wait_for(&mut gate, SLICE);
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        g.turn_started = Instant::now();
+        g
+    }
+
+    fn run<R>(&self, mut g: MutexGuard<'_, Slot<T>>, f: impl FnOnce(&mut T) -> R) -> R {
+        let r = f(&mut g.value);
+        if self.waiting.load(Ordering::SeqCst) > 0 && g.turn_started.elapsed() >= SLICE {
+            {
+                let mut gate = self.gate.lock();
+                *gate = Some(me());
+                self.pending.store(true, Ordering::SeqCst);
+            }
+            drop(g);
+            self.turn.notify_all();
+        } else {
+            drop(g);
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    /// A thread that re-takes the lock back to back, each call longer than a slice, does not starve a second
+    /// thread: the second thread's calls get in after at most a couple of the busy thread's calls. (With a
+    /// plain mutex the busy thread re-takes the lock before the woken thread runs, so the second thread gets in
+    /// only when the busy thread is preempted.) Counted in calls, not time; preemption on a loaded machine may
+    /// delay a few of the second thread's calls, so the bound holds for most calls, not all.
+    #[test]
+    fn a_waiter_gets_in_after_a_slice_of_a_busy_holder() {
+        let lock = Arc::new(TurnLock::new(0u64));
+        let busy_calls = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy = {
+            let (lock, busy_calls, stop) = (lock.clone(), busy_calls.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    lock.with(|v| {
+                        let t = Instant::now();
+                        while t.elapsed() < SLICE * 2 {
+                            std::hint::spin_loop();
+                        }
+                        *v += 1;
+                    });
+                    busy_calls.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        while busy_calls.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        // The second thread's calls, and those that waited through at most two busy calls.
+        let (mut calls, mut prompt) = (0u32, 0u32);
+        while calls < 100 {
+            let before = busy_calls.load(Ordering::SeqCst);
+            lock.with(|_| ());
+            if busy_calls.load(Ordering::SeqCst) - before <= 2 {
+                prompt += 1;
+            }
+            calls += 1;
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        stop.store(true, Ordering::SeqCst);
+        busy.join().unwrap();
+        assert!(lock.with(|v| *v) > 0);
+        assert!(
+            prompt >= 75,
+            "only {prompt} of {calls} calls got in within two busy calls"
+        );
+    }
+
+    /// The hand-off itself, step by step: a holder whose turn is over, and for whom a thread waits, queues
+    /// behind that thread when it calls again right away; with a plain mutex its immediate re-lock wins the race
+    /// against the parked waiter (it is already running), every time.
+    #[test]
+    fn a_holder_past_its_slice_queues_behind_the_waiter_when_it_calls_again() {
+        for round in 0..20 {
+            let lock = Arc::new(TurnLock::new(Vec::new()));
+            let waiter = lock.with(|order| {
+                order.push("holder");
+                let l = lock.clone();
+                let waiter = std::thread::spawn(move || l.with(|order| order.push("waiter")));
+                while lock.waiting.load(Ordering::SeqCst) == 0 {
+                    std::thread::yield_now();
+                }
+                std::thread::sleep(SLICE);
+                waiter
+            });
+            lock.with(|order| order.push("holder again"));
+            waiter.join().unwrap();
+            assert_eq!(
+                lock.with(|order| order.clone()),
+                ["holder", "waiter", "holder again"],
+                "round {round}"
+            );
+        }
+    }
+}
