@@ -48,14 +48,7 @@ fn exceeding_the_memory_cap_is_a_resource_limit_not_a_host_panic() {
     let host = ComponentHost::load(midge_conformance::plugin_component())
         .unwrap()
         .with_memory_limit(24 << 20);
-    let engine = ComponentEngine::open_in_memory(&host).unwrap();
-    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
-    let big: Vec<(Vec<u8>, Vec<u8>)> = (0..64).map(|i| (vec![i as u8; 8], vec![1u8; 1 << 20])).collect();
-    let r = tx.put_many(&big);
-    assert!(
-        matches!(r, Err(MidgeError::ResourceLimit(_))),
-        "expected ResourceLimit, got {r:?}"
-    );
+    overfill_is_a_resource_limit(&host);
     let engine = ComponentEngine::open_in_memory(&host).unwrap();
     assert!(engine.get_column_family("default").is_some());
 }
@@ -143,14 +136,7 @@ fn a_host_without_deadlines_refuses_them_and_keeps_the_memory_cap() {
     let capped = ComponentHost::load_without_deadlines(wasm)
         .unwrap()
         .with_memory_limit(24 << 20);
-    let e = ComponentEngine::open_in_memory(&capped).unwrap();
-    let mut tx = e.begin_tx(0, TransactionMode::ReadWrite).unwrap();
-    let big: Vec<(Vec<u8>, Vec<u8>)> = (0..64).map(|i| (vec![i as u8; 8], vec![1u8; 1 << 20])).collect();
-    let r = tx.put_many(&big);
-    assert!(
-        matches!(r, Err(MidgeError::ResourceLimit(_))),
-        "expected ResourceLimit, got {r:?}"
-    );
+    overfill_is_a_resource_limit(&capped);
 
     let with_deadline = ComponentHost::load_without_deadlines(wasm)
         .unwrap()
@@ -159,4 +145,16 @@ fn a_host_without_deadlines_refuses_them_and_keeps_the_memory_cap() {
         ComponentEngine::open_in_memory(&with_deadline),
         Err(MidgeError::NotSupported(_))
     ));
+}
+
+/// Puts 64 MiB into an in-memory engine on `host` (capped at 24 MiB): a typed `ResourceLimit`, not a trap.
+fn overfill_is_a_resource_limit(host: &ComponentHost) {
+    let engine = ComponentEngine::open_in_memory(host).unwrap();
+    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    let big: Vec<(Vec<u8>, Vec<u8>)> = (0..64).map(|i| (vec![i as u8; 8], vec![1u8; 1 << 20])).collect();
+    let r = tx.put_many(&big);
+    assert!(
+        matches!(r, Err(MidgeError::ResourceLimit(_))),
+        "expected ResourceLimit, got {r:?}"
+    );
 }
