@@ -91,13 +91,9 @@ impl<'a> Reader<'a> {
     pub fn bytes32(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {
         Ok(Bytes::copy_from_slice(self.slice32(what)?))
     }
-    /// [`Reader::bytes32`] without a copy: a slice of `whole`, the buffer this reader reads (`None`: copied).
-    pub fn shared32(&mut self, whole: Option<&Bytes>, what: &'static str) -> Result<Bytes, DecodeError> {
-        let s = self.slice32(what)?;
-        Ok(match whole {
-            Some(b) => b.slice_ref(s),
-            None => Bytes::copy_from_slice(s),
-        })
+    /// [`Reader::bytes32`] without a copy: a slice of `whole`, the buffer this reader reads.
+    pub fn shared32(&mut self, whole: &Bytes, what: &'static str) -> Result<Bytes, DecodeError> {
+        Ok(whole.slice_ref(self.slice32(what)?))
     }
 }
 

@@ -89,6 +89,12 @@ pub(crate) fn fmix64(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// Whether `key` lies in `[smallest, largest]` (a table's key range), by [`cmp_keys`].
+#[inline]
+pub(crate) fn key_within(key: &[u8], smallest: &[u8], largest: &[u8]) -> bool {
+    cmp_keys(key, smallest).is_ge() && cmp_keys(key, largest).is_le()
+}
+
 /// Byte-wise key order (same as `<[u8]>::cmp`), comparing eight bytes at a time inline: hot loops compare
 /// short keys, where a `memcmp` call costs more than the comparison.
 #[inline]

@@ -21,6 +21,17 @@ fn tiny(path: &Path) -> OpenOptions {
         .unwrap()
 }
 
+/// An engine on `path` with default options and no background threads (work runs inline, deterministically).
+fn inline(path: &Path) -> Engine {
+    Engine::open(
+        OpenOptions::local(path)
+            .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 fn load(engine: &Engine, n: u32, round: u32) {
     for chunk in 0..(n / 50) {
         let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
@@ -158,13 +169,7 @@ fn snapshots_keep_their_view_across_flush_and_compaction() {
 fn a_flush_drops_versions_no_snapshot_can_see() {
     let flushed_bytes = |keep_snapshot: bool| {
         let dir = tmp();
-        let engine = Engine::open(
-            OpenOptions::local(dir.path())
-                .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
+        let engine = inline(dir.path());
         load(&engine, 2000, 1);
         let snap = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
         let before: Vec<_> = snap.scan(&Query::new()).unwrap().try_collect().unwrap();
@@ -212,15 +217,7 @@ fn a_flush_drops_versions_no_snapshot_can_see() {
 #[test]
 fn a_flushed_table_is_read_from_the_block_cache_first() {
     let dir = tmp();
-    let open = || {
-        Engine::open(
-            OpenOptions::local(dir.path())
-                .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
-                .build()
-                .unwrap(),
-        )
-        .unwrap()
-    };
+    let open = || inline(dir.path());
     let blocks_read = |e: &Engine| {
         let tx = e.begin_tx(0, TransactionMode::ReadOnly).unwrap();
         for i in (0..2000).step_by(7) {
@@ -845,13 +842,7 @@ fn a_flush_with_no_table_under_its_span_goes_to_l1_and_keeps_only_what_snapshots
 
     // A snapshot older than the deletes still sees what they hide after a flush to L1.
     let dir2 = tmp();
-    let engine = Engine::open(
-        OpenOptions::local(dir2.path())
-            .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    let engine = inline(dir2.path());
     let cf = engine.get_column_family("default").unwrap();
     let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
     for i in 0..100 {

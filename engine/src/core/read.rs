@@ -7,7 +7,7 @@ use crate::error::{MidgeError, MidgeResult};
 use crate::iter::{Input, VisibleIter};
 use crate::memtable::Memtable;
 use crate::sst::{SstIter, key_hash};
-use crate::types::{ColumnFamilyId, Found, RangeTombstone, Seq, cmp_keys};
+use crate::types::{ColumnFamilyId, Found, RangeTombstone, Seq, key_within};
 use bytes::Bytes;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
@@ -124,7 +124,7 @@ impl Core {
             if t.meta.largest_seq < best.as_ref().map_or(0, |b| b.seq).max(tomb) {
                 break;
             }
-            if cmp_keys(key, &t.meta.smallest_key).is_ge() && cmp_keys(key, &t.meta.largest_key).is_le() {
+            if key_within(key, &t.meta.smallest_key, &t.meta.largest_key) {
                 t.reader.prefetch_filter(h);
             }
         }
@@ -135,7 +135,7 @@ impl Core {
                 break;
             }
             // Inline word compares: a slice compare is a `memcmp` call, two per table on every lookup.
-            if cmp_keys(key, &t.meta.smallest_key).is_lt() || cmp_keys(key, &t.meta.largest_key).is_gt() {
+            if !key_within(key, &t.meta.smallest_key, &t.meta.largest_key) {
                 continue;
             }
             touched += 1;

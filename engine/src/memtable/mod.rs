@@ -300,9 +300,7 @@ impl Memtable {
     /// by one misses the cache at every level of the skiplist, while sorted inserts walk a warm path. Keys and
     /// values are kept as decoded, not packed: a replay has already copied each out of the log once.
     pub fn insert_unordered(&self, entries: Vec<Entry>) {
-        let mut entries: Vec<Version> = entries.into_iter().map(version).collect();
-        entries.sort_unstable();
-        self.insert_entries(entries);
+        self.insert_batch(entries.into_iter().map(version));
     }
 
     fn insert_entries(&self, entries: impl IntoIterator<Item = Version>) {

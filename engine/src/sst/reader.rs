@@ -10,7 +10,7 @@ use super::{FOOTER_LEN, MAGIC, SstStats, VERSION};
 use crate::codec::{DecodeError, Reader, crc_matches};
 use crate::error::{Corrupt, FileKind, MidgeError, MidgeResult};
 use crate::storage::File;
-use crate::types::{Entry, Found, RangeTombstone, Seq, cmp_keys, key_head};
+use crate::types::{Entry, Found, RangeTombstone, Seq, cmp_keys, key_head, key_within};
 use bytes::Bytes;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -212,7 +212,7 @@ impl SstReader {
 
     /// [`SstReader::get`] of a key whose [`key_hash`] is `h`.
     pub fn get_hashed(&self, key: &[u8], h: u64, snapshot: Seq) -> MidgeResult<Option<Found>> {
-        if cmp_keys(key, &self.meta.smallest_key).is_lt() || cmp_keys(key, &self.meta.largest_key).is_gt() {
+        if !key_within(key, &self.meta.smallest_key, &self.meta.largest_key) {
             return Ok(None);
         }
         self.stats.bloom_checks.fetch_add(1, Ordering::Relaxed);

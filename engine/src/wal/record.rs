@@ -109,19 +109,16 @@ impl TxnRecord {
         }
     }
 
+    /// [`TxnRecord::decode_shared`] of a copy of `buf`.
     #[cfg(test)]
     pub fn decode(buf: &[u8]) -> Result<TxnRecord, DecodeError> {
-        TxnRecord::decode_from(buf, None)
+        TxnRecord::decode_shared(&Bytes::copy_from_slice(buf))
     }
 
-    /// [`TxnRecord::decode`] whose keys and values are slices of `buf` instead of copies: replay decodes a
+    /// Decodes a record (checking the invariants above); its keys and values are slices of `buf`, not copies: replay decodes a
     /// whole segment this way, so its records cost no allocation per key and value and the memtable keeps
     /// the bytes as read (they pin the segment's buffer until that memtable is flushed).
     pub fn decode_shared(buf: &Bytes) -> Result<TxnRecord, DecodeError> {
-        TxnRecord::decode_from(buf, Some(buf))
-    }
-
-    fn decode_from(buf: &[u8], whole: Option<&Bytes>) -> Result<TxnRecord, DecodeError> {
         let mut r = Reader::new(buf);
         let bad = |what, offset| DecodeError { what, offset };
         if r.take(2, "magic")? != MAGIC {
@@ -156,17 +153,17 @@ impl TxnRecord {
             } else {
                 None
             };
-            let key = r.shared32(whole, "key")?;
+            let key = r.shared32(buf, "key")?;
             ops.push(match code {
                 0 => WalOp::Put {
                     key,
-                    value: r.shared32(whole, "value")?,
+                    value: r.shared32(buf, "value")?,
                     expiry,
                 },
                 1 => WalOp::Delete { key },
                 2 => WalOp::DeleteRange {
                     start: key,
-                    end: r.shared32(whole, "range end")?,
+                    end: r.shared32(buf, "range end")?,
                 },
                 _ => return Err(bad("unknown op code", at)),
             });
