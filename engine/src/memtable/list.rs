@@ -4,8 +4,11 @@
 //! Owns only node memory and links. It never decides visibility (a version is invisible to readers until its
 //! commit's sequence is published, so readers may or may not see a version whose insert is still running).
 //!
-//! Layout: a node is one allocation, `[tower[h-1] … tower[0]] [prev | height | version]`, addressed by its
-//! fixed part. A search step reads a link and the next node's key head, which sit next to each other (the key
+//! Layout: a node is one span, `[tower[h-1] … tower[0]] [prev | height | version]`, addressed by its
+//! fixed part. Nodes are bump-allocated from blocks the list owns ([`Arena`]) and freed with them when the list
+//! drops: an insert rarely calls the allocator, and dropping a flushed memtable frees a few dozen blocks, not
+//! one allocation per version (which, on the flush thread, took the inserting thread's allocator lock once per
+//! version while that thread was committing). A search step reads a link and the next node's key head, which sit next to each other (the key
 //! head leads [`Version`]) instead of a full version apart.
 //!
 //! Invariants:
@@ -47,18 +50,87 @@ fn node_layout(height: usize) -> (Layout, usize) {
     }
 }
 
+/// The first block an arena allocates; each next one doubles, up to [`ARENA_BLOCK_MAX`] (a memtable that
+/// holds a handful of versions, as most column families' do, keeps a small footprint).
+const ARENA_BLOCK_MIN: usize = 4 << 10;
+/// The largest arena block (≈ 2,000 nodes of a 16-byte key).
+const ARENA_BLOCK_MAX: usize = 256 << 10;
+
+/// Node memory: blocks handed out front to back, never freed before the arena drops (nodes are never removed).
+/// Used only under the writer lock.
+struct Arena {
+    /// Every block allocated, with its layout.
+    blocks: Vec<(*mut u8, Layout)>,
+    /// The unused span of the last block: `[next, end)` (both 0 before the first block).
+    next: usize,
+    end: usize,
+}
+
+impl Arena {
+    const fn new() -> Arena {
+        Arena {
+            blocks: Vec::new(),
+            next: 0,
+            end: 0,
+        }
+    }
+
+    /// Room for `layout` (whose size is at most [`ARENA_BLOCK_MAX`]), aligned, valid until the arena drops.
+    fn alloc(&mut self, layout: Layout) -> *mut u8 {
+        let start = self.next.next_multiple_of(layout.align());
+        if self.next == 0 || start + layout.size() > self.end {
+            let size = self
+                .blocks
+                .last()
+                .map_or(ARENA_BLOCK_MIN, |(_, l)| (l.size() * 2).min(ARENA_BLOCK_MAX))
+                .max(layout.size());
+            let block = Layout::from_size_align(size, layout.align().max(16))
+                .unwrap_or_else(|_| handle_alloc_error(layout));
+            // SAFETY: `block` has a non-zero size (at least `ARENA_BLOCK_MIN`).
+            let base = unsafe { alloc(block) };
+            if base.is_null() {
+                handle_alloc_error(block);
+            }
+            self.blocks.push((base, block));
+            self.next = base.addr();
+            self.end = base.addr() + size;
+            return self.alloc(layout);
+        }
+        self.next = start + layout.size();
+        let (base, _) = self.blocks[self.blocks.len() - 1];
+        // SAFETY: `[start, start + size)` lies inside the last block (checked above), so the offset stays
+        // within its allocation; the pointer keeps that allocation's provenance.
+        unsafe { base.add(start - base.addr()) }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        for &(base, layout) in &self.blocks {
+            // SAFETY: each block was allocated by `Arena::alloc` with exactly this layout, and is freed once.
+            unsafe { dealloc(base, layout) };
+        }
+    }
+}
+
+/// What one insert at a time owns: the height generator's state and the node arena.
+struct Writer {
+    seed: u64,
+    arena: Arena,
+}
+
 /// See the module docs.
 pub(super) struct List {
     head: [AtomicPtr<Node>; MAX_HEIGHT],
     /// Levels in use (at least 1).
     height: AtomicUsize,
-    /// Held by each insert (one writer at a time); the state of the height generator.
-    writer: Mutex<u64>,
+    /// Held by each insert (one writer at a time).
+    writer: Mutex<Writer>,
 }
 
-// SAFETY: the list owns its nodes (freed only in `Drop`, with `&mut self`). Shared access only reads versions,
-// which are immutable once published (and `Version` is `Send + Sync`), and reads or writes links through
-// atomics; writers are serialised by `writer`.
+// SAFETY: the list owns its nodes and their arena (freed only in `Drop`, with `&mut self`). Shared access only
+// reads versions, which are immutable once published (and `Version` is `Send + Sync`), and reads or writes
+// links through atomics; writers, and so every use of the arena, are serialised by `writer`.
 unsafe impl Send for List {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for List {}
@@ -76,7 +148,10 @@ impl Default for List {
         List {
             head: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             height: AtomicUsize::new(1),
-            writer: Mutex::new(0x2545_f491_4f6c_dd1d),
+            writer: Mutex::new(Writer {
+                seed: 0x2545_f491_4f6c_dd1d,
+                arena: Arena::new(),
+            }),
         }
     }
 }
@@ -232,7 +307,8 @@ impl List {
     /// is a version of this list that may directly follow `v` (the newest version of `v`'s key, for a newer
     /// `v`): a single-level node then links in next to it without a search. A wrong hint only costs the search.
     pub fn insert(&self, v: Version, hint: Option<&Version>) -> &Version {
-        let mut seed = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Writer { seed, arena } = &mut *w;
         *seed ^= *seed << 13;
         *seed ^= *seed >> 7;
         *seed ^= *seed << 17;
@@ -261,7 +337,7 @@ impl List {
                 && (p.is_null() || self.cmp(p, &v) == Cmp::Less)
                 && ptr::eq(self.link(p, 0).load(Ordering::Acquire), x)
             {
-                let n = self.alloc_node(v, [x.cast_mut()].iter().copied(), p);
+                let n = List::alloc_node(arena, v, [x.cast_mut()].iter().copied(), p);
                 self.publish(n, &[p], x);
                 return self.version(n);
             }
@@ -285,7 +361,8 @@ impl List {
             preds[level] = x;
         }
         let succ0 = self.link(preds[0], 0).load(Ordering::Relaxed);
-        let n = self.alloc_node(
+        let n = List::alloc_node(
+            arena,
             v,
             (0..height).map(|l| self.link(preds[l], l).load(Ordering::Relaxed)),
             preds[0],
@@ -297,23 +374,20 @@ impl List {
         self.version(n)
     }
 
-    /// Allocates a node for `v` whose tower holds `succs` (one per level, bottom up) and whose `prev` is `prev`;
-    /// exposes its allocation's provenance (see [`List::node_of`]).
+    /// Allocates a node for `v` from `arena`, whose tower holds `succs` (one per level, bottom up) and whose
+    /// `prev` is `prev`; exposes its provenance (see [`List::node_of`]).
     fn alloc_node(
-        &self,
+        arena: &mut Arena,
         v: Version,
         succs: impl ExactSizeIterator<Item = *mut Node>,
         prev: *const Node,
     ) -> *const Node {
         let height = succs.len();
         let (layout, offset) = node_layout(height);
-        // SAFETY: `layout` has a non-zero size (it holds a `Node`). The fixed part and every tower slot are
-        // written before the node is reachable; the pointers stay within the allocation.
+        let base = arena.alloc(layout);
+        // SAFETY: `base` is `layout`'s size of unused arena memory, aligned for it. The fixed part and every
+        // tower slot are written before the node is reachable; the pointers stay within that span.
         unsafe {
-            let base = alloc(layout);
-            if base.is_null() {
-                handle_alloc_error(layout);
-            }
             let n = base.add(offset).cast::<Node>();
             ptr::write(
                 n,
@@ -348,15 +422,12 @@ impl Drop for List {
     fn drop(&mut self) {
         let mut n = self.head[0].load(Ordering::Relaxed);
         while !n.is_null() {
-            // SAFETY: `&mut self`: no reader or writer remains. Each node was allocated by `alloc_node` with
-            // `node_layout(height)` at `offset` before its fixed part, is reached exactly once on level 0, and
-            // its successor is read before it is freed.
+            // SAFETY: `&mut self`: no reader or writer remains. Each node was written by `alloc_node` into the
+            // arena (still alive: it drops after this), is reached exactly once on level 0, and its successor
+            // is read before its version is dropped. The arena's blocks are freed when `writer` drops.
             unsafe {
                 let next = (*n.cast::<AtomicPtr<Node>>().sub(1)).load(Ordering::Relaxed);
-                let height = (*n).height;
-                let (layout, offset) = node_layout(height);
                 ptr::drop_in_place(ptr::addr_of_mut!((*n).version));
-                dealloc(n.cast::<u8>().sub(offset), layout);
                 n = next;
             }
         }
@@ -480,6 +551,35 @@ mod tests {
                 prop_assert_eq!(first, want);
             }
         }
+    }
+
+    /// Nodes come from the list's arena: inserting thousands of versions calls the allocator a few dozen
+    /// times (its blocks), not once per node, and dropping the list frees those blocks, not every node. (One
+    /// allocation per node, freed on the flush thread, contended with the committing thread's allocator.)
+    #[test]
+    fn nodes_come_from_the_arena() {
+        use crate::sst::footprint_tests::allocator_calls;
+        const N: u64 = 20_000;
+        let versions: Vec<Version> = (0..N)
+            .map(|i| ver(format!("key{:08}", i.wrapping_mul(7919) % N).as_bytes(), i + 1))
+            .collect();
+        let l = List::default();
+        let before = allocator_calls();
+        for v in versions {
+            l.insert(v, None);
+        }
+        let inserting = allocator_calls() - before;
+        assert!(inserting < 200, "{N} inserts made {inserting} allocator calls");
+        assert_eq!(all(&l, false).len(), N as usize);
+        // Versions own their key and value buffers: dropping the list frees those (two per version) and the
+        // arena's blocks, not a node per version on top.
+        let before = allocator_calls();
+        drop(l);
+        let dropping = allocator_calls() - before;
+        assert!(
+            dropping < 2 * N + 200,
+            "dropping {N} versions made {dropping} allocator calls"
+        );
     }
 
     /// Overwrites hinted with the key's newest version are mostly single-level nodes (linked in without a

@@ -16,11 +16,18 @@ struct Counting;
 
 thread_local! {
     static LIVE: Cell<i64> = const { Cell::new(0) };
+    static CALLS: Cell<u64> = const { Cell::new(0) };
 }
 
 fn note(delta: i64) {
     // `try_with`: allocations during thread teardown are not counted.
     let _ = LIVE.try_with(|l| l.set(l.get() + delta));
+    let _ = CALLS.try_with(|c| c.set(c.get() + 1));
+}
+
+/// Allocator calls (allocations, frees and reallocations) this thread has made so far.
+pub(crate) fn allocator_calls() -> u64 {
+    CALLS.with(Cell::get)
 }
 
 // SAFETY: every call forwards to `System` with the same arguments; the bookkeeping allocates nothing.

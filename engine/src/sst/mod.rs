@@ -8,7 +8,7 @@ mod block;
 mod bloom;
 mod cache;
 #[cfg(test)]
-mod footprint_tests;
+pub(crate) mod footprint_tests;
 mod reader;
 mod writer;
 
