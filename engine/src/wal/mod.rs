@@ -18,6 +18,11 @@
 //! sealed and at a clean close, so sealed segments never carry one. Sync rounds also write zeros a little
 //! past their frames ([`ZERO_AHEAD`]) so that the blocks they overwrite next are already allocated.
 //!
+//! Rotation (a full segment, or a memtable switch) seals the active segment with one fsync and creates the
+//! next without a directory fsync; the first fsync round covering a frame in it syncs the directory before
+//! acknowledging (`Active::named`), so the commit that triggers a rotation usually waits for one fsync, not
+//! three.
+//!
 //! Group commit (sync commits): a commit's frame is buffered ([`Wal::append_deferred`]) and the leader of the
 //! fsync round that covers it writes every buffered frame with one `pwrite`, then fsyncs. When the last round
 //! saw concurrent committers, the leader first waits briefly for them to append ([`Wal::gather`]); waiters
@@ -119,6 +124,11 @@ struct Active {
     /// Bytes of the preallocated range really written (frames or zeros), so the file system has allocated
     /// their blocks and overwriting them changes no metadata (see [`ZERO_AHEAD`]).
     filled: u64,
+    /// Whether this segment's directory entry is durable (`sync_dir` ran after its creation). A rotation
+    /// creates the next segment without syncing the directory; the first fsync round that covers frames in it
+    /// (or the rotation that seals it) syncs the directory first, so no frame counts as durable in a segment a
+    /// power loss could unlink, and a buffered commit that fills the memtable does not wait for it.
+    named: bool,
 }
 
 /// The open WAL: appends frames to the active segment and makes them durable with shared fsyncs.
@@ -506,6 +516,7 @@ impl Wal {
                 base_lsn: 0,
                 max_seq: 0,
                 reserved,
+                named: true,
                 filled: 0,
             }),
             segments: Mutex::new(segments),
@@ -660,14 +671,18 @@ impl Wal {
 
     fn rotate_locked(&self, a: &mut Active) -> MidgeResult<()> {
         self.write_pending(a)?;
-        self.fsync(&a.file)?;
         if self.preallocate {
             // The sealed segment must end at its last frame before the next one exists (replay rejects a
-            // zero tail anywhere but in the last segment).
-            if let Err(e) = a.file.set_len(a.len).and_then(|()| a.file.sync_all()) {
+            // zero tail anywhere but in the last segment): trimmed first, then one fsync makes its frames and
+            // its new length durable together. (A crash in between leaves it the last segment, whose torn or
+            // zero tail replay cuts off.)
+            if let Err(e) = a.file.set_len(a.len) {
                 self.poison();
                 return Err(MidgeError::from_io("trim sealed wal segment", e));
             }
+            self.fsync_with(&a.file, true)?;
+        } else {
+            self.fsync(&a.file)?;
         }
         let synced_to = a.base_lsn + a.len;
         let (sealed, sealed_max) = (a.id, a.max_seq);
@@ -682,11 +697,14 @@ impl Wal {
         } else {
             0
         };
-        if let Err(e) = self.fs.sync_dir(WAL_DIR) {
-            self.poison();
-            return Err(MidgeError::from_io("sync wal dir", e));
+        // The sealed segment's frames count as durable below: its name must be too. One directory sync then
+        // also names the next segment; otherwise the next one stays unnamed until a round covers it.
+        let named = !a.named;
+        if named {
+            self.sync_wal_dir()?;
         }
         *a = Active {
+            named,
             id: next,
             file,
             len: 0,
@@ -707,11 +725,26 @@ impl Wal {
         Ok(())
     }
 
+    /// Makes the WAL directory's entries durable; a failure poisons the WAL (the segments' names may be lost).
+    fn sync_wal_dir(&self) -> MidgeResult<()> {
+        self.fs.sync_dir(WAL_DIR).map_err(|e| {
+            self.poison();
+            MidgeError::from_io("sync wal dir", e)
+        })
+    }
+
     fn fsync(&self, file: &Arc<dyn File>) -> MidgeResult<()> {
+        self.fsync_with(file, false)
+    }
+
+    /// An fsync of `file` (`all`: data and metadata, else data and what reading it back needs), counted in
+    /// the WAL's stats; a failure poisons the WAL.
+    fn fsync_with(&self, file: &Arc<dyn File>, all: bool) -> MidgeResult<()> {
         let started = self.clock.monotonic_nanos();
-        let mut r = file.sync_data();
+        let sync = || if all { file.sync_all() } else { file.sync_data() };
+        let mut r = sync();
         if r.is_err() && cfg!(feature = "canary-retry-fsync") {
-            r = file.sync_data();
+            r = sync();
         }
         if let Err(e) = r {
             self.poison();
@@ -903,16 +936,21 @@ impl Wal {
 
     /// Fsyncs the active segment, covering everything appended to it before the call.
     fn sync_active(&self) -> MidgeResult<()> {
-        let (file, id, seg_len, target) = {
+        let (file, id, seg_len, target, named) = {
             let mut a = lock(&self.active);
             self.write_pending(&mut a)?;
-            (a.file.clone(), a.id, a.len, a.base_lsn + a.len)
+            (a.file.clone(), a.id, a.len, a.base_lsn + a.len, a.named)
         };
         self.fsync(&file)?;
+        // A segment a rotation created without syncing the directory: named before its frames count.
+        if !named {
+            self.sync_wal_dir()?;
+        }
         {
             let mut a = lock(&self.active);
             if a.id == id {
                 a.synced = a.synced.max(seg_len);
+                a.named = true;
             }
         }
         self.synced_lsn.fetch_max(target, Ordering::AcqRel);

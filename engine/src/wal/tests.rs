@@ -273,6 +273,118 @@ fn preallocated_segments_replay_after_a_crash_and_seal_trimmed() {
     );
 }
 
+/// Sealing a preallocated segment when a commit fills it costs that commit one fsync (the trimmed segment's
+/// frames and new length together) when the segment's name is already durable, else one more for the
+/// directory; creating the next segment does not sync the directory. The first fsync round that covers the
+/// new segment names it. (Before: frames, then trimmed length, then directory — three syncs every time.)
+#[test]
+fn sealing_a_segment_costs_one_fsync_once_it_is_named() {
+    let (m, fs) = setup();
+    let wal = open_preallocated(&fs, 1, 64 << 10);
+    let mut begin = 1;
+    let fill = |wal: &Wal, seg: u64, begin: &mut u64| loop {
+        let before = m.sync_count();
+        let lsn = wal.append(&rec(*begin, "key-with-some-length")).unwrap();
+        *begin += 3;
+        if wal.active_segment_id() == seg + 1 {
+            break (m.sync_count() - before, lsn);
+        }
+        assert_eq!(m.sync_count(), before, "a buffered append never syncs");
+    };
+    // Segment 1 was named when the WAL was created.
+    assert_eq!(fill(&wal, 1, &mut begin).0, 1, "segment 1 sealed with one fsync");
+    // Segment 2 is not named yet: sealing it also syncs the directory (which names segment 3 too).
+    assert_eq!(
+        fill(&wal, 2, &mut begin).0,
+        2,
+        "segment 2 sealed, directory synced"
+    );
+    assert_eq!(
+        fill(&wal, 3, &mut begin).0,
+        1,
+        "segment 3 was named by that directory sync"
+    );
+    // Segment 4 is unnamed: the first round covering it syncs the directory, later rounds do not.
+    let before = m.sync_count();
+    let l = wal.append(&rec(begin, "a")).unwrap();
+    wal.sync_to(l).unwrap();
+    assert_eq!(m.sync_count() - before, 2, "fsync, then the directory");
+    let before = m.sync_count();
+    let l = wal.append(&rec(begin + 3, "b")).unwrap();
+    begin += 6;
+    wal.sync_to(l).unwrap();
+    assert_eq!(m.sync_count() - before, 1, "named: one fsync");
+    assert_eq!(fill(&wal, 4, &mut begin).0, 1, "segment 4 was named by the round");
+    for seg in 1..=4 {
+        assert!(matches!(
+            scan_segment("sealed", &Bytes::from(seg_bytes(&fs, seg))).1,
+            SegmentEnd::Clean
+        ));
+    }
+}
+
+/// A segment a rotation created without syncing the directory holds no frame that counts as durable until the
+/// directory is synced: a sync commit in it survives a power loss that drops every unsynced change, names
+/// included; a buffered append there may vanish with the segment, but never leaves a hole before a durable one.
+#[test]
+fn frames_synced_in_a_new_segment_survive_a_power_loss() {
+    use crate::storage::FileSystem;
+    use crate::storage::sim::{PersistenceModel, SimFs};
+    let sim = SimFs::new();
+    sim.mkdir_all(WAL_DIR).unwrap();
+    sim.sync_dir("").unwrap();
+    let fs: SharedFs = Arc::new(sim.clone());
+    let wal = open_preallocated(&fs, 1, 64 << 10);
+    let mut begin = 1;
+    while wal.active_segment_id() == 1 {
+        wal.append(&rec(begin, "key-with-some-length")).unwrap();
+        begin += 3;
+    }
+    // Power loss now: segment 2 was created unnamed; segment 1 was sealed (fsynced) by the rotation.
+    let img: SharedFs = Arc::new(sim.crash_image(PersistenceModel::DropUnsynced, 1));
+    let (seen, _) = collect(&img, RecoveryPolicy::Strict).unwrap();
+    assert_eq!(
+        seen.last(),
+        Some(&(begin - 3)),
+        "the sealed segment survives whole"
+    );
+    let synced = wal.append(&rec(begin, "synced")).unwrap();
+    wal.sync_to(synced).unwrap();
+    wal.append(&rec(begin + 3, "buffered")).unwrap();
+    for model in [
+        PersistenceModel::DropUnsynced,
+        PersistenceModel::RandomPrefix,
+        PersistenceModel::PageTear,
+    ] {
+        let img: SharedFs = Arc::new(sim.crash_image(model, 7));
+        let (seen, _) = collect(&img, RecoveryPolicy::Strict).unwrap();
+        assert!(
+            seen.contains(&begin),
+            "{model:?}: the synced commit in segment 2 was lost"
+        );
+        assert!(
+            seen.windows(2).all(|w| w[1] == w[0] + 3),
+            "{model:?}: a hole in {seen:?}"
+        );
+    }
+    // Segment 3 is created unnamed (segment 2 was named by that round) and filled with buffered appends only;
+    // the rotation that seals it makes its frames durable, so it must name it too.
+    begin += 6;
+    while wal.active_segment_id() < 4 {
+        wal.append(&rec(begin, "key-with-some-length")).unwrap();
+        begin += 3;
+    }
+    let sealed_to = begin - 3;
+    assert!(wal.synced_lsn() > 0);
+    let img: SharedFs = Arc::new(sim.crash_image(PersistenceModel::DropUnsynced, 3));
+    let (seen, _) = collect(&img, RecoveryPolicy::Strict).unwrap();
+    assert_eq!(
+        seen.last(),
+        Some(&sealed_to),
+        "segment 3 was sealed, so it survives whole"
+    );
+}
+
 #[test]
 fn trim_at_close_leaves_only_frames() {
     let (_m, fs) = setup();
