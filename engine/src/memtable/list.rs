@@ -5,11 +5,13 @@
 //! commit's sequence is published, so readers may or may not see a version whose insert is still running).
 //!
 //! Layout: a node is one span, `[tower[h-1] … tower[0]] [prev | height | version]`, addressed by its
-//! fixed part. Nodes are bump-allocated from blocks the list owns ([`Arena`]) and freed with them when the list
-//! drops: an insert rarely calls the allocator, and dropping a flushed memtable frees a few dozen blocks, not
-//! one allocation per version (which, on the flush thread, took the inserting thread's allocator lock once per
-//! version while that thread was committing). A search step reads a link and the next node's key head, which sit next to each other (the key
+//! fixed part. A search step reads a link and the next node's key head, which sit next to each other (the key
 //! head leads [`Version`]) instead of a full version apart.
+//!
+//! Nodes are bump-allocated from blocks the list owns ([`Arena`]) and freed with them when the list drops: an
+//! insert rarely calls the allocator, and dropping a flushed memtable frees a few dozen blocks, not one
+//! allocation per version (which, on the flush thread, took the inserting thread's allocator lock once per
+//! version while that thread was committing).
 //!
 //! Invariants:
 //! - inserts run one at a time (the `writer` lock); a node's version and links are written before the node is

@@ -13,10 +13,11 @@
 //! On local storage the active segment is preallocated ahead of the appends (`set_len`, a sparse extension,
 //! [`PREALLOC_STEP`] at a time), so a sync commit's `fdatasync` writes data only instead of also persisting a
 //! new file size: appends into a growing file cost the file system an extra metadata write per sync. The
-//! frame format is unchanged; a preallocated segment simply ends in zero bytes after its last frame. Replay treats an all-zero tail of the
-//! last segment as the end of the log (and trims it); a segment is trimmed to its logical length before it is
-//! sealed and at a clean close, so sealed segments never carry one. Sync rounds also write zeros a little
-//! past their frames ([`ZERO_AHEAD`]) so that the blocks they overwrite next are already allocated.
+//! frame format is unchanged; a preallocated segment simply ends in zero bytes after its last frame. Replay
+//! treats an all-zero tail of the last segment as the end of the log (and trims it); a segment is trimmed to
+//! its logical length before it is sealed and at a clean close, so sealed segments never carry one. Sync
+//! rounds also write zeros a little past their frames ([`ZERO_AHEAD`]) so that the blocks they overwrite next
+//! are already allocated.
 //!
 //! Rotation (a full segment, or a memtable switch) seals the active segment with one fsync and creates the
 //! next without a directory fsync; the first fsync round covering a frame in it syncs the directory before
