@@ -202,15 +202,16 @@ impl SstReader {
         self.get_hashed(key, key_hash(key), snapshot)
     }
 
-    /// Starts loading the bloom filter line that a lookup of the key whose [`key_hash`] is `h` checks (see
-    /// [`Bloom::prefetch`]).
+    /// Starts loading the bloom filter line that a lookup of the key whose
+    /// [`key_hash`](super::bloom::key_hash) is `h` checks (see [`Bloom::prefetch`]).
     pub fn prefetch_filter(&self, h: u64) {
         if let Some(b) = &self.bloom {
             b.prefetch(h);
         }
     }
 
-    /// [`SstReader::get`] of a key whose [`key_hash`] is `h`.
+    /// Newest version of `key` with `seq <= snapshot` (tombstones included), bloom filter first, for a key whose
+    /// [`key_hash`](super::bloom::key_hash) is `h`.
     pub fn get_hashed(&self, key: &[u8], h: u64, snapshot: Seq) -> MidgeResult<Option<Found>> {
         if !key_within(key, &self.meta.smallest_key, &self.meta.largest_key) {
             return Ok(None);
