@@ -4,7 +4,7 @@
 //! Owns only node memory and links. It never decides visibility (a version is invisible to readers until its
 //! commit's sequence is published, so readers may or may not see a version whose insert is still running).
 //!
-//! Layout: a node is one span, `[tower[h-1] … tower[0]] [prev | height | version]`, addressed by its
+//! Layout: a node is one span, `[tower[h-1] … tower[0]] [prev | version]`, addressed by its
 //! fixed part. A search step reads a link and the next node's key head, which sit next to each other (the key
 //! head leads [`Version`]) instead of a full version apart.
 //!
@@ -38,7 +38,6 @@ const MAX_HEIGHT: usize = 24;
 struct Node {
     /// The level-0 predecessor (null: the head).
     prev: AtomicPtr<Node>,
-    height: usize,
     version: Version,
 }
 
@@ -395,7 +394,6 @@ impl List {
                 n,
                 Node {
                     prev: AtomicPtr::new(prev.cast_mut()),
-                    height,
                     version: v,
                 },
             );
@@ -589,17 +587,17 @@ mod tests {
     /// heights (half of all nodes have a tower).
     #[test]
     fn hinted_overwrites_are_mostly_single_level() {
+        // Nodes with a tower are exactly those linked on level 1.
         let tall_share = |l: &List| {
-            let (mut n, mut nodes, mut tall) = (l.head[0].load(Ordering::Acquire).cast_const(), 0, 0);
-            while !n.is_null() {
-                // SAFETY (test): published nodes of `l`, which is alive.
-                if unsafe { (*n).height } > 1 {
-                    tall += 1;
+            let count = |level: usize| {
+                let (mut n, mut c) = (l.head[level].load(Ordering::Acquire).cast_const(), 0);
+                while !n.is_null() {
+                    c += 1;
+                    n = l.link(n, level).load(Ordering::Acquire);
                 }
-                nodes += 1;
-                n = l.link(n, 0).load(Ordering::Acquire);
-            }
-            tall as f64 / nodes as f64
+                c
+            };
+            count(1) as f64 / count(0) as f64
         };
         let hot = List::default();
         let mut newest = hot.insert(ver(b"hot", 1), None) as *const Version;

@@ -115,9 +115,9 @@ impl TxnRecord {
         TxnRecord::decode_shared(&Bytes::copy_from_slice(buf))
     }
 
-    /// Decodes a record (checking the invariants above); its keys and values are slices of `buf`, not copies: replay decodes a
-    /// whole segment this way, so its records cost no allocation per key and value and the memtable keeps
-    /// the bytes as read (they pin the segment's buffer until that memtable is flushed).
+    /// Decodes a record (checking the invariants above); its keys and values are slices of `buf`, not copies:
+    /// replay decodes a whole segment this way, so its records cost no allocation per key and value and the
+    /// memtable keeps the bytes as read (they pin the segment's buffer until that memtable is flushed).
     pub fn decode_shared(buf: &Bytes) -> Result<TxnRecord, DecodeError> {
         let mut r = Reader::new(buf);
         let bad = |what, offset| DecodeError { what, offset };

@@ -284,23 +284,19 @@ fn sealing_a_segment_costs_one_fsync_once_it_is_named() {
     let mut begin = 1;
     let fill = |wal: &Wal, seg: u64, begin: &mut u64| loop {
         let before = m.sync_count();
-        let lsn = wal.append(&rec(*begin, "key-with-some-length")).unwrap();
+        wal.append(&rec(*begin, "key-with-some-length")).unwrap();
         *begin += 3;
         if wal.active_segment_id() == seg + 1 {
-            break (m.sync_count() - before, lsn);
+            break m.sync_count() - before;
         }
         assert_eq!(m.sync_count(), before, "a buffered append never syncs");
     };
     // Segment 1 was named when the WAL was created.
-    assert_eq!(fill(&wal, 1, &mut begin).0, 1, "segment 1 sealed with one fsync");
+    assert_eq!(fill(&wal, 1, &mut begin), 1, "segment 1 sealed with one fsync");
     // Segment 2 is not named yet: sealing it also syncs the directory (which names segment 3 too).
+    assert_eq!(fill(&wal, 2, &mut begin), 2, "segment 2 sealed, directory synced");
     assert_eq!(
-        fill(&wal, 2, &mut begin).0,
-        2,
-        "segment 2 sealed, directory synced"
-    );
-    assert_eq!(
-        fill(&wal, 3, &mut begin).0,
+        fill(&wal, 3, &mut begin),
         1,
         "segment 3 was named by that directory sync"
     );
@@ -314,7 +310,7 @@ fn sealing_a_segment_costs_one_fsync_once_it_is_named() {
     begin += 6;
     wal.sync_to(l).unwrap();
     assert_eq!(m.sync_count() - before, 1, "named: one fsync");
-    assert_eq!(fill(&wal, 4, &mut begin).0, 1, "segment 4 was named by the round");
+    assert_eq!(fill(&wal, 4, &mut begin), 1, "segment 4 was named by the round");
     for seg in 1..=4 {
         assert!(matches!(
             scan_segment("sealed", &Bytes::from(seg_bytes(&fs, seg))).1,
@@ -370,12 +366,13 @@ fn frames_synced_in_a_new_segment_survive_a_power_loss() {
     // Segment 3 is created unnamed (segment 2 was named by that round) and filled with buffered appends only;
     // the rotation that seals it makes its frames durable, so it must name it too.
     begin += 6;
+    let mut last = 0;
     while wal.active_segment_id() < 4 {
-        wal.append(&rec(begin, "key-with-some-length")).unwrap();
+        last = wal.append(&rec(begin, "key-with-some-length")).unwrap();
         begin += 3;
     }
     let sealed_to = begin - 3;
-    assert!(wal.synced_lsn() > 0);
+    assert!(wal.synced_lsn() >= last, "sealing counted segment 3 as synced");
     let img: SharedFs = Arc::new(sim.crash_image(PersistenceModel::DropUnsynced, 3));
     let (seen, _) = collect(&img, RecoveryPolicy::Strict).unwrap();
     assert_eq!(
