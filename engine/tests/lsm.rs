@@ -406,6 +406,72 @@ fn inline_reads_leave_their_paid_compaction_pending_for_run_pending_work() {
     assert_eq!(after.l0_ssts_touched_total, before.l0_ssts_touched_total);
 }
 
+/// A background compaction keeps warm data warm: when its inputs' blocks are cached (flushes filled them),
+/// its outputs' blocks go into the cache as they are written, so reads after it read no block from the file.
+/// It fills only as many bytes as its inputs held: after a reopen (a cold cache) most of its output stays
+/// on disk until a read wants it.
+#[test]
+fn a_compaction_keeps_cached_inputs_cached_and_cold_ones_cold() {
+    let dir = tmp();
+    let open = || {
+        Engine::open(
+            OpenOptions::local(dir.path())
+                .with_l0_compaction_trigger(2)
+                .executor(Arc::new(cntryl_midge::runtime::InlineExecutor))
+                .build()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    // Reads every key; returns the blocks these reads took from files and the compactions run so far.
+    let read_all = |e: &Engine| {
+        let before = e.get_runtime_metrics().unwrap().sst_data_blocks_read_total;
+        let tx = e.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+        for i in 0..4000 {
+            assert!(tx.get(format!("key{i:06}").as_bytes()).unwrap().is_some());
+        }
+        let m = e.get_runtime_metrics().unwrap();
+        (m.sst_data_blocks_read_total - before, m.compactions_run)
+    };
+    // Two flushes that overlap what is in L1 (every `step`th key): L0 reaches its trigger and is merged.
+    let flush_rounds = |e: &Engine, first: u32, step: usize| {
+        let cf = e.get_column_family("default").unwrap();
+        for round in first..first + 2 {
+            let mut tx = e.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+            for i in (0..4000).step_by(step) {
+                let v = format!("v{round}-{i}-{}", "y".repeat(40));
+                tx.put(format!("key{i:06}").into_bytes(), v.into_bytes(), None)
+                    .unwrap();
+            }
+            tx.commit(WriteOptions::buffered()).unwrap();
+            e.flush_cf(&cf).unwrap();
+        }
+        // No read has charged L0 yet: only the file-count trigger's compaction is due.
+        assert!(e.run_pending_work().unwrap());
+        assert_eq!(l0_files(e), 0, "the trigger merged L0 into L1");
+    };
+    let engine = open();
+    load(&engine, 4000, 1);
+    engine
+        .flush_cf(&engine.get_column_family("default").unwrap())
+        .unwrap();
+    flush_rounds(&engine, 2, 1);
+    let (blocks, compactions) = read_all(&engine);
+    assert!(compactions >= 1);
+    assert_eq!(blocks, 0, "every block of the merged output came from the cache");
+    drop(engine);
+    // Cold: the L1 table's blocks are not cached and the new L0 tables are small, so the merge fills about as
+    // much as those two held.
+    let engine = open();
+    flush_rounds(&engine, 4, 40);
+    let (blocks, compactions) = read_all(&engine);
+    assert!(compactions >= 1);
+    assert!(
+        blocks > 0,
+        "a merge of cold inputs leaves part of its output uncached"
+    );
+}
+
 #[test]
 fn corrupt_sst_bytes_are_reported_by_verify_and_reads_never_return_wrong_values() {
     let dir = tmp();

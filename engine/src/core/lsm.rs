@@ -18,7 +18,7 @@ use crate::types::{ColumnFamilyId, Entry, EntryKind, RangeTombstone, Seq};
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) const SST_DIR: &str = "sst";
 
@@ -90,7 +90,8 @@ impl Core {
         Ok(())
     }
 
-    /// Writes `entries` (internal order) and `tombstones` to one new SST; returns its manifest record.
+    /// Writes `entries` (internal order) and `tombstones` to one new SST; returns its manifest record. With
+    /// `fill`, its data blocks also go into the block cache while that budget (bytes) lasts.
     fn write_table(
         &self,
         cf: ColumnFamilyId,
@@ -98,7 +99,7 @@ impl Core {
         entries: &mut dyn Iterator<Item = MidgeResult<Entry>>,
         tombstones: &[RangeTombstone],
         limit: u64,
-        fill_cache: bool,
+        fill: Option<&Arc<AtomicU64>>,
     ) -> MidgeResult<Option<FileMeta>> {
         let id = {
             let mut m = lock(&self.manifest);
@@ -110,8 +111,8 @@ impl Core {
             .open(&path, OpenMode::CreateNew)
             .map_err(|e| MidgeError::from_io(&path, e))?;
         let mut w = SstWriter::new(file, path.clone(), self.sst_options());
-        if fill_cache {
-            w = w.fill_cache(self.block_cache.clone(), id);
+        if let Some(budget) = fill {
+            w = w.fill_cache(self.block_cache.clone(), id, budget.clone());
         }
         let mut any = false;
         for t in tombstones {
@@ -213,12 +214,13 @@ impl Core {
         };
         let mut metas = Vec::new();
         let mut first = true;
+        // A flushed table holds the newest data, which reads want next: its blocks go into the cache as they
+        // are written (into free room only).
+        let fill = Arc::new(AtomicU64::new(u64::MAX));
         loop {
             let t: &[RangeTombstone] = if first { &carry } else { &[] };
             first = false;
-            // A flushed table holds the newest data, which reads want next: its blocks go into the cache as they
-            // are written (into free room; background compactions' outputs do not).
-            match self.write_table(cf.id, level, &mut live, t, limit, true)? {
+            match self.write_table(cf.id, level, &mut live, t, limit, Some(&fill))? {
                 Some(m) => metas.push(m),
                 None => break,
             }
@@ -464,16 +466,19 @@ impl Core {
                 };
                 let mut outputs: Vec<FileMeta> = Vec::new();
                 let mut first = true;
+                // Outputs go into the cache (free room only) as a flush's do, since the inputs' cached blocks die
+                // with them. A compaction for readers' sake, or one the user asked for, fills up to half the
+                // cache. A background compaction under a write load keeps what was warm warm: it fills as many
+                // bytes as its inputs held in the cache, so data that readers or flushes had cached stays
+                // cached through the rewrite, and data nobody read (its inputs cold) does not displace room.
+                let fill = Arc::new(AtomicU64::new(match l0 {
+                    L0Policy::Trigger => self.block_cache.cached_bytes(&ids),
+                    L0Policy::Reads | L0Policy::All => self.opts.block_cache_bytes / 2,
+                }));
                 loop {
                     let t: &[RangeTombstone] = if first { &carry } else { &[] };
                     first = false;
-                    // A compaction for readers' sake, or one the user asked for, hands its outputs to the cache
-                    // as a flush does, up to half the cache (its inputs' cached blocks die with it); background
-                    // compactions under a write load leave the cache alone.
-                    let written: u64 = outputs.iter().map(|m| m.size).sum();
-                    let fill =
-                        l0 != L0Policy::Trigger && written.saturating_mul(2) < self.opts.block_cache_bytes;
-                    match self.write_table(cf.id, output_level, &mut gc, t, limit, fill)? {
+                    match self.write_table(cf.id, output_level, &mut gc, t, limit, Some(&fill))? {
                         Some(m) => outputs.push(m),
                         None => break,
                     }

@@ -281,6 +281,27 @@ struct Inner {
     misses: u64,
     /// The largest block cached here so far: what a fill expects the next block to need.
     largest: u64,
+    /// Bytes charged per file: what a compaction's inputs hold here (see [`BlockCache::cached_bytes`]).
+    per_file: HashMap<u64, u64, std::hash::BuildHasherDefault<IdHasher>>,
+}
+
+impl Inner {
+    /// Accounts for `size` bytes of `file` entering this shard.
+    fn charge(&mut self, file: u64, size: u64) {
+        self.bytes += size;
+        *self.per_file.entry(file).or_default() += size;
+    }
+
+    /// Accounts for `size` bytes of `file` leaving this shard.
+    fn discharge(&mut self, file: u64, size: u64) {
+        self.bytes -= size;
+        if let Some(b) = self.per_file.get_mut(&file) {
+            *b -= size;
+            if *b == 0 {
+                self.per_file.remove(&file);
+            }
+        }
+    }
 }
 
 /// One shard on cache lines of its own, so readers on different shards never write to one line.
@@ -357,14 +378,27 @@ impl BlockCache {
     /// Caches a block a writer just wrote, but only into room the shard has: a speculative fill never evicts a
     /// block somebody read, and `decode` (the block's cost) runs only while a block as large as the largest
     /// cached so far, and at least `at_least` bytes (a lower bound such as the payload's length), still fits.
-    pub fn fill(&self, file: u64, offset: u64, at_least: u64, decode: impl FnOnce() -> Option<Block>) {
+    /// Returns the bytes the cache now charges for the block (0: not cached).
+    pub fn fill(&self, file: u64, offset: u64, at_least: u64, decode: impl FnOnce() -> Option<Block>) -> u64 {
         let full = {
             let g = self.shard(file, offset).lock().unwrap_or_else(|p| p.into_inner());
             g.bytes + at_least.max(g.largest) > self.capacity
         };
-        if let Some(block) = (!full).then(decode).flatten() {
-            self.insert_with(file, offset, block, false);
+        match (!full).then(decode).flatten() {
+            Some(block) => self.insert_with(file, offset, block, false),
+            None => 0,
         }
+    }
+
+    /// Bytes the cache charges for blocks of `files`: how warm a compaction's inputs are.
+    pub fn cached_bytes(&self, files: &[u64]) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| {
+                let g = s.0.lock().unwrap_or_else(|p| p.into_inner());
+                files.iter().filter_map(|f| g.per_file.get(f)).sum::<u64>()
+            })
+            .sum()
     }
 
     /// Drops every cached block of `files`, tables a compaction or a dropped column family deleted. Only scans
@@ -386,6 +420,9 @@ impl BlockCache {
                 !gone
             });
             inner.bytes -= freed;
+            for f in files {
+                inner.per_file.remove(f);
+            }
             inner.by_tick.retain(|_, (file, _)| !files.contains(file));
         }
     }
@@ -411,25 +448,26 @@ impl BlockCache {
             .collect()
     }
 
-    fn insert_with(&self, file: u64, offset: u64, block: Block, evict: bool) {
+    /// Caches `block`; returns the bytes charged for it (0: not cached). Without `evict`, only into free room.
+    fn insert_with(&self, file: u64, offset: u64, block: Block, evict: bool) -> u64 {
         let size = block_bytes(&block);
         if size > self.capacity {
-            return;
+            return 0;
         }
         let mut g = self.shard(file, offset).lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *g;
         inner.largest = inner.largest.max(size);
         if !evict && inner.bytes + size > self.capacity {
-            return;
+            return 0;
         }
         inner.tick += 1;
         let tick = inner.tick;
         if let Some((_, t, s)) = inner.map.insert((file, offset), (block, tick, size)) {
             inner.by_tick.remove(&t);
-            inner.bytes -= s;
+            inner.discharge(file, s);
         }
         inner.by_tick.insert(tick, (file, offset));
-        inner.bytes += size;
+        inner.charge(file, size);
         while inner.bytes > self.capacity {
             let Some((queued, key)) = inner.by_tick.pop_first() else {
                 break;
@@ -442,11 +480,12 @@ impl BlockCache {
                 }
                 Some(_) => {
                     if let Some((_, _, s)) = inner.map.remove(&key) {
-                        inner.bytes -= s;
+                        inner.discharge(key.0, s);
                     }
                 }
                 None => {}
             }
         }
+        size
     }
 }

@@ -685,3 +685,45 @@ fn point_lookups_copy_small_values_and_share_large_ones() {
         assert!(!b.is_unique(), "a large value shares its block's buffer");
     }
 }
+
+/// The bytes charged per file follow inserts, replacements, LRU evictions and file evictions, so a
+/// compaction's fill budget (its inputs' cached bytes) is what the cache really holds for them.
+#[test]
+fn cached_bytes_per_file_follow_inserts_and_evictions() {
+    let block = || {
+        let entries: Vec<Entry> = (0..10u32)
+            .map(|i| entry(format!("k{i:03}").as_bytes(), 5, false, None))
+            .collect();
+        let bytes = entries.iter().map(|e| e.key.len()).sum();
+        let keys = cache::PackedKeys::new(entries.iter().map(|e| e.key.as_ref()), entries.len(), bytes);
+        Arc::new(cache::DecodedBlock::from_parts(entries, keys, 0))
+    };
+    let size = cache::block_bytes(&block());
+    let c = BlockCache::new(1 << 30);
+    for off in 0..20u64 {
+        c.insert(1, off, block());
+    }
+    c.insert(1, 0, block());
+    assert_eq!(c.fill(2, 0, 0, || Some(block())), size);
+    assert_eq!(
+        c.cached_bytes(&[1]),
+        20 * size,
+        "a replaced block is charged once"
+    );
+    assert_eq!(c.cached_bytes(&[1, 2, 9]), 21 * size);
+    c.evict_files(&[1]);
+    assert_eq!(c.cached_bytes(&[1, 2]), size);
+    // A small cache evicts least recently used blocks: what stays charged is what the shards still hold.
+    let small = BlockCache::new(16 * 3 * size);
+    for off in 0..500u64 {
+        small.insert(3 + off % 2, off, block());
+    }
+    let held = small.charged_bytes();
+    assert!(held <= 16 * 3 * size && held > 0);
+    assert_eq!(small.cached_bytes(&[3, 4]), held);
+    assert_eq!(
+        small.fill(5, 0, u64::MAX / 4, || Some(block())),
+        0,
+        "no room: nothing filled"
+    );
+}
