@@ -614,17 +614,20 @@ fn cache_fills_take_only_free_room() {
     );
 }
 
+/// A decoded block of `n` keys without values.
+fn keys_block(n: u32) -> Arc<cache::DecodedBlock> {
+    let entries: Vec<Entry> = (0..n)
+        .map(|i| entry(format!("k{i:03}").as_bytes(), 5, false, None))
+        .collect();
+    let bytes = entries.iter().map(|e| e.key.len()).sum();
+    let keys = cache::PackedKeys::new(entries.iter().map(|e| e.key.as_ref()), entries.len(), bytes);
+    Arc::new(cache::DecodedBlock::from_parts(entries, keys, 0))
+}
+
 /// Evicting deleted files drops exactly their blocks and their charge; the LRU order of what stays still works.
 #[test]
 fn evicting_files_drops_exactly_their_blocks() {
-    let block = |n: u32| {
-        let entries: Vec<Entry> = (0..n)
-            .map(|i| entry(format!("k{i:03}").as_bytes(), 5, false, None))
-            .collect();
-        let bytes = entries.iter().map(|e| e.key.len()).sum();
-        let keys = cache::PackedKeys::new(entries.iter().map(|e| e.key.as_ref()), entries.len(), bytes);
-        Arc::new(cache::DecodedBlock::from_parts(entries, keys, 0))
-    };
+    let block = keys_block;
     let c = BlockCache::new(1 << 30);
     for file in 1..=3u64 {
         for off in 0..50u64 {
@@ -690,14 +693,7 @@ fn point_lookups_copy_small_values_and_share_large_ones() {
 /// compaction's fill budget (its inputs' cached bytes) is what the cache really holds for them.
 #[test]
 fn cached_bytes_per_file_follow_inserts_and_evictions() {
-    let block = || {
-        let entries: Vec<Entry> = (0..10u32)
-            .map(|i| entry(format!("k{i:03}").as_bytes(), 5, false, None))
-            .collect();
-        let bytes = entries.iter().map(|e| e.key.len()).sum();
-        let keys = cache::PackedKeys::new(entries.iter().map(|e| e.key.as_ref()), entries.len(), bytes);
-        Arc::new(cache::DecodedBlock::from_parts(entries, keys, 0))
-    };
+    let block = || keys_block(10);
     let size = cache::block_bytes(&block());
     let c = BlockCache::new(1 << 30);
     for off in 0..20u64 {
