@@ -18,7 +18,7 @@ use crate::types::{ColumnFamilyId, Entry, EntryKind, RangeTombstone, Seq};
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 pub(crate) const SST_DIR: &str = "sst";
 
@@ -90,8 +90,9 @@ impl Core {
         Ok(())
     }
 
-    /// Writes `entries` (internal order) and `tombstones` to one new SST; returns its manifest record. With
-    /// `fill`, its data blocks also go into the block cache while that budget (bytes) lasts.
+    /// Writes `entries` (internal order) and `tombstones` to one new SST; returns its manifest record. Its data
+    /// blocks also go into the block cache while the `fill` budget (bytes, 0: none) lasts; what they used is
+    /// taken off it.
     fn write_table(
         &self,
         cf: ColumnFamilyId,
@@ -99,7 +100,7 @@ impl Core {
         entries: &mut dyn Iterator<Item = MidgeResult<Entry>>,
         tombstones: &[RangeTombstone],
         limit: u64,
-        fill: Option<&Arc<AtomicU64>>,
+        fill: &mut u64,
     ) -> MidgeResult<Option<FileMeta>> {
         let id = {
             let mut m = lock(&self.manifest);
@@ -111,8 +112,8 @@ impl Core {
             .open(&path, OpenMode::CreateNew)
             .map_err(|e| MidgeError::from_io(&path, e))?;
         let mut w = SstWriter::new(file, path.clone(), self.sst_options());
-        if let Some(budget) = fill {
-            w = w.fill_cache(self.block_cache.clone(), id, budget.clone());
+        if *fill > 0 {
+            w = w.fill_cache(self.block_cache.clone(), id, *fill);
         }
         let mut any = false;
         for t in tombstones {
@@ -135,6 +136,7 @@ impl Core {
             let _ = self.fs.remove(&path);
             return Ok(None);
         }
+        *fill = w.fill_left();
         let sm = w.finish()?;
         if let Some(cloud) = &self.cloud {
             // The object store is the source of truth: an SST is uploaded before any edit publishes it.
@@ -216,11 +218,11 @@ impl Core {
         let mut first = true;
         // A flushed table holds the newest data, which reads want next: its blocks go into the cache as they
         // are written (into free room only).
-        let fill = Arc::new(AtomicU64::new(u64::MAX));
+        let mut fill = u64::MAX;
         loop {
             let t: &[RangeTombstone] = if first { &carry } else { &[] };
             first = false;
-            match self.write_table(cf.id, level, &mut live, t, limit, Some(&fill))? {
+            match self.write_table(cf.id, level, &mut live, t, limit, &mut fill)? {
                 Some(m) => metas.push(m),
                 None => break,
             }
@@ -471,14 +473,14 @@ impl Core {
                 // cache. A background compaction under a write load keeps what was warm warm: it fills as many
                 // bytes as its inputs held in the cache, so data that readers or flushes had cached stays
                 // cached through the rewrite, and data nobody read (its inputs cold) does not displace room.
-                let fill = Arc::new(AtomicU64::new(match l0 {
+                let mut fill = match l0 {
                     L0Policy::Trigger => self.block_cache.cached_bytes(&ids),
                     L0Policy::Reads | L0Policy::All => self.opts.block_cache_bytes / 2,
-                }));
+                };
                 loop {
                     let t: &[RangeTombstone] = if first { &carry } else { &[] };
                     first = false;
-                    match self.write_table(cf.id, output_level, &mut gc, t, limit, Some(&fill))? {
+                    match self.write_table(cf.id, output_level, &mut gc, t, limit, &mut fill)? {
                         Some(m) => outputs.push(m),
                         None => break,
                     }

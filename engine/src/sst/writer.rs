@@ -11,7 +11,6 @@ use crate::types::{Entry, RangeTombstone, Seq, cmp_internal};
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::sync::Arc;
-use std::sync::atomic::{self, AtomicU64};
 
 /// How to build an SST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +64,7 @@ pub(crate) struct SstWriter {
     incompressible: u32,
     /// Where each written data block also goes, decoded, under this file's id, and the bytes it may still
     /// add there (see [`SstWriter::fill_cache`]).
-    fill: Option<(Arc<BlockCache>, u64, Arc<AtomicU64>)>,
+    fill: Option<(Arc<BlockCache>, u64, u64)>,
 }
 
 /// After this many data blocks in a row that LZ4 did not shrink (random or already compressed values), only
@@ -101,13 +100,18 @@ impl SstWriter {
     }
 
     /// Also puts every data block, decoded exactly as a read would decode it, into `cache` as block `id`'s
-    /// (into free room only: see [`BlockCache::fill`]) while `budget` (bytes, shared by the writers of one
-    /// flush or compaction) lasts: the first reads of the new table then find its blocks instead of each
-    /// reading and decoding one. The cache is keyed by file id, and ids are never reused, so a table whose
-    /// publication fails leaves only unreachable entries for the cache to evict.
-    pub fn fill_cache(mut self, cache: Arc<BlockCache>, id: u64, budget: Arc<AtomicU64>) -> SstWriter {
+    /// (into free room only: see [`BlockCache::fill`]) while `budget` bytes last ([`SstWriter::fill_left`]):
+    /// the first reads of the new table then find its blocks instead of each reading and decoding one. The
+    /// cache is keyed by file id, and ids are never reused, so a table whose publication fails leaves only
+    /// unreachable entries for the cache to evict.
+    pub fn fill_cache(mut self, cache: Arc<BlockCache>, id: u64, budget: u64) -> SstWriter {
         self.fill = Some((cache, id, budget));
         self
+    }
+
+    /// What is left of the [`SstWriter::fill_cache`] budget (0 without one).
+    pub fn fill_left(&self) -> u64 {
+        self.fill.as_ref().map_or(0, |f| f.2)
     }
 
     fn io(&self, e: std::io::Error) -> MidgeError {
@@ -185,14 +189,13 @@ impl SstWriter {
         let (stored, paid) = seal_reporting(&payload, tried);
         self.incompressible = if paid { 0 } else { self.incompressible + 1 };
         let (off, len) = self.write(&stored)?;
-        if let Some((cache, id, budget)) = &self.fill
-            && budget.load(atomic::Ordering::Relaxed) > 0
+        if let Some((cache, id, budget)) = &mut self.fill
+            && *budget > 0
         {
             // The decoded block holds at least its payload.
             let at_least = payload.len() as u64;
             let added = cache.fill(*id, off, at_least, || decode_data(payload).ok().map(Arc::new));
-            let left = budget.load(atomic::Ordering::Relaxed).saturating_sub(added);
-            budget.store(left, atomic::Ordering::Relaxed);
+            *budget = budget.saturating_sub(added);
         }
         let (k, s) = self.last.clone().unwrap_or_default();
         self.index.put_slice32(&k);
