@@ -71,27 +71,50 @@ fn page() -> Vec<u8> {
 }
 
 fn prealloc(path: &Path, dur: Duration) -> std::io::Result<SyncRate> {
+    PreallocProbe::new(path)?.run(dur)
+}
+
+/// 4 KiB pwrite + fdatasync rounds over a fully allocated 64 MiB file, reusable: the paired sync rounds
+/// (`crate::paired`) probe the device many times without re-allocating the file each time.
+pub struct PreallocProbe {
+    file: File,
+    buf: Vec<u8>,
+    off: u64,
+}
+
+impl PreallocProbe {
     const SIZE: u64 = 64 << 20;
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(path)?;
-    // Really allocate (write every block), so later overwrites change no metadata.
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..(SIZE >> 20) {
-        f.write_all(&zeros)?;
+
+    pub fn new(path: &Path) -> std::io::Result<PreallocProbe> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(path)?;
+        // Really allocate (write every block), so later overwrites change no metadata.
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(Self::SIZE >> 20) {
+            file.write_all(&zeros)?;
+        }
+        file.sync_all()?;
+        Ok(PreallocProbe {
+            file,
+            buf: page(),
+            off: 0,
+        })
     }
-    f.sync_all()?;
-    let buf = page();
-    let mut off = 0u64;
-    timed(dur, || {
-        f.write_all_at(&buf, off)?;
-        f.sync_data()?;
-        off = (off + PAGE as u64) % SIZE;
-        Ok(())
-    })
+
+    /// fdatasync'd 4 KiB overwrites for `dur`.
+    pub fn run(&mut self, dur: Duration) -> std::io::Result<SyncRate> {
+        let PreallocProbe { file, buf, off } = self;
+        timed(dur, || {
+            file.write_all_at(buf, *off)?;
+            file.sync_data()?;
+            *off = (*off + PAGE as u64) % Self::SIZE;
+            Ok(())
+        })
+    }
 }
 
 fn append(path: &Path, dur: Duration) -> std::io::Result<SyncRate> {

@@ -7,6 +7,7 @@
 mod device;
 mod engines;
 mod guest;
+mod paired;
 mod profile;
 mod report;
 mod rng;
@@ -77,6 +78,18 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// (internal) The paired sync rounds (native, component, device interleaved), reported as one JSON line.
+    #[command(hide = true)]
+    SyncPairs {
+        #[arg(long, value_enum)]
+        mode: Mode,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        component: bool,
+    },
     /// (internal) Load keys, make them durable, print READY, wait to be killed.
     #[command(hide = true)]
     CrashWriter {
@@ -111,6 +124,16 @@ fn main() -> Result<()> {
             seed,
             ref dir,
         }) => workloads::crash_writer(kind(engine)?, dir, keys, seed),
+        Some(Cmd::SyncPairs {
+            mode,
+            seed,
+            ref dir,
+            component,
+        }) => {
+            let got = paired::run(&Profile::new(mode), seed, dir, component)?;
+            println!("{}", serde_json::to_string(&got)?);
+            Ok(())
+        }
         None => run_parent(&cli),
     }
 }
@@ -160,7 +183,7 @@ fn run_parent(cli: &Cli) -> Result<()> {
     };
     let names = workloads::workload_names(&p);
     let bar = ProgressBar::with_draw_target(
-        Some(2 + (kinds.len() * names.len()) as u64),
+        Some(3 + (kinds.len() * names.len()) as u64),
         ProgressDrawTarget::stderr(),
     );
     bar.set_style(
@@ -205,6 +228,27 @@ fn run_parent(cli: &Cli) -> Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+    // The sync targets' ratios, measured in interleaved rounds (see `paired`): only for a full run with Midge.
+    let paired = if kinds.contains(&EngineKind::Midge) && cli.only.is_empty() {
+        bar.set_message("paired sync rounds");
+        let with_component = kinds.contains(&EngineKind::MidgeComponent) && guest.is_some();
+        match run_paired(
+            mode,
+            cli.seed,
+            &data.join("paired"),
+            with_component,
+            guest.as_deref(),
+        ) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                bar.println(format!("[paired] failed: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    bar.inc(1);
     bar.set_message("device probe (again)");
     let device_end = device::probe(&data.join("probe"), p.probe_unit).context("device probe")?;
     bar.inc(1);
@@ -230,6 +274,7 @@ fn run_parent(cli: &Cli) -> Result<()> {
         profile: p,
         engines: summaries,
         records,
+        paired,
     };
     let limit = report::fsync_limit(&results);
     report::compute_ratios(&mut results.records, limit);
@@ -249,6 +294,32 @@ fn run_parent(cli: &Cli) -> Result<()> {
         results.meta.total_secs
     );
     Ok(())
+}
+
+/// Runs the paired sync rounds in a child process (fresh databases, its own RSS) and parses its report.
+fn run_paired(
+    mode: Mode,
+    seed: u64,
+    dir: &Path,
+    component: bool,
+    guest: Option<&Path>,
+) -> Result<paired::Paired> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["sync-pairs", "--mode"])
+        .arg(format!("{mode:?}").to_lowercase())
+        .args(["--seed", &seed.to_string(), "--dir"])
+        .arg(dir)
+        .stderr(Stdio::inherit());
+    if component {
+        cmd.arg("--component");
+    }
+    if let Some(wasm) = guest {
+        cmd.env("MIDGE_GUEST_WASM", wasm);
+    }
+    let out = cmd.output().context("spawning the paired sync rounds")?;
+    anyhow::ensure!(out.status.success(), "sync-pairs exited with {}", out.status);
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim()).context("parsing the paired rounds")
 }
 
 /// Runs one engine's child and gathers what it reports.
