@@ -118,6 +118,10 @@ impl Drop for Arena {
 struct Writer {
     seed: u64,
     arena: Arena,
+    /// The last node of each level (null: the level is empty, its predecessor is the head). A version after
+    /// the last node — a sorted replay, a sequential load, a batch of new keys above every key here — links in
+    /// after these without a search.
+    tails: [*const Node; MAX_HEIGHT],
 }
 
 /// See the module docs.
@@ -152,6 +156,7 @@ impl Default for List {
             writer: Mutex::new(Writer {
                 seed: 0x2545_f491_4f6c_dd1d,
                 arena: Arena::new(),
+                tails: [ptr::null(); MAX_HEIGHT],
             }),
         }
     }
@@ -309,7 +314,7 @@ impl List {
     /// `v`): a single-level node then links in next to it without a search. A wrong hint only costs the search.
     pub fn insert(&self, v: Version, hint: Option<&Version>) -> &Version {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let Writer { seed, arena } = &mut *w;
+        let Writer { seed, arena, tails } = &mut *w;
         *seed ^= *seed << 13;
         *seed ^= *seed >> 7;
         *seed ^= *seed << 17;
@@ -345,6 +350,17 @@ impl List {
         }
         let mut preds = [ptr::null::<Node>(); MAX_HEIGHT];
         let top = self.height.load(Ordering::Relaxed);
+        let last = tails[0];
+        if !last.is_null() && self.cmp(last, &v) == Cmp::Less {
+            // After every node: each level's predecessor is its last node (or the head), nothing follows.
+            let n = List::alloc_node(arena, v, std::iter::repeat_n(ptr::null_mut(), height), last);
+            self.publish(n, &tails[..height], ptr::null());
+            tails[..height].fill(n);
+            if height > top {
+                self.height.store(height, Ordering::Release);
+            }
+            return self.version(n);
+        }
         let mut x: *const Node = ptr::null();
         for level in (0..top).rev() {
             loop {
@@ -369,6 +385,11 @@ impl List {
             preds[0],
         );
         self.publish(n, &preds[..height], succ0);
+        for (level, tail) in tails.iter_mut().enumerate().take(height) {
+            if self.link(n, level).load(Ordering::Relaxed).is_null() {
+                *tail = n;
+            }
+        }
         if height > top {
             self.height.store(height, Ordering::Release);
         }
@@ -483,6 +504,41 @@ mod tests {
         })
     }
 
+    /// Every level ascends strictly, each level's nodes are on the level below, and the writer's tails are
+    /// each level's last node.
+    fn check_levels(l: &List) {
+        let top = l.height.load(Ordering::Acquire);
+        let tails = l.writer.lock().unwrap().tails;
+        let mut below: Vec<*const Node> = Vec::new();
+        for (level, &tail) in tails.iter().enumerate() {
+            let mut nodes = Vec::new();
+            let mut x = l.head[level].load(Ordering::Acquire).cast_const();
+            while !x.is_null() {
+                if let Some(&p) = nodes.last() {
+                    assert_eq!(cmp_parts(l.version(p), l.version(x)), Cmp::Less, "level {level}");
+                }
+                nodes.push(x);
+                x = l.link(x, level).load(Ordering::Acquire);
+            }
+            assert!(
+                level < top || nodes.is_empty(),
+                "level {level} above the height {top}"
+            );
+            if level > 0 {
+                assert!(
+                    nodes.iter().all(|n| below.contains(n)),
+                    "level {level} skips a level"
+                );
+            }
+            assert_eq!(
+                tail,
+                nodes.last().copied().unwrap_or(ptr::null()),
+                "tail of level {level}"
+            );
+            below = nodes;
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..Default::default() })]
         /// Whatever the insert order, duplicates and hints (right, wrong or none), the list holds each
@@ -490,7 +546,8 @@ mod tests {
         /// agree with a sorted model.
         #[test]
         fn the_list_matches_a_sorted_model(
-            ops in proptest::collection::vec((0u8..12, 1u64..40, 0u8..3), 1..200),
+            mut ops in proptest::collection::vec((0u8..12, 1u64..40, 0u8..3), 1..200),
+            sorted_prefix in 0usize..200,
             bounds in proptest::collection::vec(
                 ((0u8..3, 0u8..13, 0u64..41), (0u8..3, 0u8..13, 0u64..41), any::<bool>(), 1usize..20),
                 1..8,
@@ -500,6 +557,10 @@ mod tests {
                 // Keys that share their 16-byte head, and short ones.
                 if k.is_multiple_of(2) { vec![b'k', k] } else { let mut v = vec![7u8; 16]; v.push(k); v }
             };
+            // A prefix in internal-key order (a sorted replay or load: each version after the last node), the
+            // rest in any order.
+            let cut = sorted_prefix.min(ops.len());
+            ops[..cut].sort_by(|a, b| key(a.0).cmp(&key(b.0)).then(b.1.cmp(&a.1)));
             let l = List::default();
             let mut model: Vec<(Vec<u8>, Seq)> = Vec::new();
             let mut inserted: Vec<*const Version> = Vec::new();
@@ -525,6 +586,7 @@ mod tests {
             }
             model.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             prop_assert_eq!(all(&l, false), model.clone());
+            check_levels(&l);
             let mut rev = model.clone();
             rev.reverse();
             prop_assert_eq!(all(&l, true), rev);

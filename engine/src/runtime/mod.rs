@@ -287,6 +287,37 @@ pub fn spin_until(budget: Duration, done: impl Fn() -> bool) -> bool {
 /// so no platform `cfg` leaks into the modules they test.
 pub const THREADS: bool = cfg!(not(target_family = "wasm"));
 
+/// Runs `a` and `b` and returns both results: `b` on a scoped helper thread where the target has threads
+/// (and one can be started), else one after the other on the caller's thread. For CPU work that splits in two
+/// (recovery sorts a replayed log in halves); the results do not depend on which way it ran.
+pub fn join<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    if !THREADS {
+        return (a(), b());
+    }
+    // Taken by whichever runs it: the helper, or the caller when no helper could start.
+    let b = std::sync::Mutex::new(Some(b));
+    let take = || b.lock().unwrap_or_else(|p| p.into_inner()).take();
+    std::thread::scope(|s| {
+        let helper = std::thread::Builder::new()
+            .name("midge-join".into())
+            .spawn_scoped(s, || take().map(|f| f()));
+        if let Err(e) = &helper {
+            tracing::debug!("no helper thread ({e}); running both halves on the caller's thread");
+        }
+        let ra = a();
+        let rb = match helper.map(|h| h.join()) {
+            Ok(Ok(Some(rb))) => Some(rb),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Ok(Ok(None)) | Err(_) => None,
+        };
+        match rb.or_else(|| take().map(|f| f())) {
+            Some(rb) => (ra, rb),
+            // `b` is taken once, by the helper or here; a helper that took it returned its result above.
+            None => unreachable!("join: the second half ran nowhere"),
+        }
+    })
+}
+
 /// Hints the CPU to start loading the cache lines holding `*at`, without waiting for them (x86-64; a no-op
 /// elsewhere). Lets a batch overlap the cache misses of independent lookups.
 #[inline(always)]
@@ -355,6 +386,29 @@ impl SeededRng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both halves run exactly once and their results come back in place; each half may borrow the caller's
+    /// data mutably (disjoint halves of one slice), and on a target with threads the second half runs on
+    /// another thread.
+    #[test]
+    fn join_runs_both_halves_and_returns_both_results() {
+        let mut data: Vec<u32> = (0..10_000).rev().collect();
+        let (lo, hi) = data.split_at_mut(5_000);
+        let caller = std::thread::current().id();
+        let (a, (b, other)) = join(
+            || {
+                lo.sort_unstable();
+                lo[0]
+            },
+            || {
+                hi.sort_unstable();
+                (hi[0], std::thread::current().id() != caller)
+            },
+        );
+        assert_eq!((a, b), (5_000, 0));
+        assert_eq!(other, THREADS);
+        assert!(data[..5_000].is_sorted() && data[5_000..].is_sorted());
+    }
 
     /// A nudge ends the registered thread's wait at once, a nudge sent while it was busy ends its next wait,
     /// and an un-nudged wait times out reporting no nudge.
