@@ -6,6 +6,7 @@ use super::{
 use crate::cloud::Cloud;
 use crate::error::{MidgeError, MidgeResult};
 use crate::manifest::{self, CURRENT, Manifest, ManifestState};
+use crate::memtable::Replay;
 use crate::metrics::RecoveryMetricsSnapshot;
 use crate::options::{OpenOptions, RecoveryPolicy, Storage};
 use crate::runtime::default_executor;
@@ -13,7 +14,7 @@ use crate::storage::local::LocalFs;
 use crate::storage::memory::MemoryFs;
 use crate::storage::{OpenMode, SharedFs, publish_file};
 use crate::txn::SnapshotRegistry;
-use crate::types::{ColumnFamilyId, Entry};
+use crate::types::ColumnFamilyId;
 use crate::wal::{self, WAL_DIR, Wal};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -178,15 +179,16 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
         .collect();
     let flushed: BTreeMap<_, _> = state.cfs.values().map(|c| (c.id, c.flushed_seq)).collect();
     // Replayed versions are gathered per column family and inserted once the log is read, so the memtable
-    // can insert them in key order (see `Memtable::insert_unordered`).
-    let mut replayed: BTreeMap<ColumnFamilyId, Vec<Entry>> = BTreeMap::new();
+    // can insert them in key order (see `Memtable::insert_replay`).
+    let mut replayed: BTreeMap<ColumnFamilyId, Replay> = BTreeMap::new();
     let report = wal::replay(&fs, opts.recovery_policy, true, |rec| {
         // Records of dropped column families, or already covered by published SSTs, are skipped. `flushed` is
         // the highest operation sequence in a flushed memtable; a transaction's last op is commit_seq - 1.
         if let (Some(cf), Some(&f)) = (cfs.get(&rec.cf), flushed.get(&rec.cf))
             && rec.commit_seq() - 1 > f
         {
-            replayed.entry(rec.cf).or_default().extend(record_versions(rec));
+            let r = replayed.entry(rec.cf).or_default();
+            record_versions(rec).for_each(|e| r.push(e));
             let mems = cf.mems.read().unwrap_or_else(|p| p.into_inner());
             for t in record_range_tombstones(rec) {
                 mems.active.insert_range(t);
@@ -197,7 +199,7 @@ pub(crate) fn open(opts: OpenOptions) -> MidgeResult<Arc<Core>> {
     for (id, versions) in replayed {
         if let Some(cf) = cfs.get(&id) {
             let mems = cf.mems.read().unwrap_or_else(|p| p.into_inner());
-            mems.active.insert_unordered(versions);
+            mems.active.insert_replay(versions);
         }
     }
     let last_seq = report.max_seq.max(state.last_seq);

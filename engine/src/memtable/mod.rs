@@ -299,21 +299,26 @@ impl Memtable {
     /// Adds many versions in any order (a replayed log): sorted first, since inserting random-order keys one
     /// by one misses the cache at every level of the skiplist, while sorted inserts walk a warm path. Keys and
     /// values are kept as decoded, not packed: a replay has already copied each out of the log once.
-    ///
-    /// A large log is sorted in two halves at once ([`crate::runtime::join`]: two threads natively, one after
-    /// the other on wasm32) and the halves are merged as they are inserted.
+    #[cfg(test)]
     pub fn insert_unordered(&self, entries: Vec<Entry>) {
-        if entries.len() < SORT_IN_HALVES_FROM {
-            return self.insert_batch(entries.into_iter().map(version));
+        let mut r = Replay::default();
+        entries.into_iter().for_each(|e| r.push(e));
+        self.insert_replay(r);
+    }
+
+    /// [`Memtable::insert_unordered`] for versions gathered as the log was read. A large replay is sorted in
+    /// its two halves at once ([`crate::runtime::join`]: two threads natively, one after the other on wasm32)
+    /// and the halves are merged as they are inserted, each version then linking in after the last.
+    pub fn insert_replay(&self, r: Replay) {
+        let [mut a, mut b] = r.halves;
+        if a.len() + b.len() < SORT_IN_HALVES_FROM {
+            a.append(&mut b);
+            return self.insert_batch(a.into_iter());
         }
-        let half = entries.len() / 2;
-        let mut all = entries.into_iter().map(version);
-        let mut low: Vec<Version> = all.by_ref().take(half).collect();
-        let mut high: Vec<Version> = all.collect();
-        crate::runtime::join(|| low.sort_unstable(), || high.sort_unstable());
+        crate::runtime::join(|| a.sort_unstable(), || b.sort_unstable());
         self.insert_entries(Merge {
-            a: low.into_iter().peekable(),
-            b: high.into_iter().peekable(),
+            a: a.into_iter().peekable(),
+            b: b.into_iter().peekable(),
         });
     }
 
@@ -580,8 +585,23 @@ impl Packer {
     }
 }
 
-/// Replayed versions from which [`Memtable::insert_unordered`] sorts in halves.
+/// Replayed versions from which [`Memtable::insert_replay`] sorts in halves.
 const SORT_IN_HALVES_FROM: usize = 1 << 16;
+
+/// Versions replayed from the log for one memtable, gathered straight into two halves as the log is read (no
+/// intermediate list of entries), for [`Memtable::insert_replay`].
+#[derive(Debug, Default)]
+pub(crate) struct Replay {
+    halves: [Vec<Version>; 2],
+}
+
+impl Replay {
+    /// Adds a replayed version (to the shorter half).
+    pub fn push(&mut self, e: Entry) {
+        let i = usize::from(self.halves[0].len() > self.halves[1].len());
+        self.halves[i].push(version(e));
+    }
+}
 
 /// Two sorted runs of versions, merged into one in order.
 struct Merge {
