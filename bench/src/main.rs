@@ -62,6 +62,17 @@ struct Cli {
     keep_data: bool,
 }
 
+/// What every measuring child is told: the profile, the generator seed and its data directory.
+#[derive(Debug, clap::Args)]
+struct ChildArgs {
+    #[arg(long, value_enum)]
+    mode: Mode,
+    #[arg(long)]
+    seed: u64,
+    #[arg(long)]
+    dir: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// (internal) Run every workload for one engine, reporting JSON lines on stdout.
@@ -69,24 +80,16 @@ enum Cmd {
     Engine {
         #[arg(long)]
         engine: String,
-        #[arg(long, value_enum)]
-        mode: Mode,
-        #[arg(long)]
-        seed: u64,
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        child: ChildArgs,
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
     /// (internal) The paired sync rounds (native, component, device interleaved), reported as one JSON line.
     #[command(hide = true)]
     SyncPairs {
-        #[arg(long, value_enum)]
-        mode: Mode,
-        #[arg(long)]
-        seed: u64,
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        child: ChildArgs,
         #[arg(long)]
         component: bool,
     },
@@ -113,24 +116,17 @@ fn main() -> Result<()> {
     match cli.cmd {
         Some(Cmd::Engine {
             ref engine,
-            mode,
-            seed,
-            ref dir,
+            ref child,
             ref only,
-        }) => run_engine_child(kind(engine)?, mode, seed, dir, only.clone()),
+        }) => run_engine_child(kind(engine)?, child.mode, child.seed, &child.dir, only.clone()),
         Some(Cmd::CrashWriter {
             ref engine,
             keys,
             seed,
             ref dir,
         }) => workloads::crash_writer(kind(engine)?, dir, keys, seed),
-        Some(Cmd::SyncPairs {
-            mode,
-            seed,
-            ref dir,
-            component,
-        }) => {
-            let got = paired::run(&Profile::new(mode), seed, dir, component)?;
+        Some(Cmd::SyncPairs { ref child, component }) => {
+            let got = paired::run(&Profile::new(child.mode), child.seed, &child.dir, component)?;
             println!("{}", serde_json::to_string(&got)?);
             Ok(())
         }

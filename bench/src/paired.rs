@@ -13,6 +13,7 @@ use crate::device::PreallocProbe;
 use crate::engines::{self, Durability, EngineKind, KvEngine, Op};
 use crate::profile::Profile;
 use crate::rng::{Rng, ValuePool, key};
+use crate::workloads::on_threads;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -204,36 +205,19 @@ impl SyncWriter<'_> {
     /// Commits/s of `writers` threads committing for `dur`.
     fn rate(&self, e: &dyn KvEngine, writers: usize, dur: Duration, tag: &str) -> Result<f64> {
         let t0 = Instant::now();
-        let counts: Vec<Result<u64>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..writers)
-                .map(|w| {
-                    sc.spawn(move || -> Result<u64> {
-                        let mut r = Rng::stream(self.seed, &format!("paired-{tag}-{writers}-{w}"));
-                        let mut done = 0;
-                        while t0.elapsed() < dur {
-                            let k = key(r.below(self.p.keys));
-                            let v = self.pool.value(&mut r, self.p.value_len);
-                            e.write(&[Op::Put(&k, v)], Durability::Sync)?;
-                            done += 1;
-                        }
-                        Ok(done)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("writer panicked")))
-                })
-                .collect()
-        });
+        let counts = on_threads(writers, |w| {
+            let mut r = Rng::stream(self.seed, &format!("paired-{tag}-{writers}-{w}"));
+            let mut done = 0u64;
+            while t0.elapsed() < dur {
+                let k = key(r.below(self.p.keys));
+                let v = self.pool.value(&mut r, self.p.value_len);
+                e.write(&[Op::Put(&k, v)], Durability::Sync)?;
+                done += 1;
+            }
+            Ok(done)
+        })?;
         let secs = t0.elapsed().as_secs_f64();
-        let mut total = 0;
-        for c in counts {
-            total += c?;
-        }
-        Ok(total as f64 / secs)
+        Ok(counts.iter().sum::<u64>() as f64 / secs)
     }
 }
 

@@ -705,35 +705,21 @@ impl<'a> Runner<'a> {
         let mut ph = Phase::start(name, Some(Durability::Sync), "commit (1 op)", e, p.phase_cap);
         let cap = p.phase_cap;
         let t0 = ph.t0;
-        let results: Vec<Result<(Recorder, u64)>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..writers)
-                .map(|w| {
-                    sc.spawn(move || -> Result<(Recorder, u64)> {
-                        let mut r = Rng::stream(seed, &format!("{name}-{w}"));
-                        let mut rec = Recorder::new();
-                        let mut done = 0;
-                        while done < per_writer && t0.elapsed() < cap {
-                            let k = key(r.below(p.keys));
-                            let v = values.value(&mut r, p.value_len);
-                            let t = Instant::now();
-                            e.write(&[Op::Put(&k, v)], Durability::Sync)?;
-                            rec.record(t.elapsed());
-                            done += 1;
-                        }
-                        Ok((rec, done))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("writer panicked")))
-                })
-                .collect()
-        });
-        for res in results {
-            let (rec, done) = res?;
+        let results = on_threads(writers, |w| {
+            let mut r = Rng::stream(seed, &format!("{name}-{w}"));
+            let mut rec = Recorder::new();
+            let mut done = 0;
+            while done < per_writer && t0.elapsed() < cap {
+                let k = key(r.below(p.keys));
+                let v = values.value(&mut r, p.value_len);
+                let t = Instant::now();
+                e.write(&[Op::Put(&k, v)], Durability::Sync)?;
+                rec.record(t.elapsed());
+                done += 1;
+            }
+            Ok((rec, done))
+        })?;
+        for (rec, done) in results {
             ph.rec.merge(&rec);
             ph.ops += done;
             ph.commits += done;
@@ -815,6 +801,21 @@ impl<'a> Runner<'a> {
         }
         Ok(r)
     }
+}
+
+/// Runs `f(0..n)` on `n` scoped threads at once and returns their results in order (the first error, if any).
+pub fn on_threads<T: Send>(n: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let f = &f;
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..n).map(|i| sc.spawn(move || f(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("writer panicked")))
+            })
+            .collect()
+    })
 }
 
 /// Flushes every dirty page system-wide (`sync`, where the command exists) and pauses for `pause`.
