@@ -36,6 +36,10 @@ pub(crate) struct TurnLock<T> {
     /// While a hand-off is pending: the thread that stepped aside (it must not take the turn it gave up).
     gate: Mutex<Option<usize>>,
     turn: Condvar,
+    /// Tests only: microseconds a waiter pauses after passing the gate, before it takes the instance (widens
+    /// the race window the gate test needs).
+    #[cfg(test)]
+    pause_past_gate: std::sync::atomic::AtomicU64,
 }
 
 /// A cheap id for the calling thread (the address of a thread-local).
@@ -55,6 +59,8 @@ impl<T> TurnLock<T> {
             pending: AtomicBool::new(false),
             gate: Mutex::new(None),
             turn: Condvar::new(),
+            #[cfg(test)]
+            pause_past_gate: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -86,30 +92,43 @@ impl<T> TurnLock<T> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let me = me();
         let mut gate = self.gate.lock();
-        let mut g = loop {
+        loop {
             match *gate {
-                // A holder stepped aside for us.
+                // A holder stepped aside for us. `pending` stays set until we hold the instance, so nobody —
+                // an arrival, another waiter, the thread that stepped aside — gets in between. (Clearing it
+                // here let that thread call again, get in first and, still counting us as waiting, step aside
+                // for us: a hand-off nobody would ever take, and its own next call waited behind it for ever.)
                 Some(yielder) if yielder != me => {
                     *gate = None;
-                    self.pending.store(false, Ordering::SeqCst);
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
                     drop(gate);
-                    break self.slot.lock();
+                    #[cfg(test)]
+                    {
+                        let us = self.pause_past_gate.load(Ordering::SeqCst);
+                        if us > 0 {
+                            std::thread::sleep(Duration::from_micros(us));
+                        }
+                    }
+                    let mut g = self.slot.lock();
+                    self.pending.store(false, Ordering::SeqCst);
+                    g.turn_started = Instant::now();
+                    return g;
                 }
                 _ => {}
             }
-            // Free with no hand-off pending (its holder went quiet, or nobody held it): take it. A thread that
-            // stepped aside waits here until the waiter it stepped aside for has taken its turn.
+            // Free with no hand-off pending or in flight (its holder went quiet, or nobody held it): take it.
+            // A thread that stepped aside waits here until the waiter it stepped aside for has taken its turn.
             if gate.is_none()
-                && let Some(g) = self.slot.try_lock()
+                && !self.pending.load(Ordering::SeqCst)
+                && let Some(mut g) = self.slot.try_lock()
             {
                 drop(gate);
-                break g;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                g.turn_started = Instant::now();
+                return g;
             }
             self.turn.wait_for(&mut gate, SLICE);
-        };
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        g.turn_started = Instant::now();
-        g
+        }
     }
 
     fn run<R>(&self, mut g: MutexGuard<'_, Slot<T>>, f: impl FnOnce(&mut T) -> R) -> R {
@@ -181,6 +200,51 @@ mod tests {
             prompt >= 75,
             "only {prompt} of {calls} calls got in within two busy calls"
         );
+    }
+
+    /// A hand-off is never overtaken, nor left for nobody. A holder steps aside for a waiter; the waiter passes
+    /// the gate and, before it reaches the instance, the old holder calls again. It must queue behind the
+    /// waiter: when it could get in first (the hand-off was cleared at the gate), it then stepped aside for
+    /// that waiter — already on its way in — so nobody ever took that hand-off and the holder's own next call
+    /// waited behind it for ever (a hung CI run, session 10). Runs on a helper thread so a hang fails the test.
+    #[test]
+    fn a_hand_off_is_never_left_for_nobody() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for round in 0..10 {
+                let lock = Arc::new(TurnLock::new(Vec::new()));
+                lock.pause_past_gate.store(20_000, Ordering::SeqCst);
+                let waiter = lock.with(|order| {
+                    order.push("holder");
+                    let l = lock.clone();
+                    let waiter = std::thread::spawn(move || l.with(|order| order.push("waiter")));
+                    while lock.waiting.load(Ordering::SeqCst) == 0 {
+                        std::thread::yield_now();
+                    }
+                    std::thread::sleep(SLICE);
+                    waiter
+                });
+                // The waiter has passed the gate once it is cleared; it then pauses before the instance, and
+                // the old holder calls again meanwhile: it must queue behind the waiter.
+                while lock.gate.lock().is_some() {
+                    std::thread::yield_now();
+                }
+                lock.with(|order| order.push("holder again"));
+                waiter.join().unwrap();
+                assert!(
+                    !lock.pending.load(Ordering::SeqCst) && lock.gate.lock().is_none(),
+                    "round {round}: a hand-off was left pending with nobody waiting"
+                );
+                assert_eq!(
+                    lock.with(|order| order.clone()),
+                    ["holder", "waiter", "holder again"],
+                    "round {round}"
+                );
+            }
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the rounds finish, none waiting for ever behind a hand-off");
     }
 
     /// The hand-off itself, step by step: a holder whose turn is over, and for whom a thread waits, queues
