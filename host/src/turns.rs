@@ -202,6 +202,23 @@ mod tests {
         );
     }
 
+    /// Holds the lock ("holder") while a second thread starts waiting for it ("waiter"), past the end of a
+    /// slice, so the holder's release steps aside; returns the waiter's thread.
+    fn hold_past_a_slice_with_a_waiter(
+        lock: &Arc<TurnLock<Vec<&'static str>>>,
+    ) -> std::thread::JoinHandle<()> {
+        lock.with(|order| {
+            order.push("holder");
+            let l = lock.clone();
+            let waiter = std::thread::spawn(move || l.with(|order| order.push("waiter")));
+            while lock.waiting.load(Ordering::SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(SLICE);
+            waiter
+        })
+    }
+
     /// A hand-off is never overtaken, nor left for nobody. A holder steps aside for a waiter; the waiter passes
     /// the gate and, before it reaches the instance, the old holder calls again. It must queue behind the
     /// waiter: when it could get in first (the hand-off was cleared at the gate), it then stepped aside for
@@ -214,16 +231,7 @@ mod tests {
             for round in 0..10 {
                 let lock = Arc::new(TurnLock::new(Vec::new()));
                 lock.pause_past_gate.store(20_000, Ordering::SeqCst);
-                let waiter = lock.with(|order| {
-                    order.push("holder");
-                    let l = lock.clone();
-                    let waiter = std::thread::spawn(move || l.with(|order| order.push("waiter")));
-                    while lock.waiting.load(Ordering::SeqCst) == 0 {
-                        std::thread::yield_now();
-                    }
-                    std::thread::sleep(SLICE);
-                    waiter
-                });
+                let waiter = hold_past_a_slice_with_a_waiter(&lock);
                 // The waiter has passed the gate once it is cleared; it then pauses before the instance, and
                 // the old holder calls again meanwhile: it must queue behind the waiter.
                 while lock.gate.lock().is_some() {
@@ -254,16 +262,7 @@ mod tests {
     fn a_holder_past_its_slice_queues_behind_the_waiter_when_it_calls_again() {
         for round in 0..20 {
             let lock = Arc::new(TurnLock::new(Vec::new()));
-            let waiter = lock.with(|order| {
-                order.push("holder");
-                let l = lock.clone();
-                let waiter = std::thread::spawn(move || l.with(|order| order.push("waiter")));
-                while lock.waiting.load(Ordering::SeqCst) == 0 {
-                    std::thread::yield_now();
-                }
-                std::thread::sleep(SLICE);
-                waiter
-            });
+            let waiter = hold_past_a_slice_with_a_waiter(&lock);
             lock.with(|order| order.push("holder again"));
             waiter.join().unwrap();
             assert_eq!(
