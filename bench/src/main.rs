@@ -292,6 +292,19 @@ fn run_parent(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+/// A measuring child of this same binary: `sub` with its [`ChildArgs`], and the prebuilt guest's path.
+fn child_command(sub: &str, mode: Mode, seed: u64, dir: &Path, guest: Option<&Path>) -> Result<Command> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args([sub, "--mode"])
+        .arg(format!("{mode:?}").to_lowercase())
+        .args(["--seed", &seed.to_string(), "--dir"])
+        .arg(dir);
+    if let Some(wasm) = guest {
+        cmd.env("MIDGE_GUEST_WASM", wasm);
+    }
+    Ok(cmd)
+}
+
 /// Runs the paired sync rounds in a child process (fresh databases, its own RSS) and parses its report.
 fn run_paired(
     mode: Mode,
@@ -300,17 +313,10 @@ fn run_paired(
     component: bool,
     guest: Option<&Path>,
 ) -> Result<paired::Paired> {
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["sync-pairs", "--mode"])
-        .arg(format!("{mode:?}").to_lowercase())
-        .args(["--seed", &seed.to_string(), "--dir"])
-        .arg(dir)
-        .stderr(Stdio::inherit());
+    let mut cmd = child_command("sync-pairs", mode, seed, dir, guest)?;
+    cmd.stderr(Stdio::inherit());
     if component {
         cmd.arg("--component");
-    }
-    if let Some(wasm) = guest {
-        cmd.env("MIDGE_GUEST_WASM", wasm);
     }
     let out = cmd.output().context("spawning the paired sync rounds")?;
     anyhow::ensure!(out.status.success(), "sync-pairs exited with {}", out.status);
@@ -328,19 +334,12 @@ fn run_child(
     guest: Option<&Path>,
     bar: &ProgressBar,
 ) -> Result<(Vec<Record>, EngineSummary)> {
-    let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["engine", "--engine", k.name(), "--mode"])
-        .arg(format!("{mode:?}").to_lowercase())
-        .args(["--seed", &seed.to_string(), "--dir"])
-        .arg(dir)
+    let mut cmd = child_command("engine", mode, seed, dir, guest)?;
+    cmd.args(["--engine", k.name()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if !only.is_empty() {
         cmd.arg("--only").arg(only.join(","));
-    }
-    if let Some(wasm) = guest {
-        cmd.env("MIDGE_GUEST_WASM", wasm);
     }
     let mut child = cmd.spawn().with_context(|| format!("spawning {}", k.name()))?;
     let stderr = child.stderr.take().context("child stderr")?;

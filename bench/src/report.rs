@@ -571,6 +571,8 @@ pub const IN_MEMORY_READS: [&str; 3] = ["readrandom", "readzipf", "readmissing"]
 pub fn targets(res: &Results) -> Vec<Target> {
     let rec = |e: &str, w: &str| find(&res.records, e, w).filter(|r| r.ran());
     let mut out = Vec::new();
+    let paired = res.paired.as_ref();
+    let rounds = paired.map_or(0, |p| p.rounds.len());
     let one = rec("midge", "fillsync_1");
     // The disk's rate drifts over a run on shared machines: both denominators are shown, the run-wide best
     // probe and the rate probed right before this engine's sync phases, and the target is judged against
@@ -582,62 +584,58 @@ pub fn targets(res: &Results) -> Vec<Target> {
             .filter(|v| *v > 0.0)
             .map(|n| r.ops_per_sec / n)
     });
-    out.push(Target {
-        name: "sync commits, 1 writer".into(),
-        goal: "≥ 0.90 × the device's fdatasync rate".into(),
-        measured: one.map_or_else(
-            || "—".into(),
-            |r| match now {
-                Some(n) => format!(
-                    "{}/s = {} of the rate probed just before ({} of the run's best probe)",
-                    fmt_rate(r.ops_per_sec),
-                    fmt_ratio(Some(n)),
-                    fmt_ratio(r.ratio_device)
-                ),
-                None => format!("{}/s = {}", fmt_rate(r.ops_per_sec), fmt_ratio(r.ratio_device)),
+    out.push(judge_paired(
+        Target {
+            name: "sync commits, 1 writer".into(),
+            goal: "≥ 0.90 × the device's fdatasync rate".into(),
+            measured: one.map_or_else(
+                || "—".into(),
+                |r| match now {
+                    Some(n) => format!(
+                        "{}/s = {} of the rate probed just before ({} of the run's best probe)",
+                        fmt_rate(r.ops_per_sec),
+                        fmt_ratio(Some(n)),
+                        fmt_ratio(r.ratio_device)
+                    ),
+                    None => format!("{}/s = {}", fmt_rate(r.ops_per_sec), fmt_ratio(r.ratio_device)),
+                },
+            ),
+            met: match (now, one.and_then(|r| r.ratio_device)) {
+                (Some(a), Some(b)) => Some(a.min(b) >= 0.9),
+                (a, b) => a.or(b).map(|x| x >= 0.9),
             },
-        ),
-        met: match (now, one.and_then(|r| r.ratio_device)) {
-            (Some(a), Some(b)) => Some(a.min(b) >= 0.9),
-            (a, b) => a.or(b).map(|x| x >= 0.9),
         },
-    });
-    let paired = res.paired.as_ref();
-    let rounds = paired.map_or(0, |p| p.rounds.len());
-    judge_paired(
-        out.last_mut(),
         paired.and_then(Paired::one_vs_device),
         "the fdatasync rate probed in the same round",
         rounds,
         |x| x >= 0.9,
-    );
+    ));
     let max_w = res.profile.writers.iter().copied().max().unwrap_or(1);
     let many = rec("midge", &format!("fillsync_{max_w}"));
     let scaling = match (one, many) {
         (Some(a), Some(b)) if a.ops_per_sec > 0.0 && max_w > 1 => Some(b.ops_per_sec / a.ops_per_sec),
         _ => None,
     };
-    out.push(Target {
-        name: format!("group commit, {max_w} writers"),
-        goal: "≥ 8 × one writer".into(),
-        measured: match (many, scaling) {
-            (Some(b), Some(x)) => format!(
-                "{}/s = {x:.2}× one writer, {} commits per fsync",
-                fmt_rate(b.ops_per_sec),
-                b.commits_per_fsync
-                    .map_or_else(|| "?".into(), |c| format!("{c:.1}"))
-            ),
-            _ => "—".into(),
+    out.push(judge_paired(
+        Target {
+            name: format!("group commit, {max_w} writers"),
+            goal: "≥ 8 × one writer".into(),
+            measured: match (many, scaling) {
+                (Some(b), Some(x)) => format!(
+                    "{}/s = {x:.2}× one writer, {} commits per fsync",
+                    fmt_rate(b.ops_per_sec),
+                    b.commits_per_fsync
+                        .map_or_else(|| "?".into(), |c| format!("{c:.1}"))
+                ),
+                _ => "—".into(),
+            },
+            met: scaling.map(|x| x >= 8.0),
         },
-        met: scaling.map(|x| x >= 8.0),
-    });
-    judge_paired(
-        out.last_mut(),
         paired.filter(|p| p.writers == max_w).and_then(Paired::scaling),
         "one writer in the same round",
         rounds,
         |x| x >= 8.0,
-    );
+    ));
     let with_peer: Vec<&Record> = res
         .records
         .iter()
@@ -667,19 +665,18 @@ pub fn targets(res: &Results) -> Vec<Target> {
     });
     let comp = |w: &str| rec(COMPONENT, w).and_then(|r| r.component_time_ratio);
     let sync = comp("fillsync_1");
-    out.push(Target {
-        name: "component, sync commits (1 writer)".into(),
-        goal: "≤ 1.30 × native time".into(),
-        measured: fmt_ratio(sync),
-        met: sync.map(|x| x <= 1.3),
-    });
-    judge_paired(
-        out.last_mut(),
+    out.push(judge_paired(
+        Target {
+            name: "component, sync commits (1 writer)".into(),
+            goal: "≤ 1.30 × native time".into(),
+            measured: fmt_ratio(sync),
+            met: sync.map(|x| x <= 1.3),
+        },
         paired.and_then(Paired::component_time),
         "native time in the same round",
         rounds,
         |x| x <= 1.3,
-    );
+    ));
     let reads: Vec<(&str, f64)> = IN_MEMORY_READS
         .iter()
         .filter_map(|w| comp(w).map(|x| (*w, x)))
@@ -703,22 +700,22 @@ pub fn targets(res: &Results) -> Vec<Target> {
 
 /// A sync target measured by the paired rounds too: the rounds' median decides (each ratio is taken inside
 /// one round, so the disk's drift between phases minutes apart does not enter it); the phase figure stays
-/// beside it.
+/// beside it. Without paired rounds the phase's verdict stands.
 fn judge_paired(
-    t: Option<&mut Target>,
+    mut t: Target,
     spread: Option<Spread>,
     of: &str,
     rounds: usize,
     ok: impl Fn(f64) -> bool,
-) {
-    let (Some(t), Some(s)) = (t, spread) else {
-        return;
-    };
-    t.measured = format!(
-        "paired rounds: median {:.2}× {of} ({:.2}–{:.2}× over {rounds} rounds); phase: {}",
-        s.median, s.min, s.max, t.measured
-    );
-    t.met = Some(ok(s.median));
+) -> Target {
+    if let Some(s) = spread {
+        t.measured = format!(
+            "paired rounds: median {:.2}× {of} ({:.2}–{:.2}× over {rounds} rounds); phase: {}",
+            s.median, s.min, s.max, t.measured
+        );
+        t.met = Some(ok(s.median));
+    }
+    t
 }
 
 /// The paired sync rounds, one row per round.

@@ -296,9 +296,7 @@ impl Memtable {
         self.insert_entries(batch);
     }
 
-    /// Adds many versions in any order (a replayed log): sorted first, since inserting random-order keys one
-    /// by one misses the cache at every level of the skiplist, while sorted inserts walk a warm path. Keys and
-    /// values are kept as decoded, not packed: a replay has already copied each out of the log once.
+    /// [`Memtable::insert_replay`] of entries in any order (tests).
     #[cfg(test)]
     pub fn insert_unordered(&self, entries: Vec<Entry>) {
         let mut r = Replay::default();
@@ -306,9 +304,12 @@ impl Memtable {
         self.insert_replay(r);
     }
 
-    /// [`Memtable::insert_unordered`] for versions gathered as the log was read. A large replay is sorted in
-    /// its two halves at once ([`crate::runtime::join`]: two threads natively, one after the other on wasm32)
-    /// and the halves are merged as they are inserted, each version then linking in after the last.
+    /// Adds the versions a log replay gathered, in any order: sorted first, since inserting random-order keys
+    /// one by one misses the cache at every level of the skiplist, while sorted inserts walk a warm path (and
+    /// into an empty memtable each links in after the last node). Keys and values are kept as decoded, not
+    /// packed: a replay has already copied each out of the log once. A large replay is sorted in its two halves
+    /// at once ([`crate::runtime::join`]: two threads natively, one after the other on wasm32) and the halves
+    /// are merged as they are inserted.
     pub fn insert_replay(&self, r: Replay) {
         let [mut a, mut b] = r.halves;
         if a.len() + b.len() < SORT_IN_HALVES_FROM {
