@@ -2,9 +2,9 @@
 //! device's fdatasync rate, Midge N writers ÷ Midge 1 writer, Midge native ÷ Midge in the component), and on a
 //! shared virtual disk the fsync rate drifts by tens of percent within minutes. The per-engine phases
 //! (`fillsync_*`) measure each side minutes apart, so the ratio carries the drift. Here every side runs in
-//! short slices, interleaved: each round runs the device probe, native 1 writer, the component 1 writer and
-//! native N writers one after another, the order reversed every other round (A B C D, D C B A — linear drift
-//! cancels), and each ratio is taken inside its round. The verdict is the median over rounds; the range is
+//! short slices, interleaved: each round runs the device probe, native 1 writer, the component 1 writer,
+//! native N writers and the component N writers one after another, the order reversed every other round
+//! (A B C D E, E D C B A — linear drift cancels), and each ratio is taken inside its round. The verdict is the median over rounds; the range is
 //! reported beside it.
 //!
 //! Runs in its own child process (`midge-bench sync-pairs`), on fresh databases.
@@ -27,6 +27,9 @@ pub struct Round {
     pub native_n: f64,
     /// `None` when the component was not run.
     pub component_1: Option<f64>,
+    /// The component with N writers (its host combines their sync commits); `None` when not run.
+    #[serde(default)]
+    pub component_n: Option<f64>,
 }
 
 impl Round {
@@ -41,6 +44,11 @@ impl Round {
     /// Component time over native time (native rate ÷ component rate).
     pub fn component_time(&self) -> Option<f64> {
         self.component_1.and_then(|c| ratio(self.native_1, c))
+    }
+
+    /// The same with N writers on both sides.
+    pub fn component_time_n(&self) -> Option<f64> {
+        self.component_n.and_then(|c| ratio(self.native_n, c))
     }
 }
 
@@ -99,6 +107,10 @@ impl Paired {
     pub fn component_time(&self) -> Option<Spread> {
         Spread::of(self.rounds.iter().filter_map(Round::component_time))
     }
+
+    pub fn component_time_n(&self) -> Option<Spread> {
+        Spread::of(self.rounds.iter().filter_map(Round::component_time_n))
+    }
 }
 
 /// Rounds and slice length per profile: ≈ 12 s of slices on the quick profile, ≈ 32 s on the default one.
@@ -110,23 +122,29 @@ pub fn shape(p: &Profile) -> (usize, Duration) {
     }
 }
 
-/// The four sides of a round.
+/// The five sides of a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
     Device,
     Native1,
     Component1,
     NativeN,
+    ComponentN,
 }
 
 /// The order of round `i`: forward on even rounds, reversed on odd ones.
-fn order(i: usize) -> [Side; 4] {
-    let fwd = [Side::Device, Side::Native1, Side::Component1, Side::NativeN];
-    if i.is_multiple_of(2) {
-        fwd
-    } else {
-        [fwd[3], fwd[2], fwd[1], fwd[0]]
+fn order(i: usize) -> [Side; 5] {
+    let mut sides = [
+        Side::Device,
+        Side::Native1,
+        Side::Component1,
+        Side::NativeN,
+        Side::ComponentN,
+    ];
+    if !i.is_multiple_of(2) {
+        sides.reverse();
     }
+    sides
 }
 
 /// Runs the rounds in `dir` (fresh databases), the component side only when `component` is true.
@@ -164,6 +182,9 @@ fn run_with(
         writer.rate(&**c, 1, warm, "warm")?;
     }
     writer.rate(&*native, writers, warm, "warm")?;
+    if let Some(c) = &comp {
+        writer.rate(&**c, writers, warm, "warm")?;
+    }
     let mut out = Paired {
         writers,
         slice_secs: slice.as_secs_f64(),
@@ -180,6 +201,11 @@ fn run_with(
                 Side::Component1 => {
                     if let Some(c) = &comp {
                         r.component_1 = Some(writer.rate(&**c, 1, slice, &tag)?);
+                    }
+                }
+                Side::ComponentN => {
+                    if let Some(c) = &comp {
+                        r.component_n = Some(writer.rate(&**c, writers, slice, &tag)?);
                     }
                 }
             }
@@ -262,6 +288,7 @@ mod tests {
                     native_1: 9_000.0,
                     native_n: 90_000.0,
                     component_1: Some(7_500.0),
+                    component_n: Some(60_000.0),
                 },
                 // A slow round: everything halves, the ratios do not.
                 Round {
@@ -269,12 +296,14 @@ mod tests {
                     native_1: 4_500.0,
                     native_n: 45_000.0,
                     component_1: Some(3_750.0),
+                    component_n: Some(30_000.0),
                 },
                 Round {
                     device_fsync_per_sec: 8_000.0,
                     native_1: 8_000.0,
                     native_n: 56_000.0,
                     component_1: None,
+                    component_n: None,
                 },
             ],
         };
@@ -284,6 +313,8 @@ mod tests {
         assert!((s.median - 10.0).abs() < 1e-9 && (s.min - 7.0).abs() < 1e-9);
         let c = p.component_time().unwrap();
         assert!((c.median - 1.2).abs() < 1e-9 && (c.min - 1.2).abs() < 1e-9);
+        let n = p.component_time_n().unwrap();
+        assert!((n.median - 1.5).abs() < 1e-9 && (n.max - 1.5).abs() < 1e-9);
         assert_eq!(Round::default().scaling(), None);
     }
 
@@ -301,7 +332,7 @@ mod tests {
                 r.device_fsync_per_sec > 0.0 && r.native_1 > 0.0 && r.native_n > 0.0,
                 "{r:?}"
             );
-            assert_eq!(r.component_1, None);
+            assert_eq!((r.component_1, r.component_n), (None, None));
         }
         assert!(got.scaling().is_some() && got.component_time().is_none());
     }

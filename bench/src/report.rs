@@ -677,6 +677,23 @@ pub fn targets(res: &Results) -> Vec<Target> {
         rounds,
         |x| x <= 1.3,
     ));
+    if max_w > 1 {
+        let sync_n = comp(&format!("fillsync_{max_w}"));
+        out.push(judge_paired(
+            Target {
+                name: format!("component, sync commits ({max_w} writers)"),
+                goal: "≤ 1.30 × native time".into(),
+                measured: fmt_ratio(sync_n),
+                met: sync_n.map(|x| x <= 1.3),
+            },
+            paired
+                .filter(|p| p.writers == max_w)
+                .and_then(Paired::component_time_n),
+            "native time in the same round",
+            rounds,
+            |x| x <= 1.3,
+        ));
+    }
     let reads: Vec<(&str, f64)> = IN_MEMORY_READS
         .iter()
         .filter_map(|w| comp(w).map(|x| (*w, x)))
@@ -723,34 +740,39 @@ pub fn render_paired(p: &Paired) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "## Paired sync rounds\n\nSingle-put sync commits in {:.1} s slices, interleaved (device, native 1 writer, component 1 writer, native {} writers; reversed every other round); each ratio is taken inside its round.\n",
-        p.slice_secs, p.writers
+        "## Paired sync rounds\n\nSingle-put sync commits in {:.1} s slices, interleaved (device, native 1 writer, component 1 writer, native {n} writers, component {n} writers; reversed every other round); each ratio is taken inside its round.\n",
+        p.slice_secs,
+        n = p.writers
     );
     let _ = writeln!(
         s,
-        "| round | device fdatasync/s | native 1 | 1 ÷ device | native {n} | {n} ÷ 1 | component 1 | component time ÷ native |\n|---|---|---|---|---|---|---|---|",
+        "| round | device fdatasync/s | native 1 | 1 ÷ device | native {n} | {n} ÷ 1 | component 1 | component time ÷ native | component {n} | component {n} time ÷ native |\n|---|---|---|---|---|---|---|---|---|---|",
         n = p.writers
     );
+    let rate = |x: Option<f64>| x.map_or_else(|| "—".into(), fmt_rate);
     for (i, r) in p.rounds.iter().enumerate() {
         let _ = writeln!(
             s,
-            "| {i} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {i} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             fmt_rate(r.device_fsync_per_sec),
             fmt_rate(r.native_1),
             fmt_ratio(r.one_vs_device()),
             fmt_rate(r.native_n),
             fmt_ratio(r.scaling()),
-            r.component_1.map_or_else(|| "—".into(), fmt_rate),
+            rate(r.component_1),
             fmt_ratio(r.component_time()),
+            rate(r.component_n),
+            fmt_ratio(r.component_time_n()),
         );
     }
     let med = |x: Option<Spread>| x.map_or_else(|| "—".into(), |s| fmt_ratio(Some(s.median)));
     let _ = writeln!(
         s,
-        "| median | | | {} | | {} | | {} |\n",
+        "| median | | | {} | | {} | | {} | | {} |\n",
         med(p.one_vs_device()),
         med(p.scaling()),
-        med(p.component_time())
+        med(p.component_time()),
+        med(p.component_time_n())
     );
     s
 }
@@ -1091,28 +1113,36 @@ mod tests {
         r.profile.writers = vec![1, 16];
         // Phases: component 900 / 600 = 1.5× (missed). Rounds: 1.2×, 1.25×, 2.0× → median 1.25× (met);
         // scaling 7.0×, 7.5×, 9.0× → 7.5× (missed, the phase said 8.0×); 1 ÷ device 0.95×, 0.8×, 1.0×.
-        let round = |dev: f64, one: f64, n: f64, c: f64| Round {
+        // Component 16 writers ÷ native 16 writers: 1.1×, 1.4×, 1.2× → median 1.2× (met).
+        let round = |dev: f64, one: f64, n: f64, c: f64, cn: f64| Round {
             device_fsync_per_sec: dev,
             native_1: one,
             native_n: n,
             component_1: Some(c),
+            component_n: Some(n / cn),
         };
         r.paired = Some(Paired {
             writers: 16,
             slice_secs: 0.5,
             rounds: vec![
-                round(1000.0, 950.0, 6650.0, 950.0 / 1.2),
-                round(1000.0, 800.0, 6000.0, 800.0 / 1.25),
-                round(900.0, 900.0, 8100.0, 450.0),
+                round(1000.0, 950.0, 6650.0, 950.0 / 1.2, 1.1),
+                round(1000.0, 800.0, 6000.0, 800.0 / 1.25, 1.4),
+                round(900.0, 900.0, 8100.0, 450.0, 1.2),
             ],
         });
         let t = targets(&r);
         let get = |n: &str| t.iter().find(|t| t.name.starts_with(n)).unwrap();
-        assert_eq!(get("component, sync").met, Some(true));
-        let m = &get("component, sync").measured;
+        assert_eq!(get("component, sync commits (1 writer)").met, Some(true));
+        let m = &get("component, sync commits (1 writer)").measured;
         assert!(
             m.starts_with("paired rounds: median 1.25× native time in the same round (1.20–2.00× over 3 rounds); phase: 1.50×"),
             "{m}"
+        );
+        let n = get("component, sync commits (16 writers)");
+        assert_eq!(n.met, Some(true), "{n:?}");
+        assert!(
+            n.measured.starts_with("paired rounds: median 1.20× native time in the same round (1.10–1.40× over 3 rounds); phase: —"),
+            "{n:?}"
         );
         assert_eq!(get("group commit, 16").met, Some(false));
         assert!(get("group commit, 16").measured.contains("median 7.50×"));
@@ -1124,11 +1154,11 @@ mod tests {
         let md = markdown(&r);
         let table = section(&md, "## Paired sync rounds");
         assert!(
-            table.contains("| 2 | 900 | 900 | 1.00× | 8.1 K | 9.00× | 450 | 2.00× |"),
+            table.contains("| 2 | 900 | 900 | 1.00× | 8.1 K | 9.00× | 450 | 2.00× | 6.8 K | 1.20× |"),
             "{table}"
         );
         assert!(
-            table.contains("| median | | | 0.95× | | 7.50× | | 1.25× |"),
+            table.contains("| median | | | 0.95× | | 7.50× | | 1.25× | | 1.20× |"),
             "{table}"
         );
     }

@@ -147,6 +147,7 @@ mod types;
 mod verify;
 mod wal;
 
+pub use crate::core::CommitTicket;
 pub use api::{
     ColumnFamilyHandle, Direction, Engine, IteratorState, OwnedScanIterator, Query, ScanIterator, Transaction,
 };

@@ -11,8 +11,8 @@ use std::rc::Rc;
 wit_bindgen::generate!({ world: "plugin", path: "../wit", skip: ["get-short"] });
 
 use cntryl::midge::types::{
-    ConflictPolicy as WitPolicy, Durability, Error as WitError, Health, OpenConfig, Query as WitQuery,
-    RecoveryMetrics, RuntimeMetrics, TransactionMode as WitMode, VerifyReport,
+    CommitTicket as WitTicket, ConflictPolicy as WitPolicy, Durability, Error as WitError, Health,
+    OpenConfig, Query as WitQuery, RecoveryMetrics, RuntimeMetrics, TransactionMode as WitMode, VerifyReport,
 };
 use exports::cntryl::midge::engine::{
     Database, Guest, GuestDatabase, GuestScanIterator, GuestTransaction, ScanIterator, Transaction,
@@ -207,6 +207,17 @@ impl GuestDatabase for Db {
 
     fn sync_wal(&self) -> Result<(), WitError> {
         self.with(|e| e.sync_wal())
+    }
+
+    fn finish_commit(&self, t: WitTicket) -> Result<u64, WitError> {
+        let ticket = cntryl_midge::CommitTicket {
+            log_position: t.log_position,
+            first_seq: t.first_seq,
+            commit_seq: t.commit_seq,
+            cf: t.cf,
+            rotated_memtable: t.rotated_memtable,
+        };
+        self.with(|e| e.finish_commit(ticket))
     }
 
     fn wait_for_write_stall_clear(&self, cf: u32, timeout_ms: u64) -> Result<bool, WitError> {
@@ -510,19 +521,34 @@ impl GuestTransaction for Tx {
 
     fn commit(&self, durability: Durability) -> Result<(), WitError> {
         let tx = self.tx.borrow_mut().take().ok_or_else(finished)?;
-        let opts = match durability {
-            Durability::Sync => cntryl_midge::WriteOptions::sync(),
-            Durability::Buffered => cntryl_midge::WriteOptions::buffered(),
-            Durability::BestEffort => cntryl_midge::WriteOptions::best_effort(),
-            Durability::CloudAsync => cntryl_midge::WriteOptions::cloud_async(),
-            Durability::CloudStrict => cntryl_midge::WriteOptions::cloud_strict(),
-        };
-        tx.commit(opts).map_err(err)
+        tx.commit(write_options(durability)).map_err(err)
+    }
+
+    fn commit_deferred(&self, durability: Durability) -> Result<Option<WitTicket>, WitError> {
+        let tx = self.tx.borrow_mut().take().ok_or_else(finished)?;
+        let t = tx.commit_deferred(write_options(durability)).map_err(err)?;
+        Ok(t.map(|t| WitTicket {
+            log_position: t.log_position,
+            first_seq: t.first_seq,
+            commit_seq: t.commit_seq,
+            cf: t.cf,
+            rotated_memtable: t.rotated_memtable,
+        }))
     }
 
     fn rollback(&self) -> Result<(), WitError> {
         let tx = self.tx.borrow_mut().take().ok_or_else(finished)?;
         tx.rollback().map_err(err)
+    }
+}
+
+fn write_options(durability: Durability) -> cntryl_midge::WriteOptions {
+    match durability {
+        Durability::Sync => cntryl_midge::WriteOptions::sync(),
+        Durability::Buffered => cntryl_midge::WriteOptions::buffered(),
+        Durability::BestEffort => cntryl_midge::WriteOptions::best_effort(),
+        Durability::CloudAsync => cntryl_midge::WriteOptions::cloud_async(),
+        Durability::CloudStrict => cntryl_midge::WriteOptions::cloud_strict(),
     }
 }
 

@@ -24,6 +24,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+mod group;
 pub mod s3;
 pub mod storage;
 mod turns;
@@ -356,6 +357,19 @@ fn call_locked<T>(
     }
 }
 
+/// [`call_locked`], then drops `consumed` (a transaction the call finished) in the same turn.
+fn call_then_drop<T>(
+    g: &mut Inner,
+    consumed: ResourceAny,
+    f: impl FnOnce(&mut Store<State>, &bindings::Plugin, ResourceAny) -> wasmtime::Result<Result<T, wt::Error>>,
+) -> MidgeResult<T> {
+    let r = call_locked(g, f);
+    if g.trapped.is_none() {
+        let _ = consumed.resource_drop(&mut g.store);
+    }
+    r
+}
+
 /// The idle-maintenance thread of one engine (see [`ComponentEngine::set_idle_maintenance`]): after a quiet
 /// spell with no call, and only if calls came since its last run, it runs the engine's due background work.
 /// It holds the engine only while it looks or runs, and ends once the engine is dropped.
@@ -417,6 +431,8 @@ struct Shared {
     calls: AtomicU64,
     /// The quiet spell after which maintenance runs, in milliseconds (0: off).
     idle_ms: AtomicU64,
+    /// Sync commits waiting to share an fsync (see [`group`]).
+    group: group::Group,
 }
 
 impl std::fmt::Debug for ComponentEngine {
@@ -452,6 +468,7 @@ impl ComponentEngine {
                 }),
                 calls: AtomicU64::new(0),
                 idle_ms: AtomicU64::new(0),
+                group: group::Group::default(),
             }),
             maintainer: AtomicBool::new(false),
         };
@@ -1005,12 +1022,17 @@ impl ComponentTransaction<'_> {
             cntryl_midge::DurabilityPolicy::CloudAsync => wt::Durability::CloudAsync,
             cntryl_midge::DurabilityPolicy::CloudStrict => wt::Durability::CloudStrict,
         };
-        let r = self
-            .engine
-            .call(|s, p, _| p.cntryl_midge_engine().transaction().call_commit(s, tx, d));
         self.tx = None;
-        self.engine.drop_resource(tx);
-        r
+        if d == wt::Durability::Sync {
+            return self.engine.commit_grouped(tx, d);
+        }
+        self.engine.shared.calls.fetch_add(1, Ordering::Relaxed);
+        // The commit and the transaction's drop in one turn.
+        self.engine.with_inner(|g| {
+            call_then_drop(g, tx, |s, p, _| {
+                p.cntryl_midge_engine().transaction().call_commit(s, tx, d)
+            })
+        })
     }
 
     /// Discards the buffered writes.

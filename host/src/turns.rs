@@ -6,11 +6,15 @@
 //! [`TurnLock`] hands the instance over in time slices instead: while another thread waits, the holder keeps
 //! calling (cheap re-entry, no context switch per call) until it has held its turn for [`SLICE`]; its next
 //! release then steps aside and wakes a waiter, and the holder's own next call queues behind it. Waiters sleep
-//! on a condition variable, not on the instance's mutex, so a holder's releases within its slice wake nobody
-//! (a woken waiter would otherwise snatch the instance between two of the holder's calls and end its turn after
-//! one call). A waiter also looks again after each slice in case the holder went quiet, so it waits at most
-//! about one slice plus one call. Without waiters a call costs two atomic loads, one compare-and-swap to lock and
-//! one to unlock.
+//! on a condition variable, not on the instance's mutex: a holder's release within its slice wakes one waiter
+//! but hands nothing over, so a holder calling again right away re-takes the instance (it is already running)
+//! and the woken waiter sleeps on, while a holder that went quiet leaves the instance to that waiter at once.
+//! (Before session 11 such releases woke nobody and a waiter looked again only after a slice: with many
+//! threads making short calls — writers opening, filling and committing transactions — the instance sat idle
+//! for most of each slice.) A caller that finds the instance busy first yields its CPU a few times
+//! ([`SPINS`]) and looks again before it queues and sleeps, as an adaptive mutex spins: most calls take a few
+//! microseconds, less than a sleep and a wake-up. Without waiters a call costs two atomic loads, one
+//! compare-and-swap to lock and one to unlock.
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -19,6 +23,9 @@ use std::time::{Duration, Instant};
 /// How long a thread keeps the instance while another waits. Long enough that a hand-off (a wake-up, ~10 µs
 /// on a busy machine) is a small share of a turn, short enough that a waiting point read stays sub-millisecond.
 pub(crate) const SLICE: Duration = Duration::from_micros(200);
+
+/// Times a caller finding the instance busy yields its CPU and looks again before it queues and sleeps.
+const SPINS: u32 = 4;
 
 struct Slot<T> {
     value: T,
@@ -66,15 +73,17 @@ impl<T> TurnLock<T> {
 
     /// Runs `f` with the lock held, waiting for a turn if another thread holds it.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let fast = if self.pending.load(Ordering::SeqCst) {
-            None
-        } else {
-            self.slot.try_lock()
-        };
-        let g = match fast {
-            Some(g) => g,
-            None => self.wait_turn(),
-        };
+        for spin in 0..=SPINS {
+            if spin > 0 {
+                std::thread::yield_now();
+            }
+            if !self.pending.load(Ordering::SeqCst)
+                && let Some(g) = self.slot.try_lock()
+            {
+                return self.run(g, f);
+            }
+        }
+        let g = self.wait_turn();
         self.run(g, f)
     }
 
@@ -143,6 +152,13 @@ impl<T> TurnLock<T> {
             self.turn.notify_all();
         } else {
             drop(g);
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                // Wake one waiter in case this holder has gone quiet (a holder calling again right away takes
+                // the instance first and the waiter sleeps on). Under the gate, so a waiter between its look
+                // and its sleep cannot miss it.
+                let _gate = self.gate.lock();
+                self.turn.notify_one();
+            }
         }
         r
     }

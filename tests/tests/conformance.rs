@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 /// The operations a conformance case needs, over either target.
-trait Driver {
+trait Driver: Sync {
     fn open(dir: &Path) -> MidgeResult<Self>
     where
         Self: Sized;
@@ -27,6 +27,7 @@ trait Driver {
     fn scan(&self, cf: u32, q: &Query) -> MidgeResult<Vec<(Bytes, Bytes)>>;
     fn write_read_only(&self, cf: u32) -> MidgeResult<()>;
     fn records_replayed(&self) -> MidgeResult<u64>;
+    fn metrics(&self) -> MidgeResult<cntryl_midge::RuntimeMetricsSnapshot>;
     fn flush(&self, cf: u32) -> MidgeResult<()>;
     fn compact(&self) -> MidgeResult<()>;
     fn shutdown(&mut self) -> MidgeResult<()>;
@@ -123,6 +124,9 @@ impl Driver for Native {
     fn records_replayed(&self) -> MidgeResult<u64> {
         Ok(self.0.get_recovery_metrics()?.wal_recovery_records_replayed)
     }
+    fn metrics(&self) -> MidgeResult<cntryl_midge::RuntimeMetricsSnapshot> {
+        self.0.get_runtime_metrics()
+    }
     fn flush(&self, cf: u32) -> MidgeResult<()> {
         let h = self
             .0
@@ -209,6 +213,9 @@ impl Driver for Wasm {
     }
     fn records_replayed(&self) -> MidgeResult<u64> {
         Ok(self.0.get_recovery_metrics()?.wal_recovery_records_replayed)
+    }
+    fn metrics(&self) -> MidgeResult<cntryl_midge::RuntimeMetricsSnapshot> {
+        self.0.get_runtime_metrics()
     }
     fn flush(&self, cf: u32) -> MidgeResult<()> {
         self.0.flush_cf(cf)
@@ -565,6 +572,50 @@ fn maintenance_calls_sync_verify_and_report_damage<D: Driver>() {
     }
 }
 
+/// Sync commits from several threads: every one acknowledged is visible whole and recovered, and they share
+/// fsyncs (the component's host combines them; the native engine's group commit).
+fn concurrent_sync_writers_share_fsyncs_and_stay_atomic<D: Driver>() {
+    let dir = tmp();
+    let (writers, per) = (8, 25);
+    {
+        let d = D::open(dir.path()).unwrap();
+        let before = d.metrics().unwrap();
+        std::thread::scope(|s| {
+            for w in 0..writers {
+                let d = &d;
+                s.spawn(move || {
+                    for i in 0..per {
+                        let rows: Vec<W> = ["a", "b", "c"]
+                            .iter()
+                            .map(|part| W::Put(b(&format!("w{w}-{i:03}-{part}")), b("v")))
+                            .collect();
+                        d.write(0, LWW, &rows, WriteOptions::sync()).unwrap();
+                        let seen = d.get(0, format!("w{w}-{i:03}-c").as_bytes()).unwrap();
+                        assert_eq!(seen.as_deref(), Some(&b"v"[..]), "acknowledged but not visible");
+                    }
+                });
+            }
+            let d = &d;
+            s.spawn(move || {
+                for _ in 0..50 {
+                    let rows = d.scan(0, &Query::new()).unwrap();
+                    assert_eq!(rows.len() % 3, 0, "a transaction was partly visible");
+                }
+            });
+        });
+        let m = d.metrics().unwrap();
+        let commits = (writers * per) as u64;
+        assert_eq!(m.commits_total - before.commits_total, commits);
+        let fsyncs = m.wal_fsync_count - before.wal_fsync_count;
+        assert!(
+            fsyncs < commits,
+            "{fsyncs} fsyncs for {commits} concurrent sync commits: none shared"
+        );
+    }
+    let d = D::open(dir.path()).unwrap();
+    assert_eq!(d.scan(0, &Query::new()).unwrap().len(), writers * per * 3);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod native {
@@ -584,6 +635,7 @@ conformance!(
     large_keys_and_values_cross_the_boundary,
     point_reads_across_key_lengths_see_own_writes_then_the_snapshot,
     maintenance_calls_sync_verify_and_report_damage,
+    concurrent_sync_writers_share_fsyncs_and_stay_atomic,
 );
 
 #[test]

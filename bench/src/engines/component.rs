@@ -2,10 +2,10 @@
 //! native engine). The guest is built in release for wasm32-wasip2 on first use and compiled once per process.
 //!
 //! What the sandbox changes, by design of the host today: one store behind one lock, so calls from several
-//! threads take turns (no group commit across threads), and background flush/compaction run inline in the
-//! guest. Batches of puts cross the boundary once (`put_many`), scans come back 256 rows per crossing.
+//! threads take turns (sync commits from several threads are combined by the host into one fsync per round),
+//! and background flush/compaction run inline in the guest. Batches of puts cross the boundary once (`put_many`), scans come back 256 rows per crossing.
 
-use super::{Caps, Durability, KvEngine, KvRead, Op};
+use super::{Caps, Counters, Durability, KvEngine, KvRead, Op};
 use anyhow::{Context, Result};
 use cntryl_midge::{Bytes, MidgeError, Query, TransactionMode, WriteOptions};
 use midge_host::{ComponentEngine, ComponentHost, ComponentTransaction};
@@ -140,7 +140,7 @@ impl KvEngine for ComponentKv {
         Caps {
             sync: true,
             delete_range: true,
-            fsync_counter: false,
+            fsync_counter: true,
         }
     }
 
@@ -175,6 +175,19 @@ impl KvEngine for ComponentKv {
             e.compact_all()?;
             Ok(())
         })
+    }
+
+    fn counters(&self) -> Counters {
+        self.with_engine(|e| {
+            let m = e.get_runtime_metrics()?;
+            // The WIT metrics record carries no append or stall counts.
+            Ok(Counters {
+                fsyncs: m.wal_fsync_count,
+                compactions: m.compactions_run,
+                ..Counters::default()
+            })
+        })
+        .unwrap_or_default()
     }
 
     fn open_report(&self) -> serde_json::Value {

@@ -5,7 +5,7 @@
 
 mod scan;
 
-use crate::core::{CommitRequest, Core, ViewCache};
+use crate::core::{CommitRequest, CommitTicket, Core, ViewCache};
 use crate::error::{MidgeError, MidgeResult};
 use crate::metrics::{
     ReadAmpMetricsSnapshot, RecoveryMetricsSnapshot, RuntimeMetricsSnapshot, SnapshotPinSnapshot,
@@ -192,7 +192,36 @@ impl Engine {
         self.core
             .wal
             .sync_all()
-            .inspect_err(|e| self.core.poison(&e.to_string()))
+            .inspect_err(|e| self.core.poison(&e.to_string()))?;
+        // Deferred sync commits that fsync covered become visible now.
+        self.core.publish_synced();
+        Ok(())
+    }
+
+    /// The second half of [`Transaction::commit_deferred`]: returns once an fsync covers the commit — one
+    /// fsync round shared with every commit logged meanwhile (group commit) — and the commit is visible.
+    /// Returns the log position that fsync covered: every ticket whose [`CommitTicket::log_position`] is at
+    /// or below it is durable and visible too, so a host coordinating several callers need not finish those
+    /// (except a ticket with [`CommitTicket::rotated_memtable`], whose finish schedules the flush).
+    ///
+    /// A ticket that names no logged commit (forged, or from another engine) is `InvalidArgument` and changes
+    /// nothing. After a failed fsync the engine is poisoned and every finish fails.
+    ///
+    /// ```
+    /// use cntryl_midge::prelude::*;
+    /// let engine = Engine::open(OpenOptions::in_memory().build())?;
+    /// let cf = engine.get_column_family("default").unwrap();
+    /// let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite)?;
+    /// tx.put(b"k".to_vec(), b"v".to_vec(), None)?;
+    /// let ticket = tx.commit_deferred(WriteOptions::sync())?.expect("a sync commit with writes");
+    /// let covered = engine.finish_commit(ticket)?;
+    /// assert!(covered >= ticket.log_position);
+    /// let tx = engine.begin_tx(cf.id(), TransactionMode::ReadOnly)?;
+    /// assert_eq!(tx.get(b"k")?.as_deref(), Some(&b"v"[..]));
+    /// # Ok::<(), MidgeError>(())
+    /// ```
+    pub fn finish_commit(&self, ticket: CommitTicket) -> MidgeResult<u64> {
+        self.core.finish_commit(ticket)
     }
 
     /// Shuts down: refuses new work, makes buffered commits durable and releases the directory lock.
@@ -507,11 +536,57 @@ impl Transaction {
     }
 
     /// Commits atomically with the chosen durability. A read-only transaction commits as a no-op.
-    pub fn commit(mut self, opts: WriteOptions) -> MidgeResult<()> {
+    pub fn commit(self, opts: WriteOptions) -> MidgeResult<()> {
+        self.commit_with(opts, false).map(|_| ())
+    }
+
+    /// The first half of a sync commit, for hosts that serialise calls into the engine (a component instance
+    /// behind a lock): the commit is checked, sequenced, logged and applied, and returns at once, neither
+    /// durable nor visible; [`Engine::finish_commit`] then waits for an fsync that covers it. Between the two
+    /// halves the caller can let other committers in, so one fsync covers all of them — the group commit that
+    /// [`Transaction::commit`] gets from concurrent threads.
+    ///
+    /// Returns `None` when the commit already completed: any policy but [`WriteOptions::sync`], a read-only
+    /// transaction, or nothing to write. Not acknowledged until finished: a ticket dropped unfinished leaves a
+    /// commit that becomes durable and visible with the next fsync that covers it (the next sync commit, a
+    /// buffered commit behind it, a flush or [`Engine::sync_wal`]); a crash before then may lose it.
+    ///
+    /// ```
+    /// use cntryl_midge::prelude::*;
+    /// let engine = Engine::open(OpenOptions::in_memory().build())?;
+    /// let cf = engine.get_column_family("default").unwrap();
+    /// let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite)?;
+    /// tx.put(b"k".to_vec(), b"v".to_vec(), None)?;
+    /// let ticket = tx.commit_deferred(WriteOptions::sync())?.unwrap();
+    /// // Not visible yet: a reader's snapshot does not include it.
+    /// let reader = engine.begin_tx(cf.id(), TransactionMode::ReadOnly)?;
+    /// assert_eq!(reader.get(b"k")?, None);
+    /// engine.finish_commit(ticket)?;
+    /// # Ok::<(), MidgeError>(())
+    /// ```
+    pub fn commit_deferred(self, opts: WriteOptions) -> MidgeResult<Option<CommitTicket>> {
+        self.commit_with(opts, true)
+    }
+
+    /// [`Transaction::commit`], or with `defer` [`Transaction::commit_deferred`].
+    fn commit_with(mut self, opts: WriteOptions, defer: bool) -> MidgeResult<Option<CommitTicket>> {
         if self.mode == TransactionMode::ReadOnly {
             self.core.check_open()?;
-            return Ok(());
+            return Ok(None);
         }
+        let (core, req) = self.request();
+        let done = core.commit(req, opts, defer)?;
+        if let Some(cf) = done.flush {
+            // Released first: the flush then never sees this transaction's snapshot pinned.
+            let core = self.core.clone();
+            drop(self);
+            core.schedule(cf);
+        }
+        Ok(done.ticket)
+    }
+
+    /// What a commit hands the engine (the buffered writes move out), and the engine.
+    fn request(&mut self) -> (&Core, CommitRequest<'_>) {
         let req = CommitRequest {
             cf: self.cf,
             snapshot: self.snapshot,
@@ -520,7 +595,7 @@ impl Transaction {
             writes: std::mem::take(&mut self.writes),
             asserts: &self.asserts,
         };
-        self.core.commit(req, opts)
+        (&self.core, req)
     }
 
     /// Discards every buffered write.

@@ -524,8 +524,15 @@ impl Core {
         }
     }
 
-    /// Blocks until every commit up to `seq` is visible (flush never writes a half-published commit).
+    /// Blocks until every commit up to `seq` is visible (flush never writes a half-published commit). A
+    /// deferred sync commit at or below `seq` that its caller has not finished is synced here (see
+    /// [`Core::settle_deferred`]); any other commit still invisible is in flight on another thread, so the wait
+    /// is only reachable with concurrent committers (never on single-threaded wasm32).
     pub(crate) fn wait_visible(&self, seq: Seq) -> MidgeResult<()> {
+        if self.visible_seq() >= seq {
+            return Ok(());
+        }
+        self.settle_deferred(seq)?;
         let mut v = lock(&self.vis);
         while v.visible < seq {
             if let Some(p) = lock(&self.poison).as_ref() {

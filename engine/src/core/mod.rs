@@ -131,6 +131,48 @@ pub(crate) struct Counters {
     pub reads_l0: AtomicU64,
 }
 
+/// A sync commit applied to its memtable, its frame appended, waiting for an fsync to cover `lsn`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingSync {
+    pub lsn: u64,
+    pub begin: Seq,
+    pub commit: Seq,
+    /// Committed through [`Core::commit_deferred`]: nobody may be driving its fsync (the caller finishes it when
+    /// it chooses, or never), so whoever needs it visible syncs it (see [`Core::settle_deferred`]).
+    pub deferred: bool,
+}
+
+/// The first half of a deferred sync commit (see [`crate::Transaction::commit_deferred`]), to hand to
+/// [`crate::Engine::finish_commit`]. The fields are public so a host can carry a ticket across a boundary (the
+/// WIT `commit-ticket` record); they are not trusted: `finish_commit` checks a ticket against the log and the
+/// sequence and refuses one that names no logged commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CommitTicket {
+    /// The log position an fsync must cover for the commit to be durable.
+    pub log_position: u64,
+    /// The commit's first sequence number.
+    pub first_seq: Seq,
+    /// The commit's sequence number (that of its last write).
+    pub commit_seq: Seq,
+    /// The column family written.
+    pub cf: ColumnFamilyId,
+    /// The commit filled its memtable: finishing it schedules the flush, so a host must finish this ticket
+    /// itself even when another finish already covered its log position.
+    pub rotated_memtable: bool,
+}
+
+/// What a commit hands back to its caller.
+#[derive(Debug, Default)]
+pub(crate) struct Committed {
+    /// A deferred sync commit's first half: finish it with [`Core::finish_commit`].
+    pub ticket: Option<CommitTicket>,
+    /// The column family whose memtable this commit filled. Its flush is scheduled by the caller once the
+    /// transaction is dropped, so the flush never sees the committing transaction's snapshot pinned — the same
+    /// flush, byte for byte, whether the commit completed here or was deferred and finished later (with an
+    /// inline executor it runs right there; a pinned snapshot keeps versions the flush would otherwise drop).
+    pub flush: Option<Arc<CfState>>,
+}
+
 /// Everything the engine shares between the facade, transactions and background work.
 pub(crate) struct Core {
     pub opts: OpenOptions,
@@ -148,9 +190,9 @@ pub(crate) struct Core {
     /// Wakes the background WAL syncer early, when buffered appends are halfway to their bound (see
     /// [`Core::buffered_durability`]).
     sync_nudge: Arc<crate::runtime::Nudge>,
-    /// Sync commits applied to their memtable and waiting for an fsync, in log order: `(lsn, begin, commit)`.
-    /// The group-commit leader publishes the ones its fsync covered, in order, before waking the others.
-    pending_sync: Mutex<std::collections::VecDeque<(u64, Seq, Seq)>>,
+    /// Sync commits applied to their memtable and waiting for an fsync, in log order. The group-commit leader
+    /// publishes the ones its fsync covered, in order, before waking the others.
+    pending_sync: Mutex<std::collections::VecDeque<PendingSync>>,
     visible: AtomicU64,
     pub snapshots: SnapshotRegistry,
     pub live_txns: AtomicUsize,
@@ -338,12 +380,21 @@ impl Core {
         Ok(())
     }
 
-    /// Commits a write set atomically with one contiguous sequence range.
-    pub fn commit(&self, mut req: CommitRequest<'_>, opts: WriteOptions) -> MidgeResult<()> {
+    /// Commits a write set atomically with one contiguous sequence range; with `defer`, only the first half of
+    /// a sync commit: logged (the frame waits for the next fsync round) and applied, neither durable nor
+    /// visible, and a ticket for [`Core::finish_commit`] comes back (see
+    /// [`crate::Transaction::commit_deferred`]). A commit that filled its memtable leaves the flush to its
+    /// caller, to schedule once the transaction's snapshot is released (see [`Committed::flush`]).
+    pub fn commit(
+        &self,
+        mut req: CommitRequest<'_>,
+        opts: WriteOptions,
+        defer: bool,
+    ) -> MidgeResult<Committed> {
         self.check_writable()?;
         self.check_policy(opts)?;
         let policy = opts.policy();
-        let _committer = (policy == DurabilityPolicy::Sync).then(|| self.wal.sync_committer());
+        let _committer = (policy == DurabilityPolicy::Sync && !defer).then(|| self.wal.sync_committer());
         let encoded: usize = req.writes.ops.iter().map(WalOp::encoded_len).sum::<usize>() + 64;
         if policy != DurabilityPolicy::BestEffort && encoded > crate::wal::MAX_PAYLOAD {
             return Err(MidgeError::InvalidArgument(format!(
@@ -368,7 +419,7 @@ impl Core {
                     .map_err(|e| self.durability_failed(e))?,
                 _ => {}
             }
-            return Ok(());
+            return Ok(Committed::default());
         }
         let active = self.check_stall(&cf)?;
         let begin = c.last_seq + 1;
@@ -400,12 +451,31 @@ impl Core {
         }
         let leader_publishes = policy == DurabilityPolicy::Sync && !cfg!(feature = "canary-ack-before-sync");
         if leader_publishes {
-            lock(&self.pending_sync).push_back((lsn, begin, commit_seq));
+            lock(&self.pending_sync).push_back(PendingSync {
+                lsn,
+                begin,
+                commit: commit_seq,
+                deferred: defer,
+            });
         }
         drop(c);
+        if defer && leader_publishes {
+            return Ok(Committed {
+                ticket: Some(CommitTicket {
+                    log_position: lsn,
+                    first_seq: begin,
+                    commit_seq,
+                    cf: req.cf,
+                    rotated_memtable: rotated,
+                }),
+                flush: None,
+            });
+        }
         let durable = match policy {
             DurabilityPolicy::Sync if !cfg!(feature = "canary-ack-before-sync") => {
-                self.wal.sync_to_then(lsn, &|| self.publish_synced())
+                self.wal.sync_to_then(lsn, &|| {
+                    self.publish_synced();
+                })
             }
             DurabilityPolicy::CloudStrict
                 if !cfg!(feature = "canary-ack-before-sync")
@@ -443,8 +513,63 @@ impl Core {
             self.publish(begin, commit_seq)?;
         }
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        if rotated && let Some(me) = self.me.upgrade() {
+        Ok(Committed {
+            ticket: None,
+            flush: rotated.then_some(cf),
+        })
+    }
+
+    /// The second half of a deferred sync commit: returns once an fsync covers it (sharing the round with
+    /// concurrent committers) and it is visible, with the log position that fsync covered. A ticket is checked
+    /// against the log and the sequence; one that names no logged commit is `InvalidArgument` and changes
+    /// nothing (visibility only ever advances over commits the engine itself queued).
+    pub fn finish_commit(&self, t: CommitTicket) -> MidgeResult<u64> {
+        self.check_open()?;
+        let last = lock(&self.commit).last_seq;
+        if t.first_seq == 0
+            || t.first_seq > t.commit_seq
+            || t.commit_seq > last
+            || t.log_position > self.wal.appended_lsn()
+        {
+            return Err(MidgeError::InvalidArgument(format!(
+                "commit ticket {t:?} names no logged commit (last sequence {last})"
+            )));
+        }
+        if self.is_poisoned() || self.wal.synced_lsn() < t.log_position {
+            self.wal
+                .sync_to_then(t.log_position, &|| {
+                    self.publish_synced();
+                })
+                .map_err(|e| self.durability_failed(e))?;
+        }
+        let synced = self.publish_synced();
+        self.wait_visible(t.commit_seq)?;
+        if t.rotated_memtable
+            && let Some(cf) = self.cf(t.cf)
+            && let Some(me) = self.me.upgrade()
+        {
             me.schedule(cf);
+        }
+        Ok(synced)
+    }
+
+    /// Syncs and publishes every deferred commit queued at or below `upto` whose caller has not finished it:
+    /// whoever needs such a commit visible (a later commit's publication, a flush) makes it durable itself
+    /// instead of waiting for a caller that may finish it late or never (on a single thread: never, while it
+    /// waits). Commits of other policies are in flight on their own threads and need nothing from here.
+    pub(crate) fn settle_deferred(&self, upto: Seq) -> MidgeResult<()> {
+        let lsn = lock(&self.pending_sync)
+            .iter()
+            .filter(|p| p.deferred && p.begin <= upto)
+            .map(|p| p.lsn)
+            .max();
+        if let Some(lsn) = lsn {
+            self.wal
+                .sync_to_then(lsn, &|| {
+                    self.publish_synced();
+                })
+                .map_err(|e| self.durability_failed(e))?;
+            self.publish_synced();
         }
         Ok(())
     }
@@ -543,39 +668,42 @@ impl Core {
     /// Run by the group-commit leader after its fsync, before it wakes the waiters: publishes every sync
     /// commit that fsync covered, in log order, so the waiters find themselves visible instead of each
     /// waiting in turn for its predecessors.
-    fn publish_synced(&self) {
+    /// Returns the log position it published up to.
+    pub(crate) fn publish_synced(&self) -> u64 {
         let synced = self.wal.synced_lsn();
-        let ready: Vec<(Seq, Seq)> = {
+        let ready: Vec<PendingSync> = {
             let mut q = lock(&self.pending_sync);
-            let n = q.iter().take_while(|(lsn, _, _)| *lsn <= synced).count();
-            q.drain(..n).map(|(_, b, c)| (b, c)).collect()
+            let n = q.iter().take_while(|p| p.lsn <= synced).count();
+            q.drain(..n).collect()
         };
         if !ready.is_empty() {
-            for &(_, c) in &ready {
-                self.counters.durable_seq.fetch_max(c, Ordering::AcqRel);
+            for p in &ready {
+                self.counters.durable_seq.fetch_max(p.commit, Ordering::AcqRel);
+                // A deferred commit counts once durable (its caller may never finish it).
+                if p.deferred {
+                    self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                }
             }
             let mut v = lock(&self.vis);
-            self.mark_ready(&mut v, ready);
+            self.mark_ready(&mut v, ready.iter().map(|p| (p.begin, p.commit)));
         }
+        synced
     }
 
     /// Makes `[begin, commit]` visible once every earlier commit is visible (it may already be, when a
     /// group-commit leader published it).
     fn publish(&self, begin: Seq, commit: Seq) -> MidgeResult<()> {
-        let mut v = lock(&self.vis);
-        if v.visible < commit {
-            self.mark_ready(&mut v, [(begin, commit)]);
-        }
-        while v.visible < commit {
-            if let Some(p) = lock(&self.poison).as_ref() {
-                return Err(MidgeError::Poisoned(p.clone()));
+        {
+            let mut v = lock(&self.vis);
+            if v.visible < commit {
+                self.mark_ready(&mut v, [(begin, commit)]);
             }
-            // Only reachable with concurrent committers (never on single-threaded wasm32).
-            v.waiters += 1;
-            v = self.vis_cv.wait(v).unwrap_or_else(|p| p.into_inner());
-            v.waiters -= 1;
+            if v.visible >= commit {
+                return Ok(());
+            }
         }
-        Ok(())
+        // An earlier commit is still in flight on another thread, or deferred and unfinished.
+        self.wait_visible(commit)
     }
 
     /// Assertions, write-write conflicts and insert checks, run under the commit lock before any WAL write.

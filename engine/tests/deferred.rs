@@ -1,0 +1,276 @@
+//! Deferred sync commits (`Transaction::commit_deferred` + `Engine::finish_commit`): not visible and not
+//! acknowledged until finished, durable once finished, never a wait on a caller that does not finish, one
+//! fsync for every commit logged before it, forged tickets refused, a failed fsync never acknowledged.
+#![allow(clippy::disallowed_methods)] // tests drive real threads
+
+mod common;
+
+use cntryl_midge::CommitTicket;
+use cntryl_midge::prelude::*;
+use cntryl_midge::runtime::InlineExecutor;
+use cntryl_midge::storage::SharedFs;
+use cntryl_midge::storage::sim::{PersistenceModel, SimFs};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Single-threaded, as inside the component: no background syncer, flushes run inline.
+fn options(fs: SharedFs) -> OpenOptions {
+    OpenOptions::with_file_system(fs)
+        .executor(Arc::new(InlineExecutor))
+        .build()
+        .unwrap()
+}
+
+fn open(fs: &SimFs) -> Engine {
+    Engine::open(options(Arc::new(fs.clone()))).unwrap()
+}
+
+fn deferred(engine: &Engine, k: &str, v: &str) -> CommitTicket {
+    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    tx.put(k.as_bytes().to_vec(), v.as_bytes().to_vec(), None)
+        .unwrap();
+    tx.commit_deferred(WriteOptions::sync())
+        .unwrap()
+        .expect("a sync commit with writes is deferred")
+}
+
+fn put(engine: &Engine, k: &str, v: &str, opts: WriteOptions) -> MidgeResult<()> {
+    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite)?;
+    tx.put(k.as_bytes().to_vec(), v.as_bytes().to_vec(), None)?;
+    tx.commit(opts)
+}
+
+fn get(engine: &Engine, k: &str) -> Option<String> {
+    let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    tx.get(k.as_bytes())
+        .unwrap()
+        .map(|b| String::from_utf8(b.to_vec()).unwrap())
+}
+
+fn fsyncs(engine: &Engine) -> u64 {
+    engine.get_runtime_metrics().unwrap().wal_fsync_count
+}
+
+/// What a power loss now leaves, reopened.
+fn after_power_loss(fs: &SimFs) -> Engine {
+    open(&fs.crash_image(PersistenceModel::DropUnsynced, 0))
+}
+
+#[test]
+fn a_deferred_commit_is_neither_visible_nor_durable_until_finished() {
+    let fs = SimFs::new();
+    let engine = open(&fs);
+    put(&engine, "before", "0", WriteOptions::sync()).unwrap();
+    let t = deferred(&engine, "k", "v");
+    assert_eq!(get(&engine, "k"), None, "visible before its fsync");
+    assert_eq!(engine.get_runtime_metrics().unwrap().commits_total, 1);
+    let lost = after_power_loss(&fs);
+    assert_eq!(get(&lost, "before").as_deref(), Some("0"));
+    assert_eq!(get(&lost, "k"), None, "durable before anyone finished it");
+    drop(lost);
+
+    let covered = engine.finish_commit(t).unwrap();
+    assert!(covered >= t.log_position, "{covered} < {}", t.log_position);
+    assert_eq!(get(&engine, "k").as_deref(), Some("v"));
+    assert_eq!(engine.get_runtime_metrics().unwrap().commits_total, 2);
+    let kept = after_power_loss(&fs);
+    assert_eq!(get(&kept, "k").as_deref(), Some("v"), "finished but not durable");
+    // Finishing twice is harmless.
+    assert!(engine.finish_commit(t).unwrap() >= covered);
+}
+
+#[test]
+fn one_finish_makes_every_earlier_deferred_commit_durable_with_one_fsync() {
+    let fs = SimFs::new();
+    let engine = open(&fs);
+    put(&engine, "warm", "0", WriteOptions::sync()).unwrap();
+    let tickets: Vec<CommitTicket> = (0..5).map(|i| deferred(&engine, &format!("k{i}"), "v")).collect();
+    let before = fsyncs(&engine);
+    let covered = engine.finish_commit(tickets[4]).unwrap();
+    assert_eq!(fsyncs(&engine), before + 1, "one fsync for five commits");
+    for (i, t) in tickets.iter().enumerate() {
+        assert!(t.log_position <= covered, "ticket {i} not covered");
+        assert_eq!(get(&engine, &format!("k{i}")).as_deref(), Some("v"));
+    }
+    // Covered tickets finish without another fsync.
+    for t in &tickets[..4] {
+        engine.finish_commit(*t).unwrap();
+    }
+    assert_eq!(fsyncs(&engine), before + 1);
+    let kept = after_power_loss(&fs);
+    for i in 0..5 {
+        assert_eq!(get(&kept, &format!("k{i}")).as_deref(), Some("v"));
+    }
+}
+
+#[test]
+fn commits_and_flushes_behind_an_unfinished_ticket_never_wait_for_its_caller() {
+    // One thread, as inside a component: a wait for the ticket's owner would never end.
+    let fs = SimFs::new();
+    let engine = open(&fs);
+    let a = deferred(&engine, "a", "1");
+    put(&engine, "b", "2", WriteOptions::buffered()).unwrap();
+    assert_eq!(
+        get(&engine, "a").as_deref(),
+        Some("1"),
+        "published before the later commit"
+    );
+    assert_eq!(get(&engine, "b").as_deref(), Some("2"));
+    let kept = after_power_loss(&fs);
+    assert_eq!(
+        get(&kept, "a").as_deref(),
+        Some("1"),
+        "made durable by whoever needed it visible"
+    );
+    drop(kept);
+    engine.finish_commit(a).unwrap();
+
+    let c = deferred(&engine, "c", "3");
+    let cf = engine.get_column_family("default").unwrap();
+    engine.flush_cf(&cf).unwrap();
+    assert_eq!(get(&engine, "c").as_deref(), Some("3"));
+    put(&engine, "d", "4", WriteOptions::sync()).unwrap();
+    engine.finish_commit(c).unwrap();
+    assert_eq!(engine.get_runtime_metrics().unwrap().commits_total, 4);
+    let kept = after_power_loss(&fs);
+    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
+        assert_eq!(get(&kept, k).as_deref(), Some(v), "{k}");
+    }
+}
+
+#[test]
+fn a_commit_that_fills_its_memtable_flushes_when_finished() {
+    let fs = SimFs::new();
+    let engine = Engine::open(
+        OpenOptions::with_file_system(Arc::new(fs.clone()))
+            .with_memtable_size_limit(64 << 10)
+            .executor(Arc::new(InlineExecutor))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut rotated = None;
+    for i in 0..2000 {
+        let t = deferred(&engine, &format!("key{i:05}"), &"x".repeat(100));
+        if t.rotated_memtable {
+            rotated = Some(t);
+            break;
+        }
+        engine.finish_commit(t).unwrap();
+    }
+    let t = rotated.expect("a commit filled the 64 KiB memtable");
+    let flushes = engine.get_runtime_metrics().unwrap().flush_publish_count;
+    engine.finish_commit(t).unwrap();
+    assert!(
+        engine.get_runtime_metrics().unwrap().flush_publish_count > flushes,
+        "finishing the ticket that filled the memtable ran its flush"
+    );
+}
+
+#[test]
+fn forged_tickets_are_refused_and_change_nothing() {
+    let fs = SimFs::new();
+    let engine = open(&fs);
+    put(&engine, "a", "1", WriteOptions::sync()).unwrap();
+    let t = deferred(&engine, "b", "2");
+    let seq = engine.get_runtime_metrics().unwrap().current_sequence;
+    let forged = [
+        CommitTicket {
+            commit_seq: t.commit_seq + 100,
+            first_seq: t.commit_seq + 1,
+            ..t
+        },
+        CommitTicket {
+            log_position: t.log_position + (1 << 40),
+            ..t
+        },
+        CommitTicket { first_seq: 0, ..t },
+        CommitTicket {
+            first_seq: t.commit_seq + 1,
+            ..t
+        },
+    ];
+    for f in forged {
+        let err = engine.finish_commit(f).unwrap_err();
+        assert!(matches!(err, MidgeError::InvalidArgument(_)), "{f:?}: {err}");
+    }
+    assert_eq!(get(&engine, "b"), None, "a refused ticket published nothing");
+    assert_eq!(engine.get_runtime_metrics().unwrap().current_sequence, seq);
+    engine.finish_commit(t).unwrap();
+    put(&engine, "c", "3", WriteOptions::sync()).unwrap();
+    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3")] {
+        assert_eq!(get(&engine, k).as_deref(), Some(v));
+    }
+}
+
+#[test]
+fn only_sync_commits_with_writes_are_deferred() {
+    let fs = SimFs::new();
+    let engine = open(&fs);
+    for opts in [WriteOptions::buffered(), WriteOptions::best_effort()] {
+        let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+        tx.put(b"k".to_vec(), b"v".to_vec(), None).unwrap();
+        assert_eq!(
+            tx.commit_deferred(opts).unwrap(),
+            None,
+            "{opts:?} completes at once"
+        );
+    }
+    let tx = engine.begin_tx(0, TransactionMode::ReadWrite).unwrap();
+    assert_eq!(
+        tx.commit_deferred(WriteOptions::sync()).unwrap(),
+        None,
+        "nothing to write"
+    );
+    let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    assert_eq!(tx.commit_deferred(WriteOptions::sync()).unwrap(), None);
+    assert_eq!(get(&engine, "k").as_deref(), Some("v"));
+}
+
+#[test]
+fn a_deferred_commit_whose_fsync_fails_is_never_acknowledged() {
+    let fault = common::FaultFs::new();
+    let fail = fault.fail_syncs.clone();
+    let engine = Engine::open(options(Arc::new(fault))).unwrap();
+    put(&engine, "before", "1", WriteOptions::sync()).unwrap();
+    let t = deferred(&engine, "during", "2");
+    fail.store(true, Ordering::SeqCst);
+    let err = engine.finish_commit(t).unwrap_err();
+    assert!(matches!(err, MidgeError::Poisoned(_)), "{err}");
+    assert_eq!(get(&engine, "during"), None, "never made visible");
+    fail.store(false, Ordering::SeqCst);
+    let err = engine.finish_commit(t).unwrap_err();
+    assert!(
+        matches!(err, MidgeError::Poisoned(_)),
+        "no retry-and-trust: {err}"
+    );
+    assert_eq!(get(&engine, "during"), None);
+}
+
+#[test]
+fn deferred_commits_from_threads_are_all_acknowledged_and_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(OpenOptions::local(dir.path()).build()).unwrap());
+    let (writers, per) = (4, 50);
+    let handles: Vec<_> = (0..writers)
+        .map(|w| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..per {
+                    let t = deferred(&engine, &format!("w{w}-{i}"), "v");
+                    engine.finish_commit(t).unwrap();
+                    assert_eq!(get(&engine, &format!("w{w}-{i}")).as_deref(), Some("v"));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let m = engine.get_runtime_metrics().unwrap();
+    assert_eq!(m.commits_total, (writers * per) as u64);
+    drop(engine);
+    let engine = Engine::open(OpenOptions::local(dir.path()).build()).unwrap();
+    let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    assert_eq!(tx.scan(&Query::new()).unwrap().count(), writers * per);
+}

@@ -1,0 +1,231 @@
+//! Group commit for `sync` commits from threads sharing one component instance.
+//!
+//! The instance runs one call at a time, so a sync commit that waited for its fsync inside the instance held
+//! every other thread out for that fsync: N writers got one fsync per commit, the device's rate at best, where
+//! the native engine's writers share one fsync per round. Here the threads' commits are combined instead: a
+//! sync commit joins a queue; one thread (the leader) takes the instance once for the whole queue, commits each
+//! queued transaction with `commit-deferred` (logged and applied, neither durable nor visible) and then finishes
+//! the last ticket with one `finish-commit` — one fsync covering every commit of the round, as RocksDB's write
+//! group leader writes its followers' batches. Commits that arrive during a round's fsync queue for the next
+//! round, whose leader is the first of them (woken when the round ends); so two groups alternate, one in its
+//! fsync and one gathering, as on the native engine.
+//!
+//! Owns only the queue and the hand-off. Whether a commit is durable is the engine's answer: a follower is told
+//! it is done only when `finish-commit` returned a log position at or past its ticket; after any failure a
+//! follower finishes its own ticket with its own call and gets its own typed error (poisoned, trapped, …).
+//! Never touches the engine's data or the instance outside [`ComponentEngine`]'s turns.
+
+use super::{ComponentEngine, call_locked, call_then_drop, wt};
+use cntryl_midge::{MidgeError, MidgeResult};
+use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::ResourceAny;
+
+/// The queue of sync commits waiting for a leader.
+#[derive(Default)]
+pub(crate) struct Group {
+    state: Mutex<GroupState>,
+    /// Wakes a gathering leader once as many commits queued as it waits for.
+    arrived: Condvar,
+    /// Smoothed time of a round's `finish-commit` (its fsync), which bounds the gather.
+    finish_ewma_ns: AtomicU64,
+}
+
+#[derive(Default)]
+struct GroupState {
+    queue: Vec<Arc<Request>>,
+    /// A leader is running a round (or has been woken to run the next one).
+    leading: bool,
+    /// Commits the next round gathers for: the last round's batch and the commits that queued while it ran,
+    /// which are about what commits again soon.
+    want: usize,
+    /// A leader waits for `want` commits to queue.
+    gathering: bool,
+}
+
+/// The longest a leader gathers, whatever the fsync costs.
+const MAX_GATHER: Duration = Duration::from_millis(1);
+
+/// One queued commit and where its outcome goes.
+struct Request {
+    tx: ResourceAny,
+    durability: wt::Durability,
+    outcome: Mutex<Option<Outcome>>,
+    ready: Condvar,
+}
+
+enum Outcome {
+    /// Committed (durable and visible), or refused with this error.
+    Done(MidgeResult<()>),
+    /// Logged and applied, but the round's `finish-commit` failed or fell short: finish it yourself.
+    Finish(wt::CommitTicket),
+    /// Lead the next round.
+    Lead,
+}
+
+impl Group {
+    /// The leader's batch: what is queued once as many commits as the last round saw have queued, or half a
+    /// round's time has passed (at most [`MAX_GATHER`]). Threads committing back to back reach the queue a
+    /// few microseconds apart (each opens and fills its next transaction first); without the wait a round
+    /// would often carry one commit while the others were on their way. A lone writer never waits.
+    fn gather(&self) -> Vec<Arc<Request>> {
+        let mut s = self.state.lock();
+        if s.want > 1 && s.queue.len() < s.want {
+            let budget =
+                Duration::from_nanos(self.finish_ewma_ns.load(Ordering::Relaxed) / 2).min(MAX_GATHER);
+            let deadline = Instant::now() + budget;
+            s.gathering = true;
+            while s.queue.len() < s.want {
+                if self.arrived.wait_until(&mut s, deadline).timed_out() {
+                    break;
+                }
+            }
+            s.gathering = false;
+        }
+        std::mem::take(&mut s.queue)
+    }
+
+    fn record_round(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.finish_ewma_ns.load(Ordering::Relaxed);
+        let ewma = if old == 0 { ns } else { (old * 7 + ns) / 8 };
+        self.finish_ewma_ns.store(ewma, Ordering::Relaxed);
+    }
+}
+
+impl Request {
+    fn set(&self, o: Outcome) {
+        *self.outcome.lock() = Some(o);
+        self.ready.notify_one();
+    }
+
+    fn wait(&self) -> Outcome {
+        let mut o = self.outcome.lock();
+        loop {
+            if let Some(o) = o.take() {
+                return o;
+            }
+            self.ready.wait(&mut o);
+        }
+    }
+}
+
+impl ComponentEngine {
+    /// Commits `tx` with `durability` (`sync`), sharing one fsync with the sync commits of other threads.
+    pub(crate) fn commit_grouped(&self, tx: ResourceAny, durability: wt::Durability) -> MidgeResult<()> {
+        let me = Arc::new(Request {
+            tx,
+            durability,
+            outcome: Mutex::new(None),
+            ready: Condvar::new(),
+        });
+        let group = &self.shared.group;
+        {
+            let mut s = group.state.lock();
+            s.queue.push(me.clone());
+            if s.gathering && s.queue.len() >= s.want {
+                group.arrived.notify_one();
+            }
+            if s.leading {
+                drop(s);
+                match me.wait() {
+                    Outcome::Done(r) => return r,
+                    Outcome::Finish(t) => return self.finish_one(t),
+                    Outcome::Lead => {}
+                }
+            } else {
+                s.leading = true;
+            }
+        }
+        // Leading: one round over everything queued (ours included), then hand the lead to the first commit
+        // that queued meanwhile.
+        let batch = group.gather();
+        let started = Instant::now();
+        let mine = self.round(&batch, &me);
+        group.record_round(started.elapsed());
+        {
+            let mut s = group.state.lock();
+            s.want = batch.len() + s.queue.len();
+            match s.queue.first() {
+                Some(next) => next.set(Outcome::Lead),
+                None => s.leading = false,
+            }
+        }
+        match mine {
+            Outcome::Done(r) => r,
+            Outcome::Finish(t) => self.finish_one(t),
+            Outcome::Lead => unreachable!("a round never hands its leader the lead"),
+        }
+    }
+
+    /// Commits every request of `batch` and finishes the round with one fsync; sets every other request's
+    /// outcome and returns `me`'s.
+    fn round(&self, batch: &[Arc<Request>], me: &Arc<Request>) -> Outcome {
+        let n = batch.len() as u64;
+        self.shared.calls.fetch_add(n + 1, Ordering::Relaxed);
+        let (logged, finished_at, finished) = self.with_inner(|g| {
+            let logged: Vec<MidgeResult<Option<wt::CommitTicket>>> = batch
+                .iter()
+                .map(|r| {
+                    call_then_drop(g, r.tx, |s, p, _| {
+                        p.cntryl_midge_engine()
+                            .transaction()
+                            .call_commit_deferred(s, r.tx, r.durability)
+                    })
+                })
+                .collect();
+            // The last ticket's fsync covers every earlier one (the log is appended in order).
+            let last = logged
+                .iter()
+                .filter_map(|r| r.as_ref().ok().copied().flatten())
+                .max_by_key(|t| t.log_position);
+            let finished = last.map(|t| {
+                call_locked(g, |s, p, db| {
+                    p.cntryl_midge_engine().database().call_finish_commit(s, db, t)
+                })
+            });
+            (logged, last.map(|t| t.log_position), finished)
+        });
+        let covered = match &finished {
+            Some(Ok(c)) => Some(*c),
+            _ => None,
+        };
+        let mut mine = None;
+        for (r, out) in batch.iter().zip(logged) {
+            let o = match out {
+                Err(e) => Outcome::Done(Err(e)),
+                Ok(None) => Outcome::Done(Ok(())),
+                // Another ticket whose finish schedules a flush is finished by its own thread (cheap: covered);
+                // the one the round finished (`finished_at`) had its flush scheduled already.
+                Ok(Some(t))
+                    if covered.is_some_and(|c| c >= t.log_position)
+                        && (!t.rotated_memtable || finished_at == Some(t.log_position)) =>
+                {
+                    Outcome::Done(Ok(()))
+                }
+                Ok(Some(t)) => Outcome::Finish(t),
+            };
+            if Arc::ptr_eq(r, me) {
+                mine = Some(o);
+            } else {
+                r.set(o);
+            }
+        }
+        match (mine, finished) {
+            // The leader's own finish failed: report that error rather than calling again.
+            (Some(Outcome::Finish(_)), Some(Err(e))) => Outcome::Done(Err(e)),
+            (Some(o), _) => o,
+            (None, _) => Outcome::Done(Err(MidgeError::Internal(
+                "group commit: the leader's request was not in its round".into(),
+            ))),
+        }
+    }
+
+    /// Finishes one ticket with its own call (after a round that did not cover it).
+    fn finish_one(&self, t: wt::CommitTicket) -> MidgeResult<()> {
+        self.call(|s, p, db| p.cntryl_midge_engine().database().call_finish_commit(s, db, t))
+            .map(|_| ())
+    }
+}
