@@ -5,20 +5,23 @@
 
 mod common;
 
-use cntryl_midge::CommitTicket;
+use common::{get, put};
+
 use cntryl_midge::prelude::*;
 use cntryl_midge::runtime::InlineExecutor;
 use cntryl_midge::storage::SharedFs;
 use cntryl_midge::storage::sim::{PersistenceModel, SimFs};
+use cntryl_midge::{CommitTicket, OpenOptionsBuilder};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Single-threaded, as inside the component: no background syncer, flushes run inline.
+fn builder(fs: SharedFs) -> OpenOptionsBuilder {
+    OpenOptions::with_file_system(fs).executor(Arc::new(InlineExecutor))
+}
+
 fn options(fs: SharedFs) -> OpenOptions {
-    OpenOptions::with_file_system(fs)
-        .executor(Arc::new(InlineExecutor))
-        .build()
-        .unwrap()
+    builder(fs).build().unwrap()
 }
 
 fn open(fs: &SimFs) -> Engine {
@@ -32,19 +35,6 @@ fn deferred(engine: &Engine, k: &str, v: &str) -> CommitTicket {
     tx.commit_deferred(WriteOptions::sync())
         .unwrap()
         .expect("a sync commit with writes is deferred")
-}
-
-fn put(engine: &Engine, k: &str, v: &str, opts: WriteOptions) -> MidgeResult<()> {
-    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite)?;
-    tx.put(k.as_bytes().to_vec(), v.as_bytes().to_vec(), None)?;
-    tx.commit(opts)
-}
-
-fn get(engine: &Engine, k: &str) -> Option<String> {
-    let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
-    tx.get(k.as_bytes())
-        .unwrap()
-        .map(|b| String::from_utf8(b.to_vec()).unwrap())
 }
 
 fn fsyncs(engine: &Engine) -> u64 {
@@ -142,9 +132,8 @@ fn commits_and_flushes_behind_an_unfinished_ticket_never_wait_for_its_caller() {
 fn a_commit_that_fills_its_memtable_flushes_when_finished() {
     let fs = SimFs::new();
     let engine = Engine::open(
-        OpenOptions::with_file_system(Arc::new(fs.clone()))
+        builder(Arc::new(fs.clone()))
             .with_memtable_size_limit(64 << 10)
-            .executor(Arc::new(InlineExecutor))
             .build()
             .unwrap(),
     )

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{get, put};
+
 use cntryl_midge::prelude::*;
 use cntryl_midge::storage::SharedFs;
 use cntryl_midge::{EngineHealth, RecoveryPolicy};
@@ -12,19 +14,6 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
-
-fn put(engine: &Engine, k: &str, v: &str, opts: WriteOptions) -> MidgeResult<()> {
-    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite)?;
-    tx.put(k.as_bytes().to_vec(), v.as_bytes().to_vec(), None)?;
-    tx.commit(opts)
-}
-
-fn get(engine: &Engine, k: &str) -> Option<String> {
-    let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
-    tx.get(k.as_bytes())
-        .unwrap()
-        .map(|b| String::from_utf8(b.to_vec()).unwrap())
-}
 
 fn wal_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir.join("wal"))

@@ -156,7 +156,10 @@ impl ComponentEngine {
         match mine {
             Outcome::Done(r) => r,
             Outcome::Finish(t) => self.finish_one(t),
-            Outcome::Lead => unreachable!("a round never hands its leader the lead"),
+            // `round` never returns it; an error rather than a panic if that ever changed.
+            Outcome::Lead => Err(MidgeError::Internal(
+                "group commit: a round handed its own leader the lead".into(),
+            )),
         }
     }
 

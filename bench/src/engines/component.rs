@@ -178,16 +178,8 @@ impl KvEngine for ComponentKv {
     }
 
     fn counters(&self) -> Counters {
-        self.with_engine(|e| {
-            let m = e.get_runtime_metrics()?;
-            // The WIT metrics record carries no append or stall counts.
-            Ok(Counters {
-                fsyncs: m.wal_fsync_count,
-                compactions: m.compactions_run,
-                ..Counters::default()
-            })
-        })
-        .unwrap_or_default()
+        self.with_engine(|e| Ok(Counters::of_midge(&e.get_runtime_metrics()?)))
+            .unwrap_or_default()
     }
 
     fn open_report(&self) -> serde_json::Value {

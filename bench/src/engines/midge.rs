@@ -147,16 +147,8 @@ impl KvEngine for MidgeKv {
     }
 
     fn counters(&self) -> Counters {
-        self.with_engine(|e| {
-            let m = e.get_runtime_metrics()?;
-            Ok(Counters {
-                fsyncs: m.wal_fsync_count,
-                wal_appends: m.wal_append_count,
-                stalls: m.write_stalls_total,
-                compactions: m.compactions_run,
-            })
-        })
-        .unwrap_or_default()
+        self.with_engine(|e| Ok(Counters::of_midge(&e.get_runtime_metrics()?)))
+            .unwrap_or_default()
     }
 
     fn open_report(&self) -> serde_json::Value {

@@ -63,6 +63,19 @@ pub struct Counters {
     pub compactions: u64,
 }
 
+impl Counters {
+    /// Midge's counters from its runtime metrics (native, or the component's, whose WIT record carries no
+    /// append or stall counts: those stay 0).
+    pub fn of_midge(m: &cntryl_midge::RuntimeMetricsSnapshot) -> Counters {
+        Counters {
+            fsyncs: m.wal_fsync_count,
+            wal_appends: m.wal_append_count,
+            stalls: m.write_stalls_total,
+            compactions: m.compactions_run,
+        }
+    }
+}
+
 /// What the workloads do with each value a read returns: fold every byte of it, as an application that uses
 /// the value would, and hand back its length. An engine that returns a reference into its cache would
 /// otherwise never pay for the value's cache misses, while one that must copy it (the component, whose host

@@ -1,8 +1,9 @@
-//! Test support: a file system over `MemoryFs` that fails chosen operations.
+//! Test support: a file system over `MemoryFs` that fails chosen operations, and one-key put / get helpers.
 #![allow(dead_code)]
 
 pub mod sweep;
 
+use cntryl_midge::prelude::*;
 use cntryl_midge::storage::memory::MemoryFs;
 use cntryl_midge::storage::{File, FileSystem, LockGuard, OpenMode};
 use std::io;
@@ -117,4 +118,19 @@ impl FileSystem for FaultFs {
     fn describe(&self) -> String {
         "fault-injecting memory fs".into()
     }
+}
+
+/// Commits one put to the default column family.
+pub fn put(engine: &Engine, k: &str, v: &str, opts: WriteOptions) -> MidgeResult<()> {
+    let mut tx = engine.begin_tx(0, TransactionMode::ReadWrite)?;
+    tx.put(k.as_bytes().to_vec(), v.as_bytes().to_vec(), None)?;
+    tx.commit(opts)
+}
+
+/// Reads one key of the default column family in a fresh snapshot.
+pub fn get(engine: &Engine, k: &str) -> Option<String> {
+    let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
+    tx.get(k.as_bytes())
+        .unwrap()
+        .map(|b| String::from_utf8(b.to_vec()).unwrap())
 }
