@@ -149,7 +149,8 @@ mod wal;
 
 pub use crate::core::CommitTicket;
 pub use api::{
-    ColumnFamilyHandle, Direction, Engine, IteratorState, OwnedScanIterator, Query, ScanIterator, Transaction,
+    BatchOp, ColumnFamilyHandle, Direction, Engine, IteratorState, OwnedScanIterator, Query, ScanIterator,
+    Transaction,
 };
 pub use bytes::{Bytes, BytesMut};
 /// How many times cloud mode issues one object-store request before reporting a transient or ambiguous failure

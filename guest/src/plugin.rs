@@ -11,8 +11,9 @@ use std::rc::Rc;
 wit_bindgen::generate!({ world: "plugin", path: "../wit", skip: ["get-short"] });
 
 use cntryl::midge::types::{
-    CommitTicket as WitTicket, ConflictPolicy as WitPolicy, Durability, Error as WitError, Health,
-    OpenConfig, Query as WitQuery, RecoveryMetrics, RuntimeMetrics, TransactionMode as WitMode, VerifyReport,
+    BatchOp as WitBatchOp, CommitTicket as WitTicket, ConflictPolicy as WitPolicy, Durability,
+    Error as WitError, Health, OpenConfig, Query as WitQuery, RecoveryMetrics, RuntimeMetrics,
+    TransactionMode as WitMode, VerifyReport,
 };
 use exports::cntryl::midge::engine::{
     Database, Guest, GuestDatabase, GuestScanIterator, GuestTransaction, ScanIterator, Transaction,
@@ -207,6 +208,20 @@ impl GuestDatabase for Db {
 
     fn sync_wal(&self) -> Result<(), WitError> {
         self.with(|e| e.sync_wal())
+    }
+
+    fn write(&self, cf: u32, ops: Vec<WitBatchOp>, durability: Durability) -> Result<(), WitError> {
+        self.with(|e| e.write(cf, batch_ops(ops), write_options(durability)))
+    }
+
+    fn write_deferred(
+        &self,
+        cf: u32,
+        ops: Vec<WitBatchOp>,
+        durability: Durability,
+    ) -> Result<Option<WitTicket>, WitError> {
+        let t = self.with(|e| e.write_deferred(cf, batch_ops(ops), write_options(durability)))?;
+        Ok(t.map(wit_ticket))
     }
 
     fn finish_commit(&self, t: WitTicket) -> Result<u64, WitError> {
@@ -527,19 +542,34 @@ impl GuestTransaction for Tx {
     fn commit_deferred(&self, durability: Durability) -> Result<Option<WitTicket>, WitError> {
         let tx = self.tx.borrow_mut().take().ok_or_else(finished)?;
         let t = tx.commit_deferred(write_options(durability)).map_err(err)?;
-        Ok(t.map(|t| WitTicket {
-            log_position: t.log_position,
-            first_seq: t.first_seq,
-            commit_seq: t.commit_seq,
-            cf: t.cf,
-            rotated_memtable: t.rotated_memtable,
-        }))
+        Ok(t.map(wit_ticket))
     }
 
     fn rollback(&self) -> Result<(), WitError> {
         let tx = self.tx.borrow_mut().take().ok_or_else(finished)?;
         tx.rollback().map_err(err)
     }
+}
+
+fn wit_ticket(t: cntryl_midge::CommitTicket) -> WitTicket {
+    WitTicket {
+        log_position: t.log_position,
+        first_seq: t.first_seq,
+        commit_seq: t.commit_seq,
+        cf: t.cf,
+        rotated_memtable: t.rotated_memtable,
+    }
+}
+
+fn batch_ops(ops: Vec<WitBatchOp>) -> Vec<cntryl_midge::BatchOp> {
+    use cntryl_midge::BatchOp as B;
+    ops.into_iter()
+        .map(|op| match op {
+            WitBatchOp::Put((key, value, ttl_secs)) => B::Put { key, value, ttl_secs },
+            WitBatchOp::Delete(key) => B::Delete { key },
+            WitBatchOp::DeleteRange((start, end)) => B::DeleteRange { start, end },
+        })
+        .collect()
 }
 
 fn write_options(durability: Durability) -> cntryl_midge::WriteOptions {

@@ -48,9 +48,17 @@ struct GroupState {
 /// The longest a leader gathers, whatever the fsync costs.
 const MAX_GATHER: Duration = Duration::from_millis(1);
 
+/// What a queued commit commits.
+pub(crate) enum Work {
+    /// A transaction (consumed by the commit).
+    Tx(ResourceAny),
+    /// A write batch for a column family (`database.write-deferred`).
+    Batch(u32, Vec<wt::BatchOp>),
+}
+
 /// One queued commit and where its outcome goes.
 struct Request {
-    tx: ResourceAny,
+    work: Work,
     durability: wt::Durability,
     outcome: Mutex<Option<Outcome>>,
     ready: Condvar,
@@ -113,10 +121,10 @@ impl Request {
 }
 
 impl ComponentEngine {
-    /// Commits `tx` with `durability` (`sync`), sharing one fsync with the sync commits of other threads.
-    pub(crate) fn commit_grouped(&self, tx: ResourceAny, durability: wt::Durability) -> MidgeResult<()> {
+    /// Commits `work` with `durability` (`sync`), sharing one fsync with the sync commits of other threads.
+    pub(crate) fn commit_grouped(&self, work: Work, durability: wt::Durability) -> MidgeResult<()> {
         let me = Arc::new(Request {
-            tx,
+            work,
             durability,
             outcome: Mutex::new(None),
             ready: Condvar::new(),
@@ -171,12 +179,17 @@ impl ComponentEngine {
         let (logged, finished_at, finished) = self.with_inner(|g| {
             let logged: Vec<MidgeResult<Option<wt::CommitTicket>>> = batch
                 .iter()
-                .map(|r| {
-                    call_then_drop(g, r.tx, |s, p, _| {
+                .map(|r| match &r.work {
+                    Work::Tx(tx) => call_then_drop(g, *tx, |s, p, _| {
                         p.cntryl_midge_engine()
                             .transaction()
-                            .call_commit_deferred(s, r.tx, r.durability)
-                    })
+                            .call_commit_deferred(s, *tx, r.durability)
+                    }),
+                    Work::Batch(cf, ops) => call_locked(g, |s, p, db| {
+                        p.cntryl_midge_engine()
+                            .database()
+                            .call_write_deferred(s, db, *cf, ops, r.durability)
+                    }),
                 })
                 .collect();
             // The last ticket's fsync covers every earlier one (the log is appended in order).

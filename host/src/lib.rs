@@ -13,7 +13,7 @@
 use cntryl_midge::storage::SharedFs;
 use cntryl_midge::storage::object::SharedObjectStore;
 use cntryl_midge::{
-    Bytes, ConflictPolicy, MidgeError, MidgeResult, Query, RecoveryMetricsSnapshot, TransactionMode,
+    BatchOp, Bytes, ConflictPolicy, MidgeError, MidgeResult, Query, RecoveryMetricsSnapshot, TransactionMode,
     WriteOptions,
 };
 use std::path::Path;
@@ -354,6 +354,17 @@ fn call_locked<T>(
             g.trapped = Some(trap.to_string());
             Err(e)
         }
+    }
+}
+
+/// The WIT durability of `opts`.
+fn durability(opts: WriteOptions) -> wt::Durability {
+    match opts.policy() {
+        cntryl_midge::DurabilityPolicy::Sync => wt::Durability::Sync,
+        cntryl_midge::DurabilityPolicy::Buffered => wt::Durability::Buffered,
+        cntryl_midge::DurabilityPolicy::BestEffort => wt::Durability::BestEffort,
+        cntryl_midge::DurabilityPolicy::CloudAsync => wt::Durability::CloudAsync,
+        cntryl_midge::DurabilityPolicy::CloudStrict => wt::Durability::CloudStrict,
     }
 }
 
@@ -710,6 +721,27 @@ impl ComponentEngine {
         })
     }
 
+    /// Writes `ops` to column family `cf` atomically in one call into the instance (the engine's
+    /// `Engine::write`: a transaction begun, filled and committed at once). `sync` batches from several threads
+    /// share fsyncs, as sync transaction commits do.
+    pub fn write(&self, cf: u32, ops: &[BatchOp], opts: WriteOptions) -> MidgeResult<()> {
+        let ops: Vec<wt::BatchOp> = ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Put { key, value, ttl_secs } => {
+                    wt::BatchOp::Put((key.clone(), value.clone(), *ttl_secs))
+                }
+                BatchOp::Delete { key } => wt::BatchOp::Delete(key.clone()),
+                BatchOp::DeleteRange { start, end } => wt::BatchOp::DeleteRange((start.clone(), end.clone())),
+            })
+            .collect();
+        let d = durability(opts);
+        if d == wt::Durability::Sync {
+            return self.commit_grouped(group::Work::Batch(cf, ops), d);
+        }
+        self.call(|s, p, db| p.cntryl_midge_engine().database().call_write(s, db, cf, &ops, d))
+    }
+
     /// Flushes a column family's memtable to an SST.
     pub fn flush_cf(&self, cf: u32) -> MidgeResult<()> {
         self.call(|s, p, db| p.cntryl_midge_engine().database().call_flush(s, db, cf))
@@ -1015,16 +1047,10 @@ impl ComponentTransaction<'_> {
     /// Commits with the chosen durability.
     pub fn commit(mut self, opts: WriteOptions) -> MidgeResult<()> {
         let tx = self.tx()?;
-        let d = match opts.policy() {
-            cntryl_midge::DurabilityPolicy::Sync => wt::Durability::Sync,
-            cntryl_midge::DurabilityPolicy::Buffered => wt::Durability::Buffered,
-            cntryl_midge::DurabilityPolicy::BestEffort => wt::Durability::BestEffort,
-            cntryl_midge::DurabilityPolicy::CloudAsync => wt::Durability::CloudAsync,
-            cntryl_midge::DurabilityPolicy::CloudStrict => wt::Durability::CloudStrict,
-        };
+        let d = durability(opts);
         self.tx = None;
         if d == wt::Durability::Sync {
-            return self.engine.commit_grouped(tx, d);
+            return self.engine.commit_grouped(group::Work::Tx(tx), d);
         }
         self.engine.shared.calls.fetch_add(1, Ordering::Relaxed);
         // The commit and the transaction's drop in one turn.

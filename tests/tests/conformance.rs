@@ -4,7 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use cntryl_midge::prelude::*;
-use cntryl_midge::{Bytes, MidgeError};
+use cntryl_midge::{BatchOp, Bytes, MidgeError};
 use midge_host::{ComponentEngine, ComponentHost};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -20,6 +20,8 @@ trait Driver: Sync {
     fn cf_names(&self) -> MidgeResult<Vec<String>>;
     /// Runs `writes` in one transaction and commits with `opts`.
     fn write(&self, cf: u32, policy: ConflictPolicy, writes: &[W], opts: WriteOptions) -> MidgeResult<()>;
+    /// A write batch (`Engine::write` / `ComponentEngine::write`).
+    fn batch(&self, cf: u32, ops: &[BatchOp], opts: WriteOptions) -> MidgeResult<()>;
     fn get(&self, cf: u32, key: &[u8]) -> MidgeResult<Option<Bytes>>;
     /// Applies `writes` in a read-write transaction, reads `keys` in it (own writes first, then the snapshot)
     /// and rolls it back.
@@ -103,6 +105,9 @@ impl Driver for Native {
         tx.set_conflict_policy(policy);
         apply_writes!(tx, writes);
         tx.commit(opts)
+    }
+    fn batch(&self, cf: u32, ops: &[BatchOp], opts: WriteOptions) -> MidgeResult<()> {
+        self.0.write(cf, ops.to_vec(), opts)
     }
     fn get(&self, cf: u32, key: &[u8]) -> MidgeResult<Option<Bytes>> {
         self.0.begin_tx(cf, TransactionMode::ReadOnly)?.get(key)
@@ -196,6 +201,9 @@ impl Driver for Wasm {
         tx.set_conflict_policy(policy);
         apply_writes!(tx, writes);
         tx.commit(opts)
+    }
+    fn batch(&self, cf: u32, ops: &[BatchOp], opts: WriteOptions) -> MidgeResult<()> {
+        self.0.write(cf, ops, opts)
     }
     fn get(&self, cf: u32, key: &[u8]) -> MidgeResult<Option<Bytes>> {
         self.0.begin_tx(cf, TransactionMode::ReadOnly)?.get(key)
@@ -585,11 +593,22 @@ fn concurrent_sync_writers_share_fsyncs_and_stay_atomic<D: Driver>() {
                 let d = &d;
                 s.spawn(move || {
                     for i in 0..per {
-                        let rows: Vec<W> = ["a", "b", "c"]
-                            .iter()
-                            .map(|part| W::Put(b(&format!("w{w}-{i:03}-{part}")), b("v")))
-                            .collect();
-                        d.write(0, LWW, &rows, WriteOptions::sync()).unwrap();
+                        let keys = ["a", "b", "c"].map(|part| b(&format!("w{w}-{i:03}-{part}")));
+                        // Half the writers commit transactions, half write batches: both are grouped.
+                        if w % 2 == 0 {
+                            let rows: Vec<W> = keys.iter().map(|k| W::Put(k.clone(), b("v"))).collect();
+                            d.write(0, LWW, &rows, WriteOptions::sync()).unwrap();
+                        } else {
+                            let ops: Vec<BatchOp> = keys
+                                .iter()
+                                .map(|k| BatchOp::Put {
+                                    key: k.clone(),
+                                    value: b("v"),
+                                    ttl_secs: None,
+                                })
+                                .collect();
+                            d.batch(0, &ops, WriteOptions::sync()).unwrap();
+                        }
                         let seen = d.get(0, format!("w{w}-{i:03}-c").as_bytes()).unwrap();
                         assert_eq!(seen.as_deref(), Some(&b"v"[..]), "acknowledged but not visible");
                     }
@@ -616,6 +635,60 @@ fn concurrent_sync_writers_share_fsyncs_and_stay_atomic<D: Driver>() {
     assert_eq!(d.scan(0, &Query::new()).unwrap().len(), writers * per * 3);
 }
 
+/// A write batch is atomic, honours every op kind and durability, and an invalid op fails the whole batch
+/// with a typed error and nothing written.
+fn write_batches_are_atomic_and_refuse_bad_input<D: Driver>() {
+    let dir = tmp();
+    let d = D::open(dir.path()).unwrap();
+    let put = |k: &str, v: &str| BatchOp::Put {
+        key: b(k),
+        value: b(v),
+        ttl_secs: None,
+    };
+    d.batch(
+        0,
+        &[put("a", "1"), put("b", "2"), put("c", "3"), put("d", "4")],
+        WriteOptions::sync(),
+    )
+    .unwrap();
+    d.batch(
+        0,
+        &[
+            BatchOp::Delete { key: b("a") },
+            BatchOp::DeleteRange {
+                start: b("c"),
+                end: b("d"),
+            },
+            put("e", "5"),
+        ],
+        WriteOptions::buffered(),
+    )
+    .unwrap();
+    let rows = |d: &D| keys(&d.scan(0, &Query::new()).unwrap());
+    assert_eq!(rows(&d), ["b", "d", "e"]);
+    for bad in [
+        vec![put("f", "6"), put("", "empty key")],
+        vec![
+            put("f", "6"),
+            BatchOp::DeleteRange {
+                start: b("z"),
+                end: b("a"),
+            },
+        ],
+    ] {
+        let err = d.batch(0, &bad, WriteOptions::sync()).unwrap_err();
+        assert!(matches!(err, MidgeError::InvalidArgument(_)), "{err:?}");
+    }
+    assert!(
+        d.batch(99, &[put("f", "6")], WriteOptions::sync()).is_err(),
+        "unknown column family"
+    );
+    assert_eq!(rows(&d), ["b", "d", "e"], "a refused batch wrote nothing");
+    drop(d);
+    let d = D::open(dir.path()).unwrap();
+    assert_eq!(rows(&d), ["b", "d", "e"], "recovered");
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod native {
@@ -636,6 +709,7 @@ conformance!(
     point_reads_across_key_lengths_see_own_writes_then_the_snapshot,
     maintenance_calls_sync_verify_and_report_damage,
     concurrent_sync_writers_share_fsyncs_and_stay_atomic,
+    write_batches_are_atomic_and_refuse_bad_input,
 );
 
 #[test]

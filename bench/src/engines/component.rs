@@ -3,11 +3,11 @@
 //!
 //! What the sandbox changes, by design of the host today: one store behind one lock, so calls from several
 //! threads take turns (sync commits from several threads are combined by the host into one fsync per round),
-//! and background flush/compaction run inline in the guest. Batches of puts cross the boundary once (`put_many`), scans come back 256 rows per crossing.
+//! and background flush/compaction run inline in the guest. A commit crosses the boundary once (`ComponentEngine::write`, a write batch), scans come back 256 rows per crossing.
 
 use super::{Caps, Counters, Durability, KvEngine, KvRead, Op};
 use anyhow::{Context, Result};
-use cntryl_midge::{Bytes, MidgeError, Query, TransactionMode, WriteOptions};
+use cntryl_midge::{Bytes, MidgeError, Query, TransactionMode};
 use midge_host::{ComponentEngine, ComponentHost, ComponentTransaction};
 use std::path::Path;
 use std::sync::{OnceLock, RwLock};
@@ -64,27 +64,11 @@ impl ComponentKv {
         ops: &[Op<'_>],
         durability: Durability,
     ) -> cntryl_midge::MidgeResult<()> {
-        let mut tx = e.begin_tx(self.cf, TransactionMode::ReadWrite)?;
-        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for op in ops {
-            match *op {
-                Op::Put(k, v) => puts.push((k.to_vec(), v.to_vec())),
-                Op::Delete(k) => tx.delete(k.to_vec())?,
-                Op::DeleteRange(s, e) => tx.delete_range(s.to_vec(), e.to_vec())?,
-            }
-        }
-        match puts.len() {
-            0 => {}
-            1 => {
-                let (k, v) = puts.pop().unwrap_or_default();
-                tx.put(k, v, None)?;
-            }
-            _ => tx.put_many(&puts)?,
-        }
-        tx.commit(match durability {
-            Durability::Sync => WriteOptions::sync(),
-            Durability::Buffered => WriteOptions::buffered(),
-        })
+        e.write(
+            self.cf,
+            &super::midge_batch(ops),
+            super::midge_options(durability),
+        )
     }
 }
 

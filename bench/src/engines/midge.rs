@@ -37,18 +37,11 @@ impl MidgeKv {
 
 impl MidgeKv {
     fn commit_once(&self, e: &Engine, ops: &[Op<'_>], durability: Durability) -> MidgeResult<()> {
-        let mut tx = e.begin_tx(self.cf.id(), TransactionMode::ReadWrite)?;
-        for op in ops {
-            match *op {
-                Op::Put(k, v) => tx.put(k.to_vec(), v.to_vec(), None)?,
-                Op::Delete(k) => tx.delete(k.to_vec())?,
-                Op::DeleteRange(s, e) => tx.delete_range(s.to_vec(), e.to_vec())?,
-            }
-        }
-        tx.commit(match durability {
-            Durability::Sync => WriteOptions::sync(),
-            Durability::Buffered => WriteOptions::buffered(),
-        })
+        e.write(
+            self.cf.id(),
+            super::midge_batch(ops),
+            super::midge_options(durability),
+        )
     }
 }
 

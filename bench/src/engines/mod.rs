@@ -63,6 +63,34 @@ pub struct Counters {
     pub compactions: u64,
 }
 
+/// A workload's ops as a Midge write batch (`Engine::write`, `ComponentEngine::write`): both Midge columns
+/// commit through one call, as RocksDB's db_bench commits a `WriteBatch`.
+pub fn midge_batch(ops: &[Op<'_>]) -> Vec<cntryl_midge::BatchOp> {
+    use cntryl_midge::BatchOp as B;
+    ops.iter()
+        .map(|op| match *op {
+            Op::Put(k, v) => B::Put {
+                key: k.to_vec(),
+                value: v.to_vec(),
+                ttl_secs: None,
+            },
+            Op::Delete(k) => B::Delete { key: k.to_vec() },
+            Op::DeleteRange(s, e) => B::DeleteRange {
+                start: s.to_vec(),
+                end: e.to_vec(),
+            },
+        })
+        .collect()
+}
+
+/// Midge's write options for a workload's durability.
+pub fn midge_options(d: Durability) -> cntryl_midge::WriteOptions {
+    match d {
+        Durability::Sync => cntryl_midge::WriteOptions::sync(),
+        Durability::Buffered => cntryl_midge::WriteOptions::buffered(),
+    }
+}
+
 impl Counters {
     /// Midge's counters from its runtime metrics (native, or the component's, whose WIT record carries no
     /// append or stall counts: those stay 0).

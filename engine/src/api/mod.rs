@@ -48,6 +48,32 @@ impl ColumnFamilyHandle {
     }
 }
 
+/// One write of an [`Engine::write`] batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Write `key` = `value`.
+    Put {
+        /// The key (1 byte to [`crate::MAX_KEY_SIZE`]).
+        key: Vec<u8>,
+        /// The value (up to [`crate::MAX_VALUE_SIZE`]).
+        value: Vec<u8>,
+        /// Seconds from now until the row expires (`None` = never).
+        ttl_secs: Option<u64>,
+    },
+    /// Delete `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Delete every key in `[start, end)` (`start > end` is `InvalidArgument`; equal is a no-op).
+    DeleteRange {
+        /// First key deleted.
+        start: Vec<u8>,
+        /// First key kept.
+        end: Vec<u8>,
+    },
+}
+
 /// An open Midge database. `Send + Sync`; share it with `Arc` across threads.
 ///
 /// ```
@@ -115,6 +141,57 @@ impl Engine {
     /// Begins a transaction on one column family, reading at the latest committed snapshot.
     pub fn begin_tx(&self, cf: ColumnFamilyId, mode: TransactionMode) -> MidgeResult<Transaction> {
         Transaction::begin(self.core.clone(), cf, mode)
+    }
+
+    /// Writes `ops` to column family `cf` atomically, as one read-write transaction begun, filled and committed
+    /// at once (last-writer-wins; no reads, no assertions) — a write batch, as RocksDB's `DB::Write`. One call
+    /// where a transaction takes three, which matters where calls are dear: across the component boundary each
+    /// is an entry into the instance. An invalid op (an empty or oversized key, a range whose start is after
+    /// its end) fails the whole batch with `InvalidArgument` and writes nothing.
+    ///
+    /// ```
+    /// use cntryl_midge::{BatchOp, prelude::*};
+    /// let engine = Engine::open(OpenOptions::in_memory().build())?;
+    /// let cf = engine.get_column_family("default").unwrap().id();
+    /// engine.write(
+    ///     cf,
+    ///     vec![
+    ///         BatchOp::Put { key: b"a".to_vec(), value: b"1".to_vec(), ttl_secs: None },
+    ///         BatchOp::Put { key: b"b".to_vec(), value: b"2".to_vec(), ttl_secs: None },
+    ///         BatchOp::Delete { key: b"a".to_vec() },
+    ///     ],
+    ///     WriteOptions::sync(),
+    /// )?;
+    /// let tx = engine.begin_tx(cf, TransactionMode::ReadOnly)?;
+    /// assert_eq!((tx.get(b"a")?, tx.get(b"b")?.as_deref()), (None, Some(&b"2"[..])));
+    /// # Ok::<(), MidgeError>(())
+    /// ```
+    pub fn write(&self, cf: ColumnFamilyId, ops: Vec<BatchOp>, opts: WriteOptions) -> MidgeResult<()> {
+        self.batch(cf, ops)?.commit(opts)
+    }
+
+    /// [`Engine::write`] with [`Transaction::commit_deferred`]'s two halves: a `sync` batch comes back as a
+    /// ticket for [`Engine::finish_commit`]; `None` when the write completed.
+    pub fn write_deferred(
+        &self,
+        cf: ColumnFamilyId,
+        ops: Vec<BatchOp>,
+        opts: WriteOptions,
+    ) -> MidgeResult<Option<CommitTicket>> {
+        self.batch(cf, ops)?.commit_deferred(opts)
+    }
+
+    /// A read-write transaction holding `ops`.
+    fn batch(&self, cf: ColumnFamilyId, ops: Vec<BatchOp>) -> MidgeResult<Transaction> {
+        let mut tx = self.begin_tx(cf, TransactionMode::ReadWrite)?;
+        for op in ops {
+            match op {
+                BatchOp::Put { key, value, ttl_secs } => tx.put(key, value, ttl_secs)?,
+                BatchOp::Delete { key } => tx.delete(key)?,
+                BatchOp::DeleteRange { start, end } => tx.delete_range(start, end)?,
+            }
+        }
+        Ok(tx)
     }
 
     /// Freezes the column family's memtable and writes it to an L0 SST, durably, before returning.
