@@ -41,6 +41,23 @@ fn fsyncs(engine: &Engine) -> u64 {
     engine.get_runtime_metrics().unwrap().wal_fsync_count
 }
 
+/// Runs `f` on a helper thread: a test whose broken behaviour is a wait that never ends fails instead of hanging.
+fn within_a_minute(f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(()) => h.join().unwrap(),
+        // The body panicked: re-raise its panic.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(h.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("still waiting after a minute"),
+    }
+}
+
 /// What a power loss now leaves, reopened.
 fn after_power_loss(fs: &SimFs) -> Engine {
     open(&fs.crash_image(PersistenceModel::DropUnsynced, 0))
@@ -95,37 +112,39 @@ fn one_finish_makes_every_earlier_deferred_commit_durable_with_one_fsync() {
 
 #[test]
 fn commits_and_flushes_behind_an_unfinished_ticket_never_wait_for_its_caller() {
-    // One thread, as inside a component: a wait for the ticket's owner would never end.
-    let fs = SimFs::new();
-    let engine = open(&fs);
-    let a = deferred(&engine, "a", "1");
-    put(&engine, "b", "2", WriteOptions::buffered()).unwrap();
-    assert_eq!(
-        get(&engine, "a").as_deref(),
-        Some("1"),
-        "published before the later commit"
-    );
-    assert_eq!(get(&engine, "b").as_deref(), Some("2"));
-    let kept = after_power_loss(&fs);
-    assert_eq!(
-        get(&kept, "a").as_deref(),
-        Some("1"),
-        "made durable by whoever needed it visible"
-    );
-    drop(kept);
-    engine.finish_commit(a).unwrap();
+    within_a_minute(|| {
+        // One thread, as inside a component: a wait for the ticket's owner would never end.
+        let fs = SimFs::new();
+        let engine = open(&fs);
+        let a = deferred(&engine, "a", "1");
+        put(&engine, "b", "2", WriteOptions::buffered()).unwrap();
+        assert_eq!(
+            get(&engine, "a").as_deref(),
+            Some("1"),
+            "published before the later commit"
+        );
+        assert_eq!(get(&engine, "b").as_deref(), Some("2"));
+        let kept = after_power_loss(&fs);
+        assert_eq!(
+            get(&kept, "a").as_deref(),
+            Some("1"),
+            "made durable by whoever needed it visible"
+        );
+        drop(kept);
+        engine.finish_commit(a).unwrap();
 
-    let c = deferred(&engine, "c", "3");
-    let cf = engine.get_column_family("default").unwrap();
-    engine.flush_cf(&cf).unwrap();
-    assert_eq!(get(&engine, "c").as_deref(), Some("3"));
-    put(&engine, "d", "4", WriteOptions::sync()).unwrap();
-    engine.finish_commit(c).unwrap();
-    assert_eq!(engine.get_runtime_metrics().unwrap().commits_total, 4);
-    let kept = after_power_loss(&fs);
-    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
-        assert_eq!(get(&kept, k).as_deref(), Some(v), "{k}");
-    }
+        let c = deferred(&engine, "c", "3");
+        let cf = engine.get_column_family("default").unwrap();
+        engine.flush_cf(&cf).unwrap();
+        assert_eq!(get(&engine, "c").as_deref(), Some("3"));
+        put(&engine, "d", "4", WriteOptions::sync()).unwrap();
+        engine.finish_commit(c).unwrap();
+        assert_eq!(engine.get_runtime_metrics().unwrap().commits_total, 4);
+        let kept = after_power_loss(&fs);
+        for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
+            assert_eq!(get(&kept, k).as_deref(), Some(v), "{k}");
+        }
+    });
 }
 
 #[test]
@@ -158,38 +177,40 @@ fn a_commit_that_fills_its_memtable_flushes_when_finished() {
 
 #[test]
 fn forged_tickets_are_refused_and_change_nothing() {
-    let fs = SimFs::new();
-    let engine = open(&fs);
-    put(&engine, "a", "1", WriteOptions::sync()).unwrap();
-    let t = deferred(&engine, "b", "2");
-    let seq = engine.get_runtime_metrics().unwrap().current_sequence;
-    let forged = [
-        CommitTicket {
-            commit_seq: t.commit_seq + 100,
-            first_seq: t.commit_seq + 1,
-            ..t
-        },
-        CommitTicket {
-            log_position: t.log_position + (1 << 40),
-            ..t
-        },
-        CommitTicket { first_seq: 0, ..t },
-        CommitTicket {
-            first_seq: t.commit_seq + 1,
-            ..t
-        },
-    ];
-    for f in forged {
-        let err = engine.finish_commit(f).unwrap_err();
-        assert!(matches!(err, MidgeError::InvalidArgument(_)), "{f:?}: {err}");
-    }
-    assert_eq!(get(&engine, "b"), None, "a refused ticket published nothing");
-    assert_eq!(engine.get_runtime_metrics().unwrap().current_sequence, seq);
-    engine.finish_commit(t).unwrap();
-    put(&engine, "c", "3", WriteOptions::sync()).unwrap();
-    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3")] {
-        assert_eq!(get(&engine, k).as_deref(), Some(v));
-    }
+    within_a_minute(|| {
+        let fs = SimFs::new();
+        let engine = open(&fs);
+        put(&engine, "a", "1", WriteOptions::sync()).unwrap();
+        let t = deferred(&engine, "b", "2");
+        let seq = engine.get_runtime_metrics().unwrap().current_sequence;
+        let forged = [
+            CommitTicket {
+                commit_seq: t.commit_seq + 100,
+                first_seq: t.commit_seq + 1,
+                ..t
+            },
+            CommitTicket {
+                log_position: t.log_position + (1 << 40),
+                ..t
+            },
+            CommitTicket { first_seq: 0, ..t },
+            CommitTicket {
+                first_seq: t.commit_seq + 1,
+                ..t
+            },
+        ];
+        for f in forged {
+            let err = engine.finish_commit(f).unwrap_err();
+            assert!(matches!(err, MidgeError::InvalidArgument(_)), "{f:?}: {err}");
+        }
+        assert_eq!(get(&engine, "b"), None, "a refused ticket published nothing");
+        assert_eq!(engine.get_runtime_metrics().unwrap().current_sequence, seq);
+        engine.finish_commit(t).unwrap();
+        put(&engine, "c", "3", WriteOptions::sync()).unwrap();
+        for (k, v) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            assert_eq!(get(&engine, k).as_deref(), Some(v));
+        }
+    });
 }
 
 #[test]

@@ -29,7 +29,7 @@ pub(crate) struct Group {
     state: Mutex<GroupState>,
     /// Wakes a gathering leader once as many commits queued as it waits for.
     arrived: Condvar,
-    /// Smoothed time of a round's `finish-commit` (its fsync), which bounds the gather.
+    /// Smoothed time of a round (its commits and its fsync), which bounds the gather.
     finish_ewma_ns: AtomicU64,
 }
 
@@ -59,7 +59,6 @@ pub(crate) enum Work {
 /// One queued commit and where its outcome goes.
 struct Request {
     work: Work,
-    durability: wt::Durability,
     outcome: Mutex<Option<Outcome>>,
     ready: Condvar,
 }
@@ -121,11 +120,10 @@ impl Request {
 }
 
 impl ComponentEngine {
-    /// Commits `work` with `durability` (`sync`), sharing one fsync with the sync commits of other threads.
-    pub(crate) fn commit_grouped(&self, work: Work, durability: wt::Durability) -> MidgeResult<()> {
+    /// Commits `work` with `sync` durability, sharing one fsync with the sync commits of other threads.
+    pub(crate) fn commit_grouped(&self, work: Work) -> MidgeResult<()> {
         let me = Arc::new(Request {
             work,
-            durability,
             outcome: Mutex::new(None),
             ready: Condvar::new(),
         });
@@ -181,14 +179,20 @@ impl ComponentEngine {
                 .iter()
                 .map(|r| match &r.work {
                     Work::Tx(tx) => call_then_drop(g, *tx, |s, p, _| {
-                        p.cntryl_midge_engine()
-                            .transaction()
-                            .call_commit_deferred(s, *tx, r.durability)
+                        p.cntryl_midge_engine().transaction().call_commit_deferred(
+                            s,
+                            *tx,
+                            wt::Durability::Sync,
+                        )
                     }),
                     Work::Batch(cf, ops) => call_locked(g, |s, p, db| {
-                        p.cntryl_midge_engine()
-                            .database()
-                            .call_write_deferred(s, db, *cf, ops, r.durability)
+                        p.cntryl_midge_engine().database().call_write_deferred(
+                            s,
+                            db,
+                            *cf,
+                            ops,
+                            wt::Durability::Sync,
+                        )
                     }),
                 })
                 .collect();

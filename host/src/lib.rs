@@ -618,6 +618,21 @@ impl ComponentEngine {
         self.with_inner(|g| call_locked(g, f))
     }
 
+    /// [`ComponentEngine::call`] for a call that finishes `consumed` (a transaction's commit or rollback), which
+    /// is dropped in the same turn.
+    fn call_consuming<T>(
+        &self,
+        consumed: ResourceAny,
+        f: impl FnOnce(
+            &mut Store<State>,
+            &bindings::Plugin,
+            ResourceAny,
+        ) -> wasmtime::Result<Result<T, wt::Error>>,
+    ) -> MidgeResult<T> {
+        self.shared.calls.fetch_add(1, Ordering::Relaxed);
+        self.with_inner(|g| call_then_drop(g, consumed, f))
+    }
+
     /// Runs the engine's due background work now and returns whether it did any (`run-pending-work`, the
     /// engine's `Engine::run_pending_work`). The component has no background threads, so its reads never
     /// compact — the compaction would run inside a read: after a load, reads keep consulting every overlapping
@@ -724,20 +739,18 @@ impl ComponentEngine {
     /// Writes `ops` to column family `cf` atomically in one call into the instance (the engine's
     /// `Engine::write`: a transaction begun, filled and committed at once). `sync` batches from several threads
     /// share fsyncs, as sync transaction commits do.
-    pub fn write(&self, cf: u32, ops: &[BatchOp], opts: WriteOptions) -> MidgeResult<()> {
+    pub fn write(&self, cf: u32, ops: Vec<BatchOp>, opts: WriteOptions) -> MidgeResult<()> {
         let ops: Vec<wt::BatchOp> = ops
-            .iter()
+            .into_iter()
             .map(|op| match op {
-                BatchOp::Put { key, value, ttl_secs } => {
-                    wt::BatchOp::Put((key.clone(), value.clone(), *ttl_secs))
-                }
-                BatchOp::Delete { key } => wt::BatchOp::Delete(key.clone()),
-                BatchOp::DeleteRange { start, end } => wt::BatchOp::DeleteRange((start.clone(), end.clone())),
+                BatchOp::Put { key, value, ttl_secs } => wt::BatchOp::Put((key, value, ttl_secs)),
+                BatchOp::Delete { key } => wt::BatchOp::Delete(key),
+                BatchOp::DeleteRange { start, end } => wt::BatchOp::DeleteRange((start, end)),
             })
             .collect();
         let d = durability(opts);
         if d == wt::Durability::Sync {
-            return self.commit_grouped(group::Work::Batch(cf, ops), d);
+            return self.commit_grouped(group::Work::Batch(cf, ops));
         }
         self.call(|s, p, db| p.cntryl_midge_engine().database().call_write(s, db, cf, &ops, d))
     }
@@ -1050,26 +1063,20 @@ impl ComponentTransaction<'_> {
         let d = durability(opts);
         self.tx = None;
         if d == wt::Durability::Sync {
-            return self.engine.commit_grouped(group::Work::Tx(tx), d);
+            return self.engine.commit_grouped(group::Work::Tx(tx));
         }
-        self.engine.shared.calls.fetch_add(1, Ordering::Relaxed);
-        // The commit and the transaction's drop in one turn.
-        self.engine.with_inner(|g| {
-            call_then_drop(g, tx, |s, p, _| {
-                p.cntryl_midge_engine().transaction().call_commit(s, tx, d)
-            })
+        self.engine.call_consuming(tx, |s, p, _| {
+            p.cntryl_midge_engine().transaction().call_commit(s, tx, d)
         })
     }
 
     /// Discards the buffered writes.
     pub fn rollback(mut self) -> MidgeResult<()> {
         let tx = self.tx()?;
-        let r = self
-            .engine
-            .call(|s, p, _| p.cntryl_midge_engine().transaction().call_rollback(s, tx));
         self.tx = None;
-        self.engine.drop_resource(tx);
-        r
+        self.engine.call_consuming(tx, |s, p, _| {
+            p.cntryl_midge_engine().transaction().call_rollback(s, tx)
+        })
     }
 }
 

@@ -203,7 +203,7 @@ impl Driver for Wasm {
         tx.commit(opts)
     }
     fn batch(&self, cf: u32, ops: &[BatchOp], opts: WriteOptions) -> MidgeResult<()> {
-        self.0.write(cf, ops, opts)
+        self.0.write(cf, ops.to_vec(), opts)
     }
     fn get(&self, cf: u32, key: &[u8]) -> MidgeResult<Option<Bytes>> {
         self.0.begin_tx(cf, TransactionMode::ReadOnly)?.get(key)

@@ -64,11 +64,7 @@ impl ComponentKv {
         ops: &[Op<'_>],
         durability: Durability,
     ) -> cntryl_midge::MidgeResult<()> {
-        e.write(
-            self.cf,
-            &super::midge_batch(ops),
-            super::midge_options(durability),
-        )
+        e.write(self.cf, super::midge_batch(ops), super::midge_options(durability))
     }
 }
 

@@ -137,8 +137,9 @@ pub(crate) struct PendingSync {
     pub lsn: u64,
     pub begin: Seq,
     pub commit: Seq,
-    /// Committed through [`Core::commit_deferred`]: nobody may be driving its fsync (the caller finishes it when
-    /// it chooses, or never), so whoever needs it visible syncs it (see [`Core::settle_deferred`]).
+    /// Committed with `defer` ([`crate::Transaction::commit_deferred`]): nobody may be driving its fsync (the
+    /// caller finishes it when it chooses, or never), so whoever needs it visible syncs it (see
+    /// [`Core::settle_deferred`]).
     pub deferred: bool,
 }
 
@@ -535,14 +536,7 @@ impl Core {
                 "commit ticket {t:?} names no logged commit (last sequence {last})"
             )));
         }
-        if self.is_poisoned() || self.wal.synced_lsn() < t.log_position {
-            self.wal
-                .sync_to_then(t.log_position, &|| {
-                    self.publish_synced();
-                })
-                .map_err(|e| self.durability_failed(e))?;
-        }
-        let synced = self.publish_synced();
+        let synced = self.sync_and_publish(t.log_position)?;
         self.wait_visible(t.commit_seq)?;
         if t.rotated_memtable
             && let Some(cf) = self.cf(t.cf)
@@ -564,14 +558,23 @@ impl Core {
             .map(|p| p.lsn)
             .max();
         if let Some(lsn) = lsn {
+            self.sync_and_publish(lsn)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the log durable through `lsn` (joining or leading a group-commit round) and publishes every sync
+    /// commit the log's fsyncs now cover — also when an earlier fsync already covered `lsn` and nobody
+    /// published behind it. Returns the log position published up to.
+    fn sync_and_publish(&self, lsn: u64) -> MidgeResult<u64> {
+        if self.is_poisoned() || self.wal.synced_lsn() < lsn {
             self.wal
                 .sync_to_then(lsn, &|| {
                     self.publish_synced();
                 })
                 .map_err(|e| self.durability_failed(e))?;
-            self.publish_synced();
         }
-        Ok(())
+        Ok(self.publish_synced())
     }
 
     /// The buffered-mode bound: a buffered commit returns with fewer than `buffered_sync_bytes` appended and
@@ -667,8 +670,7 @@ impl Core {
 
     /// Run by the group-commit leader after its fsync, before it wakes the waiters: publishes every sync
     /// commit that fsync covered, in log order, so the waiters find themselves visible instead of each
-    /// waiting in turn for its predecessors.
-    /// Returns the log position it published up to.
+    /// waiting in turn for its predecessors. Returns the log position it published up to.
     pub(crate) fn publish_synced(&self) -> u64 {
         let synced = self.wal.synced_lsn();
         let ready: Vec<PendingSync> = {
