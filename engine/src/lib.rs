@@ -147,7 +147,7 @@ mod types;
 mod verify;
 mod wal;
 
-pub use crate::core::CommitTicket;
+pub use crate::core::{CommitTicket, SyncPlan};
 pub use api::{
     BatchOp, ColumnFamilyHandle, Direction, Engine, IteratorState, OwnedScanIterator, Query, ScanIterator,
     Transaction,

@@ -284,3 +284,131 @@ fn deferred_commits_from_threads_are_all_acknowledged_and_recovered() {
     let tx = engine.begin_tx(0, TransactionMode::ReadOnly).unwrap();
     assert_eq!(tx.scan(&Query::new()).unwrap().count(), writers * per);
 }
+
+// The split fsync (`Engine::begin_sync` / `Engine::end_sync`): the caller runs the log's fsync itself.
+
+#[test]
+fn an_fsync_run_by_the_caller_makes_its_commits_durable_then_visible() {
+    let fs = SimFs::new();
+    let engine = open(&fs);
+    put(&engine, "warm", "0", WriteOptions::sync()).unwrap();
+    let tickets: Vec<CommitTicket> = (0..3).map(|i| deferred(&engine, &format!("k{i}"), "v")).collect();
+    let before = fsyncs(&engine);
+    let plan = engine
+        .begin_sync(tickets[2].log_position)
+        .unwrap()
+        .expect("not durable yet");
+    assert!(plan.log_position() >= tickets[2].log_position);
+    assert!(plan.path().starts_with("wal/"), "{}", plan.path());
+    let lost = after_power_loss(&fs);
+    assert_eq!(get(&lost, "k0"), None, "durable before the caller's fsync");
+    drop(lost);
+    plan.file().sync_data().unwrap();
+    assert_eq!(
+        get(&engine, "k0"),
+        None,
+        "visible before the fsync's outcome was handed back"
+    );
+    let kept = after_power_loss(&fs);
+    assert_eq!(
+        get(&kept, "k2").as_deref(),
+        Some("v"),
+        "the caller's fsync covered the frames"
+    );
+    drop(kept);
+    let covered = engine.end_sync(plan, Ok(())).unwrap();
+    assert!(covered >= tickets[2].log_position);
+    for i in 0..3 {
+        assert_eq!(get(&engine, &format!("k{i}")).as_deref(), Some("v"));
+    }
+    assert_eq!(fsyncs(&engine), before + 1, "the caller's fsync is counted");
+    for t in tickets {
+        assert!(engine.finish_commit(t).unwrap() >= covered);
+    }
+    assert_eq!(
+        fsyncs(&engine),
+        before + 1,
+        "covered tickets finish without another fsync"
+    );
+    assert_eq!(
+        engine.begin_sync(covered).unwrap().map(|p| p.log_position()),
+        None,
+        "durable already"
+    );
+}
+
+#[test]
+fn overlapping_fsyncs_each_publish_what_they_cover() {
+    let fs = SimFs::new();
+    let engine = open(&fs);
+    let a = deferred(&engine, "a", "1");
+    let first = engine.begin_sync(a.log_position).unwrap().unwrap();
+    let b = deferred(&engine, "b", "2");
+    let second = engine.begin_sync(b.log_position).unwrap().unwrap();
+    assert!(first.log_position() < second.log_position());
+    // The later fsync ends first: it covers both.
+    let r = second.file().sync_data();
+    engine.end_sync(second, r).unwrap();
+    assert_eq!(get(&engine, "a").as_deref(), Some("1"));
+    assert_eq!(get(&engine, "b").as_deref(), Some("2"));
+    let r = first.file().sync_data();
+    assert!(engine.end_sync(first, r).unwrap() >= b.log_position);
+    let kept = after_power_loss(&fs);
+    assert_eq!(get(&kept, "b").as_deref(), Some("2"));
+}
+
+#[test]
+fn a_failed_fsync_run_by_the_caller_poisons_and_is_never_acknowledged() {
+    let fs = SimFs::new();
+    let engine = open(&fs);
+    put(&engine, "before", "1", WriteOptions::sync()).unwrap();
+    let t = deferred(&engine, "during", "2");
+    let plan = engine.begin_sync(t.log_position).unwrap().unwrap();
+    let err = engine
+        .end_sync(plan, Err(std::io::Error::other("device gone")))
+        .unwrap_err();
+    assert!(matches!(err, MidgeError::Poisoned(_)), "{err}");
+    assert_eq!(get(&engine, "during"), None, "never made visible");
+    for err in [
+        engine.finish_commit(t).unwrap_err(),
+        engine.begin_sync(t.log_position).map(|_| ()).unwrap_err(),
+        put(&engine, "after", "3", WriteOptions::sync()).unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, MidgeError::Poisoned(_)),
+            "no retry-and-trust: {err}"
+        );
+    }
+    assert_eq!(get(&engine, "during"), None);
+}
+
+#[test]
+fn bad_sync_plans_are_refused_and_change_nothing() {
+    within_a_minute(|| {
+        let fs = SimFs::new();
+        let engine = open(&fs);
+        let other = open(&SimFs::new());
+        let t = deferred(&engine, "k", "v");
+        let err = engine.begin_sync(t.log_position + 1).map(|_| ()).unwrap_err();
+        assert!(matches!(err, MidgeError::InvalidArgument(_)), "{err}");
+        // A plan of another engine, even one that covers more of its own log.
+        for i in 0..3 {
+            deferred(&other, &format!("o{i}"), "x");
+        }
+        let last = deferred(&other, "o3", "x");
+        let foreign = other
+            .begin_sync(last.log_position)
+            .unwrap()
+            .expect("other's log is not durable");
+        let r = foreign.file().sync_data();
+        let err = engine.end_sync(foreign, r).unwrap_err();
+        assert!(matches!(err, MidgeError::InvalidArgument(_)), "{err}");
+        assert_eq!(get(&engine, "k"), None, "a refused plan published nothing");
+        // A plan dropped unended changes nothing either; a finish still makes the commit durable.
+        drop(engine.begin_sync(t.log_position).unwrap());
+        assert_eq!(get(&engine, "k"), None);
+        engine.finish_commit(t).unwrap();
+        assert_eq!(get(&engine, "k").as_deref(), Some("v"));
+        assert_eq!(get(&after_power_loss(&fs), "k").as_deref(), Some("v"));
+    });
+}

@@ -16,7 +16,8 @@ use cntryl::midge::types::{
     TransactionMode as WitMode, VerifyReport,
 };
 use exports::cntryl::midge::engine::{
-    Database, Guest, GuestDatabase, GuestScanIterator, GuestTransaction, ScanIterator, Transaction,
+    Database, Guest, GuestDatabase, GuestScanIterator, GuestSyncPlan, GuestTransaction, ScanIterator,
+    SyncPlan, SyncStart, Transaction,
 };
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ impl Guest for Component {
     type Database = Db;
     type Transaction = Tx;
     type ScanIterator = Scan;
+    type SyncPlan = Plan;
     fn take_short_error() -> Option<WitError> {
         SHORT_ERROR.take()
     }
@@ -233,6 +235,28 @@ impl GuestDatabase for Db {
             rotated_memtable: t.rotated_memtable,
         };
         self.with(|e| e.finish_commit(ticket))
+    }
+
+    fn begin_sync(&self, log_position: u64) -> Result<Option<SyncStart>, WitError> {
+        Ok(self.with(|e| e.begin_sync(log_position))?.map(|p| SyncStart {
+            path: p.path().to_owned(),
+            log_position: p.log_position(),
+            plan: SyncPlan::new(Plan(RefCell::new(Some(p)))),
+        }))
+    }
+
+    fn end_sync(&self, plan: SyncPlan, fsync_error: Option<String>) -> Result<u64, WitError> {
+        let plan = plan
+            .get::<Plan>()
+            .0
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| WitError::InvalidArgument("sync plan already ended".into()))?;
+        let fsync = match fsync_error {
+            None => Ok(()),
+            Some(m) => Err(std::io::Error::other(m)),
+        };
+        self.with(|e| e.end_sync(plan, fsync))
     }
 
     fn wait_for_write_stall_clear(&self, cf: u32, timeout_ms: u64) -> Result<bool, WitError> {
@@ -581,6 +605,11 @@ fn write_options(durability: Durability) -> cntryl_midge::WriteOptions {
         Durability::CloudStrict => cntryl_midge::WriteOptions::cloud_strict(),
     }
 }
+
+/// A `sync-plan`: the engine's plan until `end-sync` takes it.
+pub struct Plan(RefCell<Option<cntryl_midge::SyncPlan>>);
+
+impl GuestSyncPlan for Plan {}
 
 /// The `scan-iterator` resource.
 pub struct Scan {

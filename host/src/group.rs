@@ -4,24 +4,43 @@
 //! every other thread out for that fsync: N writers got one fsync per commit, the device's rate at best, where
 //! the native engine's writers share one fsync per round. Here the threads' commits are combined instead: a
 //! sync commit joins a queue; one thread (the leader) takes the instance once for the whole queue, commits each
-//! queued transaction with `commit-deferred` (logged and applied, neither durable nor visible) and then finishes
-//! the last ticket with one `finish-commit` — one fsync covering every commit of the round, as RocksDB's write
-//! group leader writes its followers' batches. Commits that arrive during a round's fsync queue for the next
-//! round, whose leader is the first of them (woken when the round ends); so two groups alternate, one in its
-//! fsync and one gathering, as on the native engine.
+//! queued transaction with `commit-deferred` (logged and applied, neither durable nor visible) and begins one
+//! fsync covering the last of them with `begin-sync` — one fsync for every commit of the round, as RocksDB's
+//! write group leader writes its followers' batches. It then hands the lead to the first commit that queued
+//! meanwhile and runs the fsync itself, **outside the instance** (on the engine's own handle of the log file,
+//! the one the `fs` import serves), so the next round's commits run in the instance while this round's fsync
+//! runs on the device, as the native engine's committers append while their leader fsyncs. One more short
+//! turn hands the outcome back (`end-sync`) and finishes the last ticket (`finish-commit`, covered by then:
+//! it returns once the round is visible).
 //!
 //! Owns only the queue and the hand-off. Whether a commit is durable is the engine's answer: a follower is told
-//! it is done only when `finish-commit` returned a log position at or past its ticket; after any failure a
-//! follower finishes its own ticket with its own call and gets its own typed error (poisoned, trapped, …).
-//! Never touches the engine's data or the instance outside [`ComponentEngine`]'s turns.
+//! it is done only when `finish-commit` returned a log position at or past its ticket; a failed fsync goes back
+//! to the engine through `end-sync`, which poisons it; after any failure a follower finishes its own ticket with
+//! its own call and gets its own typed error (poisoned, trapped, …). Never touches the engine's data or the
+//! instance outside [`ComponentEngine`]'s turns.
 
 use super::{ComponentEngine, call_locked, call_then_drop, wt};
+use cntryl_midge::storage::File;
 use cntryl_midge::{MidgeError, MidgeResult};
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceAny;
+
+/// What the first half of a round hands the second: each request's ticket (or error), the last ticket, and
+/// the fsync `begin-sync` planned for it (the plan and the file to sync, if the host has it open).
+struct Logged {
+    tickets: Vec<MidgeResult<Option<wt::CommitTicket>>>,
+    last: Option<wt::CommitTicket>,
+    sync: Option<MidgeResult<Option<Begun>>>,
+}
+
+/// An fsync `begin-sync` planned: the plan to end, and the log file to sync if the host has it open.
+struct Begun {
+    plan: ResourceAny,
+    file: Option<Arc<dyn File>>,
+}
 
 /// The queue of sync commits waiting for a leader.
 #[derive(Default)]
@@ -145,12 +164,12 @@ impl ComponentEngine {
                 s.leading = true;
             }
         }
-        // Leading: one round over everything queued (ours included), then hand the lead to the first commit
-        // that queued meanwhile.
+        // Leading: one round over everything queued (ours included). The lead passes to the first commit
+        // that queued meanwhile as soon as the round's commits are logged, so the next round's commits run in
+        // the instance while this round's fsync runs outside it.
         let batch = group.gather();
         let started = Instant::now();
-        let mine = self.round(&batch, &me);
-        group.record_round(started.elapsed());
+        let logged = self.log_round(&batch);
         {
             let mut s = group.state.lock();
             s.want = batch.len() + s.queue.len();
@@ -159,23 +178,26 @@ impl ComponentEngine {
                 None => s.leading = false,
             }
         }
+        let mine = self.finish_round(&batch, &me, logged);
+        group.record_round(started.elapsed());
         match mine {
             Outcome::Done(r) => r,
             Outcome::Finish(t) => self.finish_one(t),
-            // `round` never returns it; an error rather than a panic if that ever changed.
+            // `finish_round` never returns it; an error rather than a panic if that ever changed.
             Outcome::Lead => Err(MidgeError::Internal(
                 "group commit: a round handed its own leader the lead".into(),
             )),
         }
     }
 
-    /// Commits every request of `batch` and finishes the round with one fsync; sets every other request's
-    /// outcome and returns `me`'s.
-    fn round(&self, batch: &[Arc<Request>], me: &Arc<Request>) -> Outcome {
+    /// The first half of a round, in one turn of the instance: commits every request of `batch` with
+    /// `commit-deferred` and begins the fsync that covers the last of them (`begin-sync`), which
+    /// [`ComponentEngine::finish_round`] runs outside the instance.
+    fn log_round(&self, batch: &[Arc<Request>]) -> Logged {
         let n = batch.len() as u64;
         self.shared.calls.fetch_add(n + 1, Ordering::Relaxed);
-        let (logged, finished_at, finished) = self.with_inner(|g| {
-            let logged: Vec<MidgeResult<Option<wt::CommitTicket>>> = batch
+        self.with_inner(|g| {
+            let tickets: Vec<MidgeResult<Option<wt::CommitTicket>>> = batch
                 .iter()
                 .map(|r| match &r.work {
                     Work::Tx(tx) => call_then_drop(g, *tx, |s, p, _| {
@@ -197,23 +219,75 @@ impl ComponentEngine {
                 })
                 .collect();
             // The last ticket's fsync covers every earlier one (the log is appended in order).
-            let last = logged
+            let last = tickets
                 .iter()
                 .filter_map(|r| r.as_ref().ok().copied().flatten())
                 .max_by_key(|t| t.log_position);
-            let finished = last.map(|t| {
+            let sync = last.map(|t| {
                 call_locked(g, |s, p, db| {
-                    p.cntryl_midge_engine().database().call_finish_commit(s, db, t)
+                    p.cntryl_midge_engine()
+                        .database()
+                        .call_begin_sync(s, db, t.log_position)
+                })
+                .map(|start| {
+                    start.map(|st| Begun {
+                        file: g.store.data().open_file(&st.path),
+                        plan: st.plan,
+                    })
                 })
             });
-            (logged, last.map(|t| t.log_position), finished)
+            Logged { tickets, last, sync }
+        })
+    }
+
+    /// The second half of a round: the fsync `log_round` began, outside the instance, then one turn that
+    /// ends it (`end-sync`) and finishes the last ticket (`finish-commit`: covered by then, so no second
+    /// fsync; it returns once the round's commits are visible). Sets every other request's outcome and
+    /// returns `me`'s.
+    fn finish_round(&self, batch: &[Arc<Request>], me: &Arc<Request>, logged: Logged) -> Outcome {
+        let Logged { tickets, last, sync } = logged;
+        // The fsync, holding nothing: the file is the engine's own handle (the one the `fs` import serves).
+        let synced = match &sync {
+            Some(Ok(Some(Begun { file: Some(file), .. }))) => {
+                Some(file.sync_data().map_err(|e| e.to_string()))
+            }
+            _ => None,
+        };
+        let finished = last.map(|t| {
+            self.with_inner(|g| {
+                let ended = match (sync, synced) {
+                    (Some(Err(e)), _) => Err(e),
+                    (Some(Ok(Some(Begun { plan, .. }))), Some(outcome)) => call_locked(g, |s, p, db| {
+                        p.cntryl_midge_engine().database().call_end_sync(
+                            s,
+                            db,
+                            plan,
+                            outcome.err().as_deref(),
+                        )
+                    })
+                    .map(|_| ()),
+                    // Covered already, or (never expected) the file is not open through the import: the
+                    // plan is dropped unended and `finish-commit` syncs inside the instance.
+                    (Some(Ok(Some(Begun { plan, file: None }))), _) => {
+                        let _ = plan.resource_drop(&mut g.store);
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                };
+                ended.and_then(|()| {
+                    call_locked(g, |s, p, db| {
+                        p.cntryl_midge_engine().database().call_finish_commit(s, db, t)
+                    })
+                })
+            })
         });
+        let finished_at = last.map(|t| t.log_position);
         let covered = match &finished {
             Some(Ok(c)) => Some(*c),
             _ => None,
         };
         let mut mine = None;
-        for (r, out) in batch.iter().zip(logged) {
+        for (r, out) in batch.iter().zip(tickets) {
             let o = match out {
                 Err(e) => Outcome::Done(Err(e)),
                 Ok(None) => Outcome::Done(Ok(())),

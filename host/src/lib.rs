@@ -65,6 +65,9 @@ struct State {
     limits: StoreLimits,
     fs: Option<SharedFs>,
     objects: Option<SharedObjectStore>,
+    /// The files the component has open through the `fs` import, by path (the latest handle opened for each):
+    /// where the host finds the log file a `sync-plan` names, to fsync it outside the instance.
+    open_files: std::collections::HashMap<String, std::sync::Weak<dyn cntryl_midge::storage::File>>,
 }
 
 /// Engine tuning passed to the component's `open-imported` / `open-cloud` (`None` = the engine's default).
@@ -265,6 +268,7 @@ impl ComponentHost {
                 .build(),
             fs,
             objects,
+            open_files: Default::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -11,9 +11,9 @@ use std::io;
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
-/// A host file handed to the guest as a `file` resource.
+/// A host file handed to the guest as a `file` resource, with the path it was opened at.
 #[derive(Debug)]
-pub struct HostFile(Arc<dyn File>);
+pub struct HostFile(Arc<dyn File>, String);
 
 /// A held lock handed to the guest as a `lock-guard` resource; dropping it releases the lock.
 #[derive(Debug)]
@@ -75,6 +75,12 @@ impl State {
     fn file(&self, f: &Resource<HostFile>) -> Result<Arc<dyn File>, wfs::IoError> {
         Ok(self.table.get(f).map_err(bad_handle)?.0.clone())
     }
+
+    /// The file the component has open at `path` through the `fs` import, if any (see
+    /// [`State::open_files`]).
+    pub(crate) fn open_file(&self, path: &str) -> Option<Arc<dyn File>> {
+        self.open_files.get(path)?.upgrade()
+    }
 }
 
 impl wfs::HostFile for State {
@@ -119,7 +125,14 @@ impl wfs::HostFile for State {
     }
 
     fn drop(&mut self, f: Resource<HostFile>) -> wasmtime::Result<()> {
-        self.table.delete(f)?;
+        let HostFile(file, path) = self.table.delete(f)?;
+        if self
+            .open_files
+            .get(&path)
+            .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(&file)))
+        {
+            self.open_files.remove(&path);
+        }
         Ok(())
     }
 }
@@ -141,7 +154,8 @@ impl wfs::Host for State {
             wfs::OpenMode::CreateTruncate => OpenMode::CreateTruncate,
         };
         let file = self.fs("open")?.open(&path, mode).map_err(io_err)?;
-        self.table.push(HostFile(file)).map_err(bad_handle)
+        self.open_files.insert(path.clone(), Arc::downgrade(&file));
+        self.table.push(HostFile(file, path)).map_err(bad_handle)
     }
 
     fn rename(&mut self, src: String, dst: String) -> Result<(), wfs::IoError> {

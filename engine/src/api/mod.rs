@@ -5,7 +5,7 @@
 
 mod scan;
 
-use crate::core::{CommitRequest, CommitTicket, Core, ViewCache};
+use crate::core::{CommitRequest, CommitTicket, Core, SyncPlan, ViewCache};
 use crate::error::{MidgeError, MidgeResult};
 use crate::metrics::{
     ReadAmpMetricsSnapshot, RecoveryMetricsSnapshot, RuntimeMetricsSnapshot, SnapshotPinSnapshot,
@@ -299,6 +299,43 @@ impl Engine {
     /// ```
     pub fn finish_commit(&self, ticket: CommitTicket) -> MidgeResult<u64> {
         self.core.finish_commit(ticket)
+    }
+
+    /// Begins a log fsync that the caller runs itself, outside the engine: a split [`Engine::finish_commit`]
+    /// for a host that must not hold the engine through the fsync (a component instance runs one call at a
+    /// time, so an fsync inside it holds out every other caller). Writes the log's buffered frames and returns
+    /// the file to `sync_data` and the log position that fsync covers, or `None` when `log_position` is
+    /// durable already. Nothing becomes durable or visible until [`Engine::end_sync`] accepts the fsync's
+    /// outcome; a plan never ended changes nothing (a later sync covers its commits).
+    ///
+    /// Plans may overlap (two fsyncs of one file in flight): each covers what was written before it began,
+    /// and each end publishes what it covers. `InvalidArgument` for a position past the end of the log.
+    ///
+    /// ```
+    /// use cntryl_midge::prelude::*;
+    /// let engine = Engine::open(OpenOptions::in_memory().build())?;
+    /// let cf = engine.get_column_family("default").unwrap();
+    /// let mut tx = engine.begin_tx(cf.id(), TransactionMode::ReadWrite)?;
+    /// tx.put(b"k".to_vec(), b"v".to_vec(), None)?;
+    /// let ticket = tx.commit_deferred(WriteOptions::sync())?.expect("a sync commit with writes");
+    /// let plan = engine.begin_sync(ticket.log_position)?.expect("not durable yet");
+    /// let fsync = plan.file().sync_data(); // on any thread, holding nothing of the engine
+    /// assert!(engine.end_sync(plan, fsync)? >= ticket.log_position);
+    /// engine.finish_commit(ticket)?; // covered: no second fsync; waits until visible
+    /// let tx = engine.begin_tx(cf.id(), TransactionMode::ReadOnly)?;
+    /// assert_eq!(tx.get(b"k")?.as_deref(), Some(&b"v"[..]));
+    /// # Ok::<(), MidgeError>(())
+    /// ```
+    pub fn begin_sync(&self, log_position: u64) -> MidgeResult<Option<SyncPlan>> {
+        self.core.begin_sync(log_position)
+    }
+
+    /// Ends a plan from [`Engine::begin_sync`] with the outcome of its fsync. On success the plan's log
+    /// position is durable and every sync commit it covers is published; returns the log position published
+    /// up to. A failed fsync poisons the engine (`Poisoned`), exactly as a failed fsync inside it does: no
+    /// commit it might have covered is ever acknowledged.
+    pub fn end_sync(&self, plan: SyncPlan, fsync: std::io::Result<()>) -> MidgeResult<u64> {
+        self.core.end_sync(plan, fsync)
     }
 
     /// Shuts down: refuses new work, makes buffered commits durable and releases the directory lock.

@@ -162,6 +162,29 @@ pub struct CommitTicket {
     pub rotated_memtable: bool,
 }
 
+/// An fsync of the log that the caller runs itself (see [`crate::Engine::begin_sync`]): `sync_data` the
+/// [`SyncPlan::file`], then hand the outcome to [`crate::Engine::end_sync`].
+#[derive(Debug)]
+pub struct SyncPlan(crate::wal::SyncPoint);
+
+impl SyncPlan {
+    /// The log file to `sync_data` (the engine's own handle, through its storage backend).
+    pub fn file(&self) -> &Arc<dyn crate::storage::File> {
+        &self.0.file
+    }
+
+    /// That file's path, relative to the engine's root directory.
+    pub fn path(&self) -> &str {
+        &self.0.path
+    }
+
+    /// The log position the fsync covers: every [`CommitTicket`] at or below it is durable once
+    /// [`crate::Engine::end_sync`] accepted a successful fsync.
+    pub fn log_position(&self) -> u64 {
+        self.0.target
+    }
+}
+
 /// What a commit hands back to its caller.
 #[derive(Debug, Default)]
 pub(crate) struct Committed {
@@ -545,6 +568,30 @@ impl Core {
             me.schedule(cf);
         }
         Ok(synced)
+    }
+
+    /// See [`crate::Engine::begin_sync`].
+    pub fn begin_sync(&self, log_position: u64) -> MidgeResult<Option<SyncPlan>> {
+        self.check_writable()?;
+        if log_position > self.wal.appended_lsn() {
+            return Err(MidgeError::InvalidArgument(format!(
+                "log position {log_position} is past the end of the log ({})",
+                self.wal.appended_lsn()
+            )));
+        }
+        let point = self
+            .wal
+            .begin_external_sync(log_position)
+            .map_err(|e| self.durability_failed(e))?;
+        Ok(point.map(SyncPlan))
+    }
+
+    /// See [`crate::Engine::end_sync`].
+    pub fn end_sync(&self, plan: SyncPlan, fsync: std::io::Result<()>) -> MidgeResult<u64> {
+        self.wal
+            .end_external_sync(plan.0, fsync)
+            .map_err(|e| self.durability_failed(e))?;
+        Ok(self.publish_synced())
     }
 
     /// Syncs and publishes every deferred commit queued at or below `upto` whose caller has not finished it:

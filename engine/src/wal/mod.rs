@@ -132,6 +132,31 @@ struct Active {
     named: bool,
 }
 
+/// What an fsync round covers: the active segment's file as it was when the round wrote its pending frames.
+pub(crate) struct SyncPoint {
+    pub file: Arc<dyn File>,
+    /// The segment's path relative to the engine's root.
+    pub path: String,
+    segment: u64,
+    segment_len: u64,
+    /// Log position the fsync covers.
+    pub target: u64,
+    named: bool,
+    /// When the round began (monotonic ns), for the fsync time in the stats.
+    started: u64,
+    /// The WAL it belongs to.
+    wal: u64,
+}
+
+impl std::fmt::Debug for SyncPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncPoint")
+            .field("path", &self.path)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The open WAL: appends frames to the active segment and makes them durable with shared fsyncs.
 pub(crate) struct Wal {
     fs: SharedFs,
@@ -154,7 +179,12 @@ pub(crate) struct Wal {
     /// Adaptive gather before a group-commit fsync (see [`Wal::gather`]).
     gather: Gather,
     pub stats: WalStats,
+    /// Tells this WAL's sync points from another's (see [`Wal::end_external_sync`]).
+    instance: u64,
 }
+
+/// Source of [`Wal::instance`].
+static WAL_INSTANCES: AtomicU64 = AtomicU64::new(1);
 
 /// State for the leader's bounded wait for concurrent committers before its fsync.
 #[derive(Debug, Default)]
@@ -529,6 +559,7 @@ impl Wal {
             poisoned: AtomicBool::new(false),
             gather: Gather::default(),
             stats: WalStats::default(),
+            instance: WAL_INSTANCES.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -747,6 +778,12 @@ impl Wal {
         if r.is_err() && cfg!(feature = "canary-retry-fsync") {
             r = sync();
         }
+        self.fsync_done(started, r)
+    }
+
+    /// Accounts for an fsync of the log that began at `started` (monotonic ns) and ended with `r`: a
+    /// failure poisons the WAL (never retried and trusted); a success is counted in the WAL's stats.
+    fn fsync_done(&self, started: u64, r: std::io::Result<()>) -> MidgeResult<()> {
         if let Err(e) = r {
             self.poison();
             return Err(MidgeError::Poisoned(format!("WAL fsync failed: {e}")));
@@ -937,25 +974,79 @@ impl Wal {
 
     /// Fsyncs the active segment, covering everything appended to it before the call.
     fn sync_active(&self) -> MidgeResult<()> {
-        let (file, id, seg_len, target, named) = {
-            let mut a = lock(&self.active);
-            self.write_pending(&mut a)?;
-            (a.file.clone(), a.id, a.len, a.base_lsn + a.len, a.named)
-        };
-        self.fsync(&file)?;
+        let point = self.sync_point()?;
+        self.fsync(&point.file)?;
+        self.synced_through(&point)
+    }
+
+    /// The first half of an fsync round: writes the pending frames and says what an fsync of which file
+    /// covers now.
+    fn sync_point(&self) -> MidgeResult<SyncPoint> {
+        let mut a = lock(&self.active);
+        self.write_pending(&mut a)?;
+        Ok(SyncPoint {
+            file: a.file.clone(),
+            path: segment_path(a.id),
+            segment: a.id,
+            segment_len: a.len,
+            target: a.base_lsn + a.len,
+            named: a.named,
+            started: self.clock.monotonic_nanos(),
+            wal: self.instance,
+        })
+    }
+
+    /// The last half of an fsync round, once the fsync of `point.file` succeeded: names the segment durably
+    /// if no round did yet, then counts its frames as durable.
+    fn synced_through(&self, point: &SyncPoint) -> MidgeResult<()> {
         // A segment a rotation created without syncing the directory: named before its frames count.
-        if !named {
+        if !point.named {
             self.sync_wal_dir()?;
         }
         {
             let mut a = lock(&self.active);
-            if a.id == id {
-                a.synced = a.synced.max(seg_len);
+            if a.id == point.segment {
+                a.synced = a.synced.max(point.segment_len);
                 a.named = true;
             }
         }
-        self.synced_lsn.fetch_max(target, Ordering::AcqRel);
+        self.synced_lsn.fetch_max(point.target, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Begins an fsync round whose fsync the caller runs itself, outside the engine (a host that must not
+    /// hold the engine through the fsync; see [`crate::Engine::begin_sync`]): writes the pending frames and
+    /// returns the file to `sync_data` and the position that covers, or `None` when `lsn` is durable already.
+    /// Independent of [`Wal::sync_to`]'s rounds: two fsyncs of one file may overlap, and each covers what was
+    /// written before it began.
+    pub fn begin_external_sync(&self, lsn: u64) -> MidgeResult<Option<SyncPoint>> {
+        if self.is_poisoned() {
+            return Err(MidgeError::Poisoned(
+                "WAL fsync failed earlier; reopen the engine".into(),
+            ));
+        }
+        if self.synced_lsn.load(Ordering::Acquire) >= lsn {
+            return Ok(None);
+        }
+        self.sync_point().map(Some)
+    }
+
+    /// Ends a round [`Wal::begin_external_sync`] began, with the outcome of the caller's fsync: a failure
+    /// poisons the WAL, as any failed fsync does; a success makes the point's frames durable.
+    /// A point from another WAL is `InvalidArgument` and changes nothing.
+    pub fn end_external_sync(&self, point: SyncPoint, fsync: std::io::Result<()>) -> MidgeResult<()> {
+        if point.wal != self.instance {
+            return Err(MidgeError::InvalidArgument(
+                "sync plan belongs to another engine".into(),
+            ));
+        }
+        self.fsync_done(point.started, fsync)?;
+        if self.is_poisoned() {
+            return Err(MidgeError::Poisoned(
+                "WAL fsync failed earlier; reopen the engine".into(),
+            ));
+        }
+        self.synced_through(&point)
     }
 
     /// At a clean close, after the final sync: trims the preallocated tail of the active segment so the file
