@@ -2,7 +2,11 @@
 //! bytes each) in 1,000-op buffered batches, deletes every other 1,000-key block with a range delete and
 //! compacts (as `readseq_after_delete` does), then times forward scans that fold every value's bytes. Prints
 //! ns per row for the scans before and after the delete, so the scan path can be profiled on its own (`perf
-//! record`). `cargo run --release -p cntryl-midge --example scanprobe -- <dir> [keys] [rounds]`
+//! record`). `cargo run --release -p cntryl-midge --example scanprobe -- <dir> [keys] [rounds] [seq|bench]`
+//!
+//! `bench` loads as the benchmark's main database does instead: every key once in a random order, then as many
+//! random overwrites, then a flush and no compaction; it prints the layout and times the first scan (the
+//! benchmark's readseq) and the best of `rounds`, then stops.
 #![allow(clippy::disallowed_methods)] // a probe: real files and clocks
 
 use cntryl_midge::prelude::*;
@@ -46,17 +50,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::open(OpenOptions::local(&dir).build())?;
     let cf = engine.get_column_family("default").ok_or("no default cf")?;
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    if args.get(4).map(String::as_str) == Some("bench") {
+        return bench_shape(&engine, &cf, n, rounds, &mut x);
+    }
     for block in 0..n.div_ceil(1000) {
         let ops = (block * 1000..((block + 1) * 1000).min(n))
             .map(|i| {
-                let value = (0..100)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    })
-                    .collect();
+                let value = (0..100).map(|_| xorshift(&mut x) as u8).collect();
                 BatchOp::Put {
                     key: key(i),
                     value,
@@ -81,5 +81,70 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     engine.compact_all()?;
     let (ns, rows) = scans(&engine, &cf, rounds)?;
     println!("after delete + compact: {rows} rows, best {ns:.1} ns per row");
+    Ok(())
+}
+
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// The benchmark's main database: a random-order load, as many random overwrites, a flush; then scans.
+fn bench_shape(
+    engine: &Engine,
+    cf: &ColumnFamilyHandle,
+    n: u64,
+    rounds: usize,
+    x: &mut u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut order: Vec<u64> = (0..n).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, (xorshift(x) % (i as u64 + 1)) as usize);
+    }
+    let overwrites: Vec<u64> = (0..n).map(|_| xorshift(x) % n).collect();
+    for chunk in order.chunks(1000).chain(overwrites.chunks(1000)) {
+        let ops = chunk
+            .iter()
+            .map(|&i| BatchOp::Put {
+                key: key(i),
+                value: (0..100).map(|_| xorshift(x) as u8).collect(),
+                ttl_secs: None,
+            })
+            .collect::<Vec<_>>();
+        // As the benchmark: a commit refused with a write stall waits for it to clear and retries.
+        while let Err(e) = engine.write(cf.id(), ops.clone(), WriteOptions::buffered()) {
+            if !matches!(e, MidgeError::WriteStall(_)) {
+                return Err(e.into());
+            }
+            engine.wait_for_write_stall_clear(cf, std::time::Duration::from_secs(60))?;
+        }
+    }
+    engine.flush_cf(cf)?;
+    for l in engine.get_storage_layout()?.levels {
+        println!(
+            "L{}: {} files, {} MiB",
+            l.level,
+            l.file_count,
+            l.total_bytes >> 20
+        );
+    }
+    if std::env::var_os("SCANPROBE_PAUSE").is_some() {
+        // Time to attach a profiler to the scans alone.
+        println!("loaded");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    let (first, rows) = scans(engine, cf, 1)?;
+    let (best, _) = scans(engine, cf, rounds)?;
+    println!("bench shape: {rows} rows, first scan {first:.1} ns per row, best of {rounds} {best:.1}");
+    for l in engine.get_storage_layout()?.levels {
+        println!(
+            "after the scans L{}: {} files, {} MiB",
+            l.level,
+            l.file_count,
+            l.total_bytes >> 20
+        );
+    }
     Ok(())
 }

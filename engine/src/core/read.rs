@@ -6,9 +6,10 @@ use super::{CfState, Core};
 use crate::error::{MidgeError, MidgeResult};
 use crate::iter::{Input, VisibleIter};
 use crate::memtable::Memtable;
-use crate::sst::{SstIter, key_hash};
+use crate::sst::{RunIter, SstIter, SstReader, disjoint_runs, key_hash};
 use crate::types::{ColumnFamilyId, Found, RangeTombstone, Seq, key_within};
 use bytes::Bytes;
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -308,6 +309,8 @@ fn scan_view(
         }
     }
     let (mut tables, mut l0) = (0, false);
+    // Tables below L0, by level: each level's disjoint tables are read as runs (one merge input per run).
+    let mut levels: BTreeMap<u32, Vec<&Arc<Table>>> = BTreeMap::new();
     for t in view.tables.iter() {
         tombstones.extend(t.reader.range_tombstones().iter().cloned());
         // Tables wholly outside the bounds contribute no versions (their range tombstones still count).
@@ -317,15 +320,25 @@ fn scan_view(
             (_, Bound::Included(h)) if t.meta.smallest_key > *h => true,
             _ => false,
         };
-        if !outside {
-            tables += 1;
-            l0 |= t.meta.level == 0;
-            sources.push(Input::Sst(SstIter::new(
-                t.reader.clone(),
-                lo.clone(),
-                hi.clone(),
-                reverse,
-            )));
+        if outside {
+            continue;
+        }
+        tables += 1;
+        if t.meta.level == 0 {
+            l0 = true;
+            let it = SstIter::new(t.reader.clone(), lo.clone(), hi.clone(), reverse);
+            sources.push(Input::Sst(it));
+        } else {
+            levels.entry(t.meta.level).or_default().push(t);
+        }
+    }
+    for level in levels.into_values() {
+        for run in disjoint_runs(level, |t| (&t.meta.smallest_key[..], &t.meta.largest_key[..])) {
+            let readers: Vec<Arc<SstReader>> = run.iter().map(|t| t.reader.clone()).collect();
+            sources.push(match &readers[..] {
+                [only] => Input::Sst(SstIter::new(only.clone(), lo.clone(), hi.clone(), reverse)),
+                _ => Input::Run(RunIter::new(readers, lo.clone(), hi.clone(), reverse)),
+            });
         }
     }
     let rows = VisibleIter::new(sources, reverse, snapshot, read_time, tombstones);

@@ -7,7 +7,7 @@
 
 use crate::error::MidgeResult;
 use crate::memtable::MemCursor;
-use crate::sst::SstIter;
+use crate::sst::{RunIter, SstIter};
 use crate::types::{Entry, RangeTombstone, Seq, cmp_internal, cmp_keys, keys_eq};
 use bytes::Bytes;
 use std::cmp::Ordering;
@@ -50,10 +50,12 @@ impl Cursor for IterCursor {
     }
 }
 
-/// One merge input: a memtable or SST cursor (dispatched statically; tests also merge boxed streams).
+/// One merge input: a memtable, an SST or a run of disjoint SSTs (dispatched statically; tests also merge
+/// boxed streams).
 pub(crate) enum Input {
     Mem(MemCursor),
     Sst(SstIter),
+    Run(RunIter),
     #[cfg(test)]
     Iter(IterCursor),
 }
@@ -69,6 +71,7 @@ impl Input {
         match self {
             Input::Mem(c) => c.current(),
             Input::Sst(c) => c.current(),
+            Input::Run(c) => c.current(),
             #[cfg(test)]
             Input::Iter(c) => c.current(),
         }
@@ -78,6 +81,7 @@ impl Input {
         match self {
             Input::Mem(c) => c.advance(),
             Input::Sst(c) => c.advance(),
+            Input::Run(c) => c.advance(),
             #[cfg(test)]
             Input::Iter(c) => c.advance(),
         }
@@ -87,6 +91,7 @@ impl Input {
         match self {
             Input::Mem(c) => c.next_key_differs(),
             Input::Sst(c) => c.next_key_differs(),
+            Input::Run(c) => c.next_key_differs(),
             #[cfg(test)]
             Input::Iter(c) => c.next_key_differs(),
         }

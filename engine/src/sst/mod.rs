@@ -10,11 +10,13 @@ mod cache;
 #[cfg(test)]
 pub(crate) mod footprint_tests;
 mod reader;
+mod run;
 mod writer;
 
 pub(crate) use bloom::key_hash;
 pub(crate) use cache::BlockCache;
 pub(crate) use reader::{SstIter, SstReader};
+pub(crate) use run::{RunIter, disjoint_runs};
 pub(crate) use writer::{SstOptions, SstWriter};
 
 /// Footer magic ("midgeSST" as little-endian bytes).

@@ -66,6 +66,25 @@ fn sorted(mut v: Vec<Entry>) -> Vec<Entry> {
     v
 }
 
+/// The visible rows of sorted versions `v` within bounds at `snapshot`: the newest version at or below the
+/// snapshot decides each key.
+fn model_rows(v: &[Entry], lo: &Bound<Bytes>, hi: &Bound<Bytes>, snapshot: u64) -> Vec<(Bytes, Bytes)> {
+    let mut rows = Vec::new();
+    let mut last: Option<&Bytes> = None;
+    for e in v
+        .iter()
+        .filter(|e| in_bounds(&e.key, lo, hi) && e.seq <= snapshot)
+    {
+        if last != Some(&e.key) {
+            last = Some(&e.key);
+            if e.kind == EntryKind::Put {
+                rows.push((e.key.clone(), e.value.clone()));
+            }
+        }
+    }
+    rows
+}
+
 fn bound(b: &Option<(Vec<u8>, bool)>) -> Bound<Bytes> {
     match b {
         None => Bound::Unbounded,
@@ -440,18 +459,7 @@ proptest! {
         build(&fs, "s.sst", &v, &[], block);
         let r = Arc::new(open(&fs, "s.sst", block % 2 == 0).unwrap());
         let (lo, hi) = (bound(&lo), bound(&hi));
-        // Newest version at or below the snapshot decides each key.
-        let mut want: Vec<(Bytes, Bytes)> = Vec::new();
-        let mut last: Option<Bytes> = None;
-        for e in v.iter().filter(|e| in_bounds(&e.key, &lo, &hi) && e.seq <= snapshot) {
-            if last.as_ref() == Some(&e.key) {
-                continue;
-            }
-            last = Some(e.key.clone());
-            if e.kind == EntryKind::Put {
-                want.push((e.key.clone(), e.value.clone()));
-            }
-        }
+        let want = model_rows(&v, &lo, &hi, snapshot);
         for reverse in [false, true] {
             let rows = |n: usize| -> Vec<(Bytes, Bytes)> {
                 let input = Input::Sst(SstIter::new(r.clone(), lo.clone(), hi.clone(), reverse));
@@ -722,4 +730,75 @@ fn cached_bytes_per_file_follow_inserts_and_evictions() {
         0,
         "no room: nothing filled"
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    /// A run of disjoint tables reads exactly as the tables' versions in key order, within bounds, in both
+    /// directions, as raw versions and as visible rows (including a reader that stops early), whatever the
+    /// split points, and a cut that shares a key between two tables starts a new run.
+    #[test]
+    fn runs_of_disjoint_tables_read_as_one_table(
+        raw in prop::collection::vec((model_key(4), 1u64..50, any::<bool>()), 1..200),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..5),
+        lo in prop::option::of((model_key(3), any::<bool>())),
+        hi in prop::option::of((model_key(3), any::<bool>())),
+        snapshot in 0u64..60,
+        block in 64usize..600,
+        stop in 0usize..8,
+    ) {
+        use crate::iter::{Cursor, Input, VisibleIter};
+        let fs = MemoryFs::new();
+        let v = sorted(raw.iter().map(|(k, s, d)| entry(k, *s, *d, None)).collect());
+        // Cut at key boundaries only (never between two versions of one key), at arbitrary positions.
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.index(v.len())).filter(|&i| i > 0 && v[i - 1].key != v[i].key).collect();
+        at.sort_unstable();
+        at.dedup();
+        let mut tables = Vec::new();
+        let mut start = 0;
+        for (n, end) in at.into_iter().chain([v.len()]).enumerate() {
+            let name = format!("r{n}.sst");
+            let meta = build(&fs, &name, &v[start..end], &[], block);
+            tables.push((Arc::new(open(&fs, &name, block % 2 == 0).unwrap()), meta));
+            start = end;
+        }
+        // Shuffled input order: the runs come out sorted and, being disjoint, as one run.
+        tables.reverse();
+        let runs = disjoint_runs(tables, |(_, m)| (&m.smallest_key[..], &m.largest_key[..]));
+        prop_assert_eq!(runs.len(), 1);
+        let readers: Vec<Arc<SstReader>> = runs[0].iter().map(|(r, _)| r.clone()).collect();
+        let (lo, hi) = (bound(&lo), bound(&hi));
+        let want: Vec<Entry> = v.iter().filter(|e| in_bounds(&e.key, &lo, &hi)).cloned().collect();
+        for reverse in [false, true] {
+            let mut run = RunIter::new(readers.clone(), lo.clone(), hi.clone(), reverse);
+            let mut got = Vec::new();
+            loop {
+                run.advance().unwrap();
+                match run.current() {
+                    Some(e) => got.push(e.clone()),
+                    None => break,
+                }
+            }
+            if reverse {
+                got.reverse();
+            }
+            prop_assert_eq!(&got, &want, "reverse {}", reverse);
+            let mut rows_want = model_rows(&v, &lo, &hi, snapshot);
+            if reverse {
+                rows_want.reverse();
+            }
+            let rows = |n: usize| -> Vec<(Bytes, Bytes)> {
+                let input = Input::Run(RunIter::new(readers.clone(), lo.clone(), hi.clone(), reverse));
+                VisibleIter::new(vec![input], reverse, snapshot, 0, vec![]).take(n).map(Result::unwrap).collect()
+            };
+            prop_assert_eq!(&rows(usize::MAX), &rows_want, "rows, reverse {}", reverse);
+            prop_assert_eq!(&rows(stop), &rows_want[..stop.min(rows_want.len())], "reverse {} stop {}", reverse, stop);
+        }
+        // Two tables sharing a key (versions of it split between them) never form one run.
+        if let Some(i) = (1..v.len()).find(|&i| v[i - 1].key == v[i].key) {
+            let a = build(&fs, "a.sst", &v[..i], &[], block);
+            let b = build(&fs, "b.sst", &v[i..], &[], block);
+            prop_assert_eq!(disjoint_runs(vec![a, b], |m| (&m.smallest_key[..], &m.largest_key[..])).len(), 2);
+        }
+    }
 }
