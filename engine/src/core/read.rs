@@ -6,10 +6,9 @@ use super::{CfState, Core};
 use crate::error::{MidgeError, MidgeResult};
 use crate::iter::{Input, VisibleIter};
 use crate::memtable::Memtable;
-use crate::sst::{RunIter, SstIter, SstReader, disjoint_runs, key_hash};
+use crate::sst::{RunIter, SstIter, disjoint_runs, key_hash};
 use crate::types::{ColumnFamilyId, Found, RangeTombstone, Seq, key_within};
 use bytes::Bytes;
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -309,8 +308,8 @@ fn scan_view(
         }
     }
     let (mut tables, mut l0) = (0, false);
-    // Tables below L0, by level: each level's disjoint tables are read as runs (one merge input per run).
-    let mut levels: BTreeMap<u32, Vec<&Arc<Table>>> = BTreeMap::new();
+    // Tables below L0: each level's disjoint tables are read as runs (one merge input per run).
+    let mut deeper: Vec<&Arc<Table>> = Vec::new();
     for t in view.tables.iter() {
         tombstones.extend(t.reader.range_tombstones().iter().cloned());
         // Tables wholly outside the bounds contribute no versions (their range tombstones still count).
@@ -329,17 +328,19 @@ fn scan_view(
             let it = SstIter::new(t.reader.clone(), lo.clone(), hi.clone(), reverse);
             sources.push(Input::Sst(it));
         } else {
-            levels.entry(t.meta.level).or_default().push(t);
+            deeper.push(t);
         }
     }
-    for level in levels.into_values() {
-        for run in disjoint_runs(level, |t| (&t.meta.smallest_key[..], &t.meta.largest_key[..])) {
-            let readers: Vec<Arc<SstReader>> = run.iter().map(|t| t.reader.clone()).collect();
-            sources.push(match &readers[..] {
-                [only] => Input::Sst(SstIter::new(only.clone(), lo.clone(), hi.clone(), reverse)),
-                _ => Input::Run(RunIter::new(readers, lo.clone(), hi.clone(), reverse)),
-            });
-        }
+    for run in disjoint_runs(&mut deeper, |t| {
+        (t.meta.level, &t.meta.smallest_key, &t.meta.largest_key)
+    }) {
+        sources.push(match run {
+            [only] => Input::Sst(SstIter::new(only.reader.clone(), lo.clone(), hi.clone(), reverse)),
+            _ => {
+                let readers = run.iter().map(|t| t.reader.clone()).collect();
+                Input::Run(RunIter::new(readers, lo.clone(), hi.clone(), reverse))
+            }
+        });
     }
     let rows = VisibleIter::new(sources, reverse, snapshot, read_time, tombstones);
     (rows, tables >= 2 && l0)

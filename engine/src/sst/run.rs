@@ -11,27 +11,35 @@ use bytes::Bytes;
 use std::ops::Bound;
 use std::sync::Arc;
 
-/// Splits `tables` (each with its smallest and largest key) into runs a [`RunIter`] may walk: every run is in
-/// ascending key order, and each table's smallest key is strictly greater than the previous table's largest
-/// key. Tables that share or overlap a key with their neighbour start a new run, so the runs stay correct
-/// whatever the layout (a merge over several runs still orders their versions).
-pub(crate) fn disjoint_runs<T>(mut tables: Vec<T>, range: impl Fn(&T) -> (&[u8], &[u8])) -> Vec<Vec<T>> {
+/// Sorts `tables` (each with a group — its level — and its smallest and largest key) by group and key range,
+/// and yields them as runs a [`RunIter`] may walk: within a run every table has the same group and a smallest
+/// key strictly greater than the previous table's largest key. A table that shares or overlaps a key with its
+/// predecessor starts a new run, so the runs stay correct whatever the layout (a merge over several runs still
+/// orders their versions). Allocates nothing.
+pub(crate) fn disjoint_runs<'a, T>(
+    tables: &'a mut [T],
+    range: impl Fn(&T) -> (u32, &[u8], &[u8]) + 'a,
+) -> impl Iterator<Item = &'a [T]> + 'a {
     tables.sort_by(|a, b| {
-        let ((alo, ahi), (blo, bhi)) = (range(a), range(b));
-        cmp_keys(alo, blo).then_with(|| cmp_keys(ahi, bhi))
+        let ((ga, la, ha), (gb, lb, hb)) = (range(a), range(b));
+        ga.cmp(&gb)
+            .then_with(|| cmp_keys(la, lb))
+            .then_with(|| cmp_keys(ha, hb))
     });
-    let mut runs: Vec<Vec<T>> = Vec::new();
-    for t in tables {
-        let joins = runs
-            .last()
-            .and_then(|r| r.last())
-            .is_some_and(|prev| cmp_keys(range(prev).1, range(&t).0).is_lt());
-        match runs.last_mut() {
-            Some(run) if joins => run.push(t),
-            _ => runs.push(vec![t]),
+    let mut rest: &'a [T] = tables;
+    std::iter::from_fn(move || {
+        let mut n = usize::from(!rest.is_empty());
+        while let (Some(prev), Some(next)) = (rest.get(n.wrapping_sub(1)), rest.get(n)) {
+            let ((g0, _, hi), (g1, lo, _)) = (range(prev), range(next));
+            if g0 != g1 || !cmp_keys(hi, lo).is_lt() {
+                break;
+            }
+            n += 1;
         }
-    }
-    runs
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        (!run.is_empty()).then_some(run)
+    })
 }
 
 /// Walks a run of tables (ascending, strictly disjoint key ranges; see [`disjoint_runs`]) within bounds,
@@ -109,30 +117,33 @@ impl Cursor for RunIter {
 mod tests {
     use super::*;
 
-    fn range<'a>(t: &'a (&[u8], &[u8])) -> (&'a [u8], &'a [u8]) {
-        (t.0, t.1)
-    }
-
     #[test]
-    fn runs_split_where_tables_touch_or_overlap() {
-        let tables: Vec<(&[u8], &[u8])> = vec![
-            (b"m", b"p"),
-            (b"a", b"c"),
-            (b"d", b"f"),
-            (b"f", b"h"),
-            (b"g", b"k"),
-            (b"q", b"z"),
+    fn runs_split_where_tables_touch_or_overlap_or_change_level() {
+        let mut tables: Vec<(u32, &[u8], &[u8])> = vec![
+            (1, b"m", b"p"),
+            (1, b"a", b"c"),
+            (1, b"d", b"f"),
+            (1, b"f", b"h"),
+            (1, b"g", b"k"),
+            (1, b"q", b"z"),
+            (2, b"b", b"e"),
+            (2, b"x", b"y"),
         ];
-        let runs = disjoint_runs(tables, range);
-        let runs: Vec<Vec<&[u8]>> = runs.iter().map(|r| r.iter().map(|t| t.0).collect()).collect();
-        // a-c, d-f; f-h touches d-f at "f": a new run; g-k overlaps f-h: another, which m-p and q-z join.
+        let runs: Vec<Vec<&[u8]>> = disjoint_runs(&mut tables, |t| *t)
+            .map(|r| r.iter().map(|t| t.1).collect())
+            .collect();
+        // a-c, d-f; f-h touches d-f at "f": a new run; g-k overlaps f-h: another, which m-p and q-z join;
+        // level 2 is its own run.
+        let want: Vec<Vec<&[u8]>> = vec![
+            vec![b"a", b"d"],
+            vec![b"f"],
+            vec![b"g", b"m", b"q"],
+            vec![b"b", b"x"],
+        ];
+        assert_eq!(runs, want);
         assert_eq!(
-            runs,
-            vec![vec![&b"a"[..], b"d"], vec![b"f"], vec![b"g", b"m", b"q"]]
-                .into_iter()
-                .map(|r| r.into_iter().collect::<Vec<&[u8]>>())
-                .collect::<Vec<_>>()
+            disjoint_runs(&mut Vec::<(u32, &[u8], &[u8])>::new(), |t| *t).count(),
+            0
         );
-        assert!(disjoint_runs(Vec::<(&[u8], &[u8])>::new(), range).is_empty());
     }
 }

@@ -764,9 +764,11 @@ proptest! {
         }
         // Shuffled input order: the runs come out sorted and, being disjoint, as one run.
         tables.reverse();
-        let runs = disjoint_runs(tables, |(_, m)| (&m.smallest_key[..], &m.largest_key[..]));
+        let runs: Vec<Vec<Arc<SstReader>>> = disjoint_runs(&mut tables, |(_, m)| (1, &m.smallest_key[..], &m.largest_key[..]))
+            .map(|run| run.iter().map(|(r, _)| r.clone()).collect())
+            .collect();
         prop_assert_eq!(runs.len(), 1);
-        let readers: Vec<Arc<SstReader>> = runs[0].iter().map(|(r, _)| r.clone()).collect();
+        let readers = runs[0].clone();
         let (lo, hi) = (bound(&lo), bound(&hi));
         let want: Vec<Entry> = v.iter().filter(|e| in_bounds(&e.key, &lo, &hi)).cloned().collect();
         for reverse in [false, true] {
@@ -798,7 +800,7 @@ proptest! {
         if let Some(i) = (1..v.len()).find(|&i| v[i - 1].key == v[i].key) {
             let a = build(&fs, "a.sst", &v[..i], &[], block);
             let b = build(&fs, "b.sst", &v[i..], &[], block);
-            prop_assert_eq!(disjoint_runs(vec![a, b], |m| (&m.smallest_key[..], &m.largest_key[..])).len(), 2);
+            prop_assert_eq!(disjoint_runs(&mut [a, b], |m| (1, &m.smallest_key[..], &m.largest_key[..])).count(), 2);
         }
     }
 }
