@@ -2,9 +2,10 @@
 //! bytes each) in 1,000-op buffered batches, deletes every other 1,000-key block with a range delete and
 //! compacts (as `readseq_after_delete` does), then times forward scans that fold every value's bytes. Prints
 //! ns per row for the scans before and after the delete, so the scan path can be profiled on its own (`perf
-//! record`). `cargo run --release -p cntryl-midge --example scanprobe -- <dir> [keys] [rounds] [seq|bench]`
+//! record`). `cargo run --release -p cntryl-midge --example scanprobe -- <dir> [keys] [rounds] [seq|seek|bench]`
 //!
-//! `bench` loads as the benchmark's main database does instead: every key once in a random order, then as many
+//! `seek` times the benchmark's seekrandom after the scans of the loaded, compacted table (seek to a random key,
+//! read ten rows; best of `rounds` × 100,000). `bench` loads as the benchmark's main database does instead: every key once in a random order, then as many
 //! random overwrites, then a flush and no compaction; it prints the layout and times the first scan (the
 //! benchmark's readseq) and the best of `rounds`, then stops.
 #![allow(clippy::disallowed_methods)] // a probe: real files and clocks
@@ -70,6 +71,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     engine.compact_all()?;
     let (ns, rows) = scans(&engine, &cf, rounds)?;
     println!("loaded: {rows} rows, best {ns:.1} ns per row");
+    if args.get(4).map(String::as_str) == Some("seek") {
+        return seeks(&engine, &cf, n, rounds, &mut x);
+    }
     for block in (0..n.div_ceil(1000)).step_by(2) {
         let ops = vec![BatchOp::DeleteRange {
             start: key(block * 1000),
@@ -146,5 +150,31 @@ fn bench_shape(
             l.total_bytes >> 20
         );
     }
+    Ok(())
+}
+
+/// The benchmark's seekrandom on the loaded, compacted table: seek to a random key and read ten rows.
+fn seeks(
+    engine: &Engine,
+    cf: &ColumnFamilyHandle,
+    n: u64,
+    rounds: usize,
+    x: &mut u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut best = f64::MAX;
+    for _ in 0..rounds {
+        let tx = engine.begin_tx(cf.id(), TransactionMode::ReadOnly)?;
+        let t = Instant::now();
+        let mut fold = 0u64;
+        for _ in 0..100_000 {
+            let q = Query::new().start_key(key(xorshift(x) % n).into()).limit(10);
+            for (k, v) in tx.scan(&q)? {
+                fold = fold.wrapping_add(k.len() as u64 + v.len() as u64);
+            }
+        }
+        std::hint::black_box(fold);
+        best = best.min(t.elapsed().as_nanos() as f64 / 100_000.0);
+    }
+    println!("seek + 10 rows: best {best:.0} ns");
     Ok(())
 }
