@@ -5,9 +5,9 @@
 //! record`). `cargo run --release -p cntryl-midge --example scanprobe -- <dir> [keys] [rounds] [seq|seek|bench]`
 //!
 //! `seek` times the benchmark's seekrandom after the scans of the loaded, compacted table (seek to a random key,
-//! read ten rows; best of `rounds` × 100,000). `bench` loads as the benchmark's main database does instead: every key once in a random order, then as many
-//! random overwrites, then a flush and no compaction; it prints the layout and times the first scan (the
-//! benchmark's readseq) and the best of `rounds`, then stops.
+//! read ten rows; best of `rounds` × 100,000). `bench` loads as the benchmark's main database does instead:
+//! every key once in a random order, then as many random overwrites, then a flush and no compaction; it prints
+//! the layout and times the first scan (the benchmark's readseq) and the best of `rounds`, then stops.
 #![allow(clippy::disallowed_methods)] // a probe: real files and clocks
 
 use cntryl_midge::prelude::*;
@@ -67,8 +67,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         engine.write(cf.id(), ops, WriteOptions::buffered())?;
     }
+    let t = Instant::now();
     engine.flush_cf(&cf)?;
+    let flushed = t.elapsed();
     engine.compact_all()?;
+    println!(
+        "flush {flushed:.2?}, then compact_all {:.2?}",
+        t.elapsed() - flushed
+    );
     let (ns, rows) = scans(&engine, &cf, rounds)?;
     println!("loaded: {rows} rows, best {ns:.1} ns per row");
     if args.get(4).map(String::as_str) == Some("seek") {
@@ -81,8 +87,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }];
         engine.write(cf.id(), ops, WriteOptions::buffered())?;
     }
+    let t = Instant::now();
     engine.flush_cf(&cf)?;
+    let flushed = t.elapsed();
     engine.compact_all()?;
+    println!(
+        "flush {flushed:.2?}, then compact_all {:.2?}",
+        t.elapsed() - flushed
+    );
     let (ns, rows) = scans(&engine, &cf, rounds)?;
     println!("after delete + compact: {rows} rows, best {ns:.1} ns per row");
     Ok(())

@@ -14,7 +14,7 @@ use crate::manifest::{Edit, FileMeta};
 use crate::memtable::Memtable;
 use crate::sst::{SstIter, SstOptions, SstReader, SstWriter};
 use crate::storage::OpenMode;
-use crate::types::{ColumnFamilyId, Entry, EntryKind, RangeTombstone, Seq};
+use crate::types::{ColumnFamilyId, Entry, EntryKind, RangeTombstone, Seq, keys_eq};
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -97,7 +97,7 @@ impl Core {
         &self,
         cf: ColumnFamilyId,
         level: u32,
-        entries: &mut dyn Iterator<Item = MidgeResult<Entry>>,
+        entries: &mut GcIter,
         tombstones: &[RangeTombstone],
         limit: u64,
         fill: &mut u64,
@@ -120,13 +120,16 @@ impl Core {
             w.add_range_tombstone(t.clone());
             any = true;
         }
-        let mut last_key: Option<bytes::Bytes> = None;
-        for e in &mut *entries {
-            let e = e?;
-            let boundary = last_key.as_ref().is_some_and(|k| *k != e.key);
-            w.add(&e)?;
-            any = true;
-            last_key = Some(e.key.clone());
+        // The previous version's key (a copy): a table ends only between two keys.
+        let (mut last_key, mut versions) = (Vec::new(), false);
+        while let Some(e) = entries.next_entry()? {
+            let boundary = versions && !keys_eq(&last_key, &e.key);
+            w.add(e)?;
+            if boundary || !versions {
+                last_key.clear();
+                last_key.extend_from_slice(&e.key);
+            }
+            (versions, any) = (true, true);
             if boundary && w.estimated_size() >= limit {
                 break;
             }
@@ -260,9 +263,17 @@ impl Core {
 
 /// Drops versions no snapshot can see: for each key keeps every version above `horizon` and the newest at or
 /// below it (unless, at the bottom level, that one is a tombstone or expired), and drops versions hidden by a
-/// range tombstone at or below the horizon.
+/// range tombstone at or below the horizon. A cursor: [`GcIter::next_entry`] lends each kept version in place,
+/// so a flush or compaction copies each version's bytes once, into its output, and bumps no reference count.
 struct GcIter {
     inner: MergeIter,
+    rule: GcRule,
+    /// The version last lent is still the merge's current one: the next call moves past it first.
+    lent: bool,
+}
+
+/// What [`GcIter`] decides with, and where its sweep over keys stands.
+struct GcRule {
     horizon: Seq,
     bottommost: bool,
     now_ms: u64,
@@ -274,7 +285,9 @@ struct GcIter {
     /// Tombstones covering the current key (start <= key < end): a sweep, since keys arrive in order, so
     /// each version is checked against the few ranges around it rather than all of them.
     covering: Vec<RangeTombstone>,
-    current: Option<bytes::Bytes>,
+    /// The key whose versions are arriving (a copy), and whether one arrived yet.
+    current: Vec<u8>,
+    started: bool,
     kept_floor: bool,
 }
 
@@ -292,16 +305,64 @@ impl GcIter {
         tombstones.sort_by(|a, b| a.start.cmp(&b.start));
         GcIter {
             inner,
-            horizon,
-            bottommost,
-            now_ms,
-            drop_expired,
-            tombstones,
-            next_tombstone: 0,
-            covering: Vec::new(),
-            current: None,
-            kept_floor: false,
+            rule: GcRule {
+                horizon,
+                bottommost,
+                now_ms,
+                drop_expired,
+                tombstones,
+                next_tombstone: 0,
+                covering: Vec::new(),
+                current: Vec::new(),
+                started: false,
+                kept_floor: false,
+            },
+            lent: false,
         }
+    }
+
+    /// The next version to keep, borrowed from the merge until the next call; `None` at the end.
+    fn next_entry(&mut self) -> MidgeResult<Option<&Entry>> {
+        if std::mem::take(&mut self.lent) {
+            self.inner.advance()?;
+        }
+        loop {
+            let keep = match self.inner.peek()? {
+                Some(e) => self.rule.keeps(e),
+                None => return Ok(None),
+            };
+            if keep {
+                self.lent = true;
+                return self.inner.peek();
+            }
+            self.inner.advance()?;
+        }
+    }
+}
+
+impl GcRule {
+    /// Whether `e`, the next version in internal order, is kept.
+    fn keeps(&mut self, e: &Entry) -> bool {
+        if !self.started || !keys_eq(&self.current, &e.key) {
+            self.started = true;
+            self.current.clear();
+            self.current.extend_from_slice(&e.key);
+            self.kept_floor = false;
+            self.sweep_to(&e.key);
+        }
+        if e.seq > self.horizon {
+            return true;
+        }
+        if self.kept_floor {
+            return false; // shadowed by a newer version every snapshot sees
+        }
+        self.kept_floor = true;
+        if self.covering.iter().any(|t| e.seq < t.seq) {
+            return false;
+        }
+        let dead =
+            e.kind == EntryKind::Delete || (self.drop_expired && e.expiry.is_some_and(|x| x <= self.now_ms));
+        !(self.bottommost && dead)
     }
 
     /// Moves the sweep to `key` (keys never decrease).
@@ -314,40 +375,6 @@ impl GcIter {
                 self.covering.push(t.clone());
             }
             self.next_tombstone += 1;
-        }
-    }
-}
-
-impl Iterator for GcIter {
-    type Item = MidgeResult<Entry>;
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let e = match self.inner.next()? {
-                Ok(e) => e,
-                Err(err) => return Some(Err(err)),
-            };
-            if self.current.as_ref() != Some(&e.key) {
-                self.current = Some(e.key.clone());
-                self.kept_floor = false;
-                self.sweep_to(&e.key);
-            }
-            if e.seq > self.horizon {
-                return Some(Ok(e));
-            }
-            if self.kept_floor {
-                continue; // shadowed by a newer version every snapshot sees
-            }
-            self.kept_floor = true;
-            let hidden = self.covering.iter().any(|t| e.seq < t.seq);
-            if hidden {
-                continue;
-            }
-            let dead = e.kind == EntryKind::Delete
-                || (self.drop_expired && e.expiry.is_some_and(|x| x <= self.now_ms));
-            if self.bottommost && dead {
-                continue;
-            }
-            return Some(Ok(e));
         }
     }
 }

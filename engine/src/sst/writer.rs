@@ -7,7 +7,7 @@ use super::{FOOTER_LEN, MAGIC, VERSION};
 use crate::codec::{Put, crc32};
 use crate::error::{MidgeError, MidgeResult};
 use crate::storage::File;
-use crate::types::{Entry, RangeTombstone, Seq, cmp_internal};
+use crate::types::{Entry, RangeTombstone, Seq, cmp_internal, cmp_keys, keys_eq};
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -57,7 +57,10 @@ pub(crate) struct SstWriter {
     index_count: u32,
     bloom: BloomBuilder,
     tombstones: Vec<RangeTombstone>,
-    last: Option<(Bytes, Seq)>,
+    /// The last entry's key (a copy: no reference count to bump per entry) and sequence; `None` before the
+    /// first entry.
+    last_key: Vec<u8>,
+    last_seq: Option<Seq>,
     meta: SstMeta,
     seqs: Option<(Seq, Seq)>,
     /// Data blocks in a row that LZ4 did not shrink (or was not tried on); see [`try_compress`].
@@ -91,7 +94,8 @@ impl SstWriter {
             index_count: 0,
             bloom: BloomBuilder::default(),
             tombstones: Vec::new(),
-            last: None,
+            last_key: Vec::new(),
+            last_seq: None,
             meta: SstMeta::default(),
             seqs: None,
             incompressible: 0,
@@ -130,6 +134,10 @@ impl SstWriter {
                 self.meta.largest_key = key.clone();
             }
         }
+        self.note_seq(seq);
+    }
+
+    fn note_seq(&mut self, seq: Seq) {
         self.seqs = Some(match self.seqs {
             None => (seq, seq),
             Some((lo, hi)) => (lo.min(seq), hi.max(seq)),
@@ -138,21 +146,33 @@ impl SstWriter {
 
     /// Adds one version; versions must arrive in internal order (key asc, seq desc).
     pub fn add(&mut self, e: &Entry) -> MidgeResult<()> {
-        if let Some((k, s)) = &self.last
-            && cmp_internal(k, *s, &e.key, e.seq) != Ordering::Less
-        {
-            return Err(MidgeError::Internal(format!(
-                "{}: entries added out of order",
-                self.name
-            )));
-        }
-        if self.last.as_ref().is_none_or(|(k, _)| *k != e.key) {
+        let new_key = match self.last_seq {
+            Some(s) => match cmp_internal(&self.last_key, s, &e.key, e.seq) {
+                Ordering::Less => !keys_eq(&self.last_key, &e.key),
+                _ => {
+                    return Err(MidgeError::Internal(format!(
+                        "{}: entries added out of order",
+                        self.name
+                    )));
+                }
+            },
+            None => true,
+        };
+        if new_key {
             self.bloom.add(&e.key);
+            self.last_key.clear();
+            self.last_key.extend_from_slice(&e.key);
         }
-        self.note_key(&e.key, e.seq);
+        // Entries ascend, so only the first can lower the smallest key (range tombstones may have set it), and
+        // the last one's key is settled against the largest in `finish`.
+        if self.last_seq.is_none() {
+            self.note_key(&e.key, e.seq);
+        } else {
+            self.note_seq(e.seq);
+        }
+        self.last_seq = Some(e.seq);
         self.meta.entries += 1;
         self.block.add(e);
-        self.last = Some((e.key.clone(), e.seq));
         if self.block.size() >= self.opts.block_size {
             self.flush_block()?;
         }
@@ -197,9 +217,8 @@ impl SstWriter {
             let added = cache.fill(*id, off, at_least, || decode_data(payload).ok().map(Arc::new));
             *budget = budget.saturating_sub(added);
         }
-        let (k, s) = self.last.clone().unwrap_or_default();
-        self.index.put_slice32(&k);
-        self.index.put_u64(s);
+        self.index.put_slice32(&self.last_key);
+        self.index.put_u64(self.last_seq.unwrap_or_default());
         self.index.put_u64(off);
         self.index.put_u64(len);
         self.index_count += 1;
@@ -219,6 +238,9 @@ impl SstWriter {
             tb.put_u64(t.seq);
         }
         let tomb_h = self.write(&seal(&tb, false))?;
+        if self.last_seq.is_some() && cmp_keys(&self.last_key, &self.meta.largest_key).is_gt() {
+            self.meta.largest_key = Bytes::copy_from_slice(&self.last_key);
+        }
         if let Some((lo, hi)) = self.seqs {
             self.meta.smallest_seq = lo;
             self.meta.largest_seq = hi;
