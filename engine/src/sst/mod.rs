@@ -1,7 +1,8 @@
 //! SSTables: immutable sorted files of versions, their block cache, and lazy cursors.
 //!
-//! Owns the byte format (documented in `docs/formats/sst.md`), [`SstWriter`], [`SstReader`] and
-//! [`BlockCache`]. Knows nothing about levels, the manifest or visibility; reads and writes only through the
+//! Owns the byte format (documented in `docs/formats/sst.md`), [`SstWriter`], [`SstReader`], [`BlockCache`]
+//! and [`RunIter`] (tables with disjoint key ranges read as one cursor; the caller says which tables may form
+//! a run). Knows nothing about levels, the manifest or visibility; reads and writes only through the
 //! [`crate::storage::File`] it is given. Every integer is fixed-width little-endian.
 
 mod block;
