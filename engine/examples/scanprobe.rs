@@ -107,6 +107,15 @@ fn xorshift(x: &mut u64) -> u64 {
     *x
 }
 
+/// Prints the files and bytes of each non-empty level, each line after `label`.
+fn print_layout(engine: &Engine, label: &str) -> MidgeResult<()> {
+    for l in engine.get_storage_layout()?.levels {
+        let (files, mib) = (l.file_count, l.total_bytes >> 20);
+        println!("{label}L{}: {files} files, {mib} MiB", l.level);
+    }
+    Ok(())
+}
+
 /// The benchmark's main database: a random-order load, as many random overwrites, a flush; then scans.
 fn bench_shape(
     engine: &Engine,
@@ -138,14 +147,7 @@ fn bench_shape(
         }
     }
     engine.flush_cf(cf)?;
-    for l in engine.get_storage_layout()?.levels {
-        println!(
-            "L{}: {} files, {} MiB",
-            l.level,
-            l.file_count,
-            l.total_bytes >> 20
-        );
-    }
+    print_layout(engine, "")?;
     if std::env::var_os("SCANPROBE_PAUSE").is_some() {
         // Time to attach a profiler to the scans alone.
         println!("loaded");
@@ -154,14 +156,7 @@ fn bench_shape(
     let (first, rows) = scans(engine, cf, 1)?;
     let (best, _) = scans(engine, cf, rounds)?;
     println!("bench shape: {rows} rows, first scan {first:.1} ns per row, best of {rounds} {best:.1}");
-    for l in engine.get_storage_layout()?.levels {
-        println!(
-            "after the scans L{}: {} files, {} MiB",
-            l.level,
-            l.file_count,
-            l.total_bytes >> 20
-        );
-    }
+    print_layout(engine, "after the scans ")?;
     Ok(())
 }
 

@@ -120,16 +120,11 @@ impl Core {
             w.add_range_tombstone(t.clone());
             any = true;
         }
-        // The previous version's key (a copy): a table ends only between two keys.
-        let (mut last_key, mut versions) = (Vec::new(), false);
         while let Some(e) = entries.next_entry()? {
-            let boundary = versions && !keys_eq(&last_key, &e.key);
+            // A table ends only between two keys: after the first version of a new one.
+            let boundary = w.last_key().is_some_and(|k| !keys_eq(k, &e.key));
             w.add(e)?;
-            if boundary || !versions {
-                last_key.clear();
-                last_key.extend_from_slice(&e.key);
-            }
-            (versions, any) = (true, true);
+            any = true;
             if boundary && w.estimated_size() >= limit {
                 break;
             }

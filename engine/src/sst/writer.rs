@@ -144,6 +144,11 @@ impl SstWriter {
         });
     }
 
+    /// The key of the last version added; `None` before the first (range tombstones do not count).
+    pub fn last_key(&self) -> Option<&[u8]> {
+        self.last_seq.map(|_| &self.last_key[..])
+    }
+
     /// Adds one version; versions must arrive in internal order (key asc, seq desc).
     pub fn add(&mut self, e: &Entry) -> MidgeResult<()> {
         let new_key = match self.last_seq {
